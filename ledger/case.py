@@ -1,0 +1,178 @@
+"""Case, agency and ledger streams as eventsourcing aggregates.
+
+Each aggregate event carries one canonical envelope. The aggregate keeps only
+what the append path needs (seq, chain head, last recorded time, and for an
+agency its keys), so loading one is cheap; the stored bytes remain the record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
+
+from .verify import Envelope, b64decode, key_id_of, parse_envelope, stream_id
+
+
+def _timestamp(env: Envelope) -> datetime:
+    return datetime.fromisoformat(env.recorded_at.replace("Z", "+00:00"))
+
+
+class LedgerStream(Aggregate):
+    """One hash-chained stream of envelopes (a case, an agency's registry, the ledger root)."""
+
+    class Opened(Aggregate.Created):
+        envelope: bytes
+
+        @classmethod
+        def from_stored(cls, originator_id: UUID, version: int, state: bytes) -> Any:
+            env = parse_envelope(state)
+            return cls(
+                originator_id=originator_id,
+                originator_version=version,
+                timestamp=_timestamp(env),
+                originator_topic=get_topic(cls.aggregate_class()),
+                envelope=state,
+            )
+
+        @classmethod
+        def aggregate_class(cls) -> type[LedgerStream]:
+            return LedgerStream
+
+    class Recorded(Aggregate.Event):
+        envelope: bytes
+
+        @classmethod
+        def from_stored(cls, originator_id: UUID, version: int, state: bytes) -> Any:
+            return cls(
+                originator_id=originator_id,
+                originator_version=version,
+                timestamp=_timestamp(parse_envelope(state)),
+                envelope=state,
+            )
+
+        def apply(self, aggregate: LedgerStream) -> None:
+            aggregate.fold(parse_envelope(self.envelope))
+
+    def __init__(self, envelope: bytes) -> None:
+        # State is declared here, not as class annotations: eventsourcing would
+        # turn those into constructor arguments.
+        self.stream: str = ""
+        self.head: str | None = None
+        self.recorded_at: str = ""
+        self.setup()
+        self.fold(parse_envelope(envelope))
+
+    def setup(self) -> None:
+        """Hook for subclasses to declare their extra state."""
+
+    @classmethod
+    def open(cls, env: Envelope) -> LedgerStream:
+        stream = cls._create(
+            cls.Opened,
+            id=stream_id(env.stream),
+            timestamp=_timestamp(env),
+            envelope=env.raw,
+        )
+        return stream
+
+    def record(self, env: Envelope) -> None:
+        self.trigger_event(self.Recorded, timestamp=_timestamp(env), envelope=env.raw)
+
+    def fold(self, env: Envelope) -> None:
+        self.stream = env.stream
+        self.head = env.event_hash
+        self.recorded_at = env.recorded_at
+        self.on_event(env)
+
+    def on_event(self, env: Envelope) -> None:
+        """Hook for subclasses that keep more state than the chain head."""
+
+
+class Case(LedgerStream):
+    """A case's chronology: every agency's events about one child or episode."""
+
+    class Opened(LedgerStream.Opened):
+        @classmethod
+        def aggregate_class(cls) -> type[LedgerStream]:
+            return Case
+
+    def __init__(self, envelope: bytes) -> None:  # eventsourcing would generate one otherwise
+        super().__init__(envelope)
+
+
+class Agency(LedgerStream):
+    """An agency's registry stream: registration, keys added and revoked."""
+
+    class Opened(LedgerStream.Opened):
+        @classmethod
+        def aggregate_class(cls) -> type[LedgerStream]:
+            return Agency
+
+    def __init__(self, envelope: bytes) -> None:  # eventsourcing would generate one otherwise
+        super().__init__(envelope)
+
+    def setup(self) -> None:
+        self.kind: str = ""
+        self.borough: str | None = None
+        self.name: str | None = None
+        self.keys: dict[str, dict[str, Any]] = {}
+
+    REGISTRY: ClassVar[frozenset[str]] = frozenset(
+        {"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"}
+    )
+
+    def on_event(self, env: Envelope) -> None:
+        payload = env.body["payload"]
+        if env.type == "AGENCY_REGISTERED":
+            self.kind = payload["kind"]
+            self.borough = payload.get("borough")
+            self.name = payload.get("name")
+        elif env.type == "AGENCY_KEY_ADDED":
+            key_id = key_id_of(b64decode(payload["public_key"]))
+            self.keys[key_id] = {
+                "public_key": payload["public_key"],
+                "added_at": env.recorded_at,
+                "revoked_at": None,
+            }
+        elif env.type == "AGENCY_KEY_REVOKED":
+            self.keys[payload["key_id"]]["revoked_at"] = env.recorded_at
+
+    def active_key(self, key_id: str) -> str | None:
+        """The base64 public key if `key_id` is this agency's and not revoked."""
+        record = self.keys.get(key_id)
+        if record is None or record["revoked_at"] is not None:
+            return None
+        return str(record["public_key"])
+
+
+class LedgerRoot(LedgerStream):
+    """The genesis stream: the ledger's origin name and public key."""
+
+    class Opened(LedgerStream.Opened):
+        @classmethod
+        def aggregate_class(cls) -> type[LedgerStream]:
+            return LedgerRoot
+
+    def __init__(self, envelope: bytes) -> None:  # eventsourcing would generate one otherwise
+        super().__init__(envelope)
+
+    def setup(self) -> None:
+        self.origin: str = ""
+        self.public_key: str = ""
+
+    def on_event(self, env: Envelope) -> None:
+        if env.type == "LEDGER_INITIALISED":
+            self.origin = env.body["payload"]["origin"]
+            self.public_key = env.body["payload"]["public_key"]
+
+
+def stream_class(stream: str) -> type[LedgerStream]:
+    if stream.startswith("case/"):
+        return Case
+    if stream.startswith("agency/"):
+        return Agency
+    return LedgerRoot

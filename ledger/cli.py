@@ -1,0 +1,437 @@
+"""`ledger`: the command line agencies, operators and auditors script against.
+
+Exit codes: 0 success, 1 a refusal or a failed verification, 2 a usage error.
+Errors are one line on stderr, never a traceback; `--json` gives machine output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .canonical import canonical
+from .core import Ledger, Submission
+from .errors import LedgerError, UsageError, ValidationError
+from .events import format_time, parse_time, validate_body
+from .keys import load_key_file, parse_public_key
+from .store import default_db_url
+from .verify import b64decode, b64encode
+
+DEFAULT_ORIGIN = "response-ledger.local/log"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+
+
+def _keys_dir(args: argparse.Namespace) -> Path:
+    if args.keys:
+        return Path(args.keys)
+    env = os.environ.get("LEDGER_KEYS")
+    return Path(env) if env else Path("var/keys")
+
+
+def _open(args: argparse.Namespace) -> Ledger:
+    return Ledger.open(args.db or default_db_url(), _keys_dir(args))
+
+
+# --- commands -------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace, ledger: Ledger) -> int:
+    public = ledger.init(args.origin)
+    data = {
+        "origin": args.origin,
+        "public_key": b64encode(public),
+        "key_file": str(ledger.ledger_key_path),
+        "db": ledger.store.url.describe(),
+    }
+    _emit(args, data, f"ledger initialised ({data['db']})\nledger public key: {data['public_key']}")
+    return 0
+
+
+def cmd_agency_add(args: argparse.Namespace, ledger: Ledger) -> int:
+    public = parse_public_key(args.public_key) if args.public_key else None
+    key_id, path = ledger.register_agency(
+        args.agency_id, args.kind, args.borough, args.name, public
+    )
+    data = {
+        "agency": args.agency_id,
+        "kind": args.kind,
+        "borough": args.borough,
+        "key_id": key_id,
+        "key_file": str(path) if path else None,
+    }
+    where = f", private key in {path} (mode 600)" if path else ", agency holds the private key"
+    _emit(args, data, f"registered {args.agency_id} ({args.kind}) with key {key_id}{where}")
+    return 0
+
+
+def cmd_agency_rotate(args: argparse.Namespace, ledger: Ledger) -> int:
+    old = [k for k, r in ledger.agency(args.agency_id).keys.items() if r["revoked_at"] is None]
+    public = parse_public_key(args.public_key) if args.public_key else None
+    key_id, _path = ledger.add_agency_key(args.agency_id, public)
+    for k in old:
+        ledger.revoke_agency_key(args.agency_id, k, "rotated")
+    _emit(
+        args,
+        {"agency": args.agency_id, "key_id": key_id, "revoked": old},
+        f"{args.agency_id}: new key {key_id}; revoked {', '.join(old) or 'none'}",
+    )
+    return 0
+
+
+def cmd_agency_revoke(args: argparse.Namespace, ledger: Ledger) -> int:
+    receipt = ledger.revoke_agency_key(args.agency_id, args.key_id, args.reason)
+    _emit(args, receipt.as_dict(), f"revoked key {args.key_id} of {args.agency_id}")
+    return 0
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what} is not valid JSON: {e.msg} at column {e.colno}") from None
+
+
+def cmd_append(args: argparse.Namespace, ledger: Ledger) -> int:
+    payload = _json_arg(args.payload, "--payload")
+    occurred = args.occurred_at or format_time(datetime.now(UTC))
+    parse_time(occurred, "--occurred-at")
+    key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
+    signer = load_key_file(key_path)
+    event_id = args.event_id or f"{args.agency}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
+    body: dict[str, Any] = {
+        "v": 1,
+        "case_id": args.case_id,
+        "event_id": event_id,
+        "type": args.type,
+        "occurred_at": occurred,
+        "agency": args.agency,
+        "actor": {"role": args.actor_role, **({"ref": args.actor_ref} if args.actor_ref else {})},
+        "payload": payload,
+        "responds_to": args.responds_to or [],
+        "corrects": args.corrects,
+        "key_id": signer.key_id,
+    }
+    validate_body(body, datetime.now(UTC))
+    receipt = ledger.append(Submission(body, signer.sign_body(canonical(body))))
+    note = " (already recorded: original receipt)" if receipt.duplicate else ""
+    _emit(args, receipt.as_dict(), f"{receipt.stream} seq {receipt.seq} {receipt.event_hash}{note}")
+    return 0
+
+
+def _import_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    record = _json_arg(line, f"{path} line {n}")
+                    if not isinstance(record, dict) or not isinstance(record.get("body"), dict):
+                        raise UsageError(
+                            f"{path} line {n}: expected an object with a 'body' object"
+                        )
+                    yield n, record
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
+    path = Path(args.file)
+    now = datetime.now(UTC)
+    total = 0
+    # First pass: refuse a bad file before anything is written.
+    for n, record in _import_lines(path):
+        try:
+            validate_body(record["body"], now)
+        except ValidationError as e:
+            raise ValidationError(f"{path} line {n}: {e}") from None
+        if "sig" not in record and not args.sign:
+            raise UsageError(
+                f"{path} line {n}: no 'sig'; use --sign to sign with local agency keys"
+            )
+        total += 1
+    signers: dict[str, Any] = {}
+    appended = duplicates = 0
+    with _progress(not args.json and sys.stderr.isatty()) as progress:
+        task = progress.add_task("importing", total=total)
+        batch: list[Submission] = []
+        for n, record in _import_lines(path):
+            body = record["body"]
+            if "sig" in record:
+                try:
+                    sig = b64decode(record["sig"])
+                except (ValueError, AttributeError):
+                    raise UsageError(f"{path} line {n}: sig is not base64") from None
+            else:
+                agency = body["agency"]
+                if agency not in signers:
+                    signers[agency] = load_key_file(ledger.agency_key_path(agency))
+                sig = signers[agency].sign_body(canonical(body))
+            batch.append(Submission(body, sig))
+            if len(batch) >= args.batch:
+                receipts = ledger.append_many(batch)
+                duplicates += sum(r.duplicate for r in receipts)
+                appended += sum(not r.duplicate for r in receipts)
+                progress.advance(task, len(batch))
+                batch = []
+        receipts = ledger.append_many(batch)
+        duplicates += sum(r.duplicate for r in receipts)
+        appended += sum(not r.duplicate for r in receipts)
+    _emit(
+        args,
+        {"appended": appended, "duplicates": duplicates},
+        f"imported {appended} events ({duplicates} already recorded)",
+    )
+    return 0
+
+
+def cmd_cases(args: argparse.Namespace, ledger: Ledger) -> int:
+    cases = ledger.cases()
+    if args.json:
+        _emit(args, cases, "")
+        return 0
+    table = Table("case", "boroughs", "agencies", "events", "first occurred", "last occurred")
+    for c in cases:
+        table.add_row(
+            c["case_id"],
+            ", ".join(c["boroughs"]),
+            ", ".join(c["agencies"]),
+            str(c["events"]),
+            c["first_occurred_at"],
+            c["last_occurred_at"],
+        )
+    Console(width=200).print(table)
+    return 0
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    parts = [
+        f"{k}={v}"
+        for k, v in payload.items()
+        if k not in ("rationale", "summary") and isinstance(v, str | int | bool)
+    ]
+    text = payload.get("rationale") or payload.get("summary") or ""
+    return "; ".join([*parts, *([str(text)] if text else [])])
+
+
+def chronology_rows(ledger: Ledger, case_id: str) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "seq": e.seq,
+            "occurred_at": e.body["occurred_at"],
+            "recorded_at": e.recorded_at,
+            "agency": e.agency,
+            "type": e.type,
+            "event_id": e.event_id,
+            "responds_to": e.body["responds_to"],
+            "corrects": e.body["corrects"],
+            "detail": _summary(e.body["payload"]),
+            "event_hash": e.event_hash,
+        }
+        for e in ledger.case_envelopes(case_id)
+    ]
+    return sorted(rows, key=lambda r: (r["occurred_at"], r["seq"]))
+
+
+def cmd_replay(args: argparse.Namespace, ledger: Ledger) -> int:
+    rows = chronology_rows(ledger, args.case_id)
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        print(json.dumps({"case_id": args.case_id, "chronology": rows}, indent=2))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "responds_to": " ".join(r["responds_to"])})
+        sys.stdout.write(out.getvalue())
+    else:
+        table = Table("occurred", "agency", "event", "detail", "seq", title=f"case {args.case_id}")
+        for r in rows:
+            table.add_row(r["occurred_at"], r["agency"], r["type"], r["detail"], str(r["seq"]))
+        Console(width=160).print(table)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .audit import audit
+
+    if args.ledger_key:
+        pinned = parse_public_key(args.ledger_key)
+    elif (ledger.keys_dir / "ledger.pub").exists():
+        pinned = parse_public_key((ledger.keys_dir / "ledger.pub").read_text())
+    else:
+        raise UsageError("no pinned ledger key: pass --ledger-key or keep ledger.pub in --keys")
+    total = ledger.store.catalog.count_events()
+    with _progress(not args.json and sys.stderr.isatty()) as progress:
+        task = progress.add_task("verifying", total=total)
+        report = audit(ledger.store, pinned, lambda n: progress.advance(task, n))
+    data = report.as_dict()
+    if report.ok:
+        _emit(
+            args,
+            data,
+            f"OK: {report.events} events in {report.streams} streams "
+            f"({report.cases} cases, {report.agencies} agencies) verified",
+        )
+        return 0
+    if args.json:
+        _emit(args, data, "")
+    else:
+        first = report.problems[0]
+        print(f"FAIL: {first.describe()}", file=sys.stderr)
+        for p in report.problems[1:20]:
+            print(f"  also: {p.describe()}", file=sys.stderr)
+        print(f"{report.problem_count} problem(s) in {report.events} events", file=sys.stderr)
+    return 1
+
+
+def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .demo import load_demo
+
+    summary = load_demo(ledger, origin=DEFAULT_ORIGIN)
+    _emit(
+        args,
+        summary,
+        f"demo loaded: {summary['cases']} cases, {summary['events']} events, "
+        f"{summary['agencies']} agencies",
+    )
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: options may come before or after the verb without one erasing the other.
+    common.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="database URL (default $LEDGER_DB or sqlite:///var/ledger.sqlite)",
+    )
+    common.add_argument(
+        "--keys", default=argparse.SUPPRESS, help="key directory (default $LEDGER_KEYS or var/keys)"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    parser = _Parser(prog="ledger", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("init", parents=[common], help="create the store and the ledger key")
+    p.add_argument("--origin", default=DEFAULT_ORIGIN, help="the log's origin name")
+    p.set_defaults(func=cmd_init)
+
+    agency = sub.add_parser("agency", parents=[common], help="register agencies and their keys")
+    asub = agency.add_subparsers(dest="agency_command", required=True, parser_class=_Parser)
+    p = asub.add_parser("add", parents=[common], help="register an agency with a signing key")
+    p.add_argument("agency_id")
+    p.add_argument("--kind", required=True)
+    p.add_argument("--borough")
+    p.add_argument("--name")
+    p.add_argument("--public-key", help="register an agency-held key (base64 or PEM file)")
+    p.set_defaults(func=cmd_agency_add)
+    p = asub.add_parser("rotate-key", parents=[common], help="add a new key and revoke the old")
+    p.add_argument("agency_id")
+    p.add_argument("--public-key")
+    p.set_defaults(func=cmd_agency_rotate)
+    p = asub.add_parser("revoke-key", parents=[common], help="revoke one key")
+    p.add_argument("agency_id")
+    p.add_argument("key_id")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_agency_revoke)
+
+    p = sub.add_parser("append", parents=[common], help="sign and append one event")
+    p.add_argument("case_id")
+    p.add_argument("--type", required=True)
+    p.add_argument("--payload", default="{}")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--event-id")
+    p.add_argument("--occurred-at", help="UTC time, e.g. 2024-03-03T14:05:00Z (default now)")
+    p.add_argument("--actor-role", default="practitioner")
+    p.add_argument("--actor-ref")
+    p.add_argument("--responds-to", action="append")
+    p.add_argument("--corrects")
+    p.add_argument("--key", help="agency private key file (default KEYS/agencies/AGENCY.key)")
+    p.set_defaults(func=cmd_append)
+
+    p = sub.add_parser("import", parents=[common], help="bulk-append events from JSONL")
+    p.add_argument("file")
+    p.add_argument(
+        "--sign", action="store_true", help="sign unsigned bodies with local agency keys"
+    )
+    p.add_argument("--batch", type=int, default=500, help="events per transaction")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("cases", parents=[common], help="list cases")
+    p.set_defaults(func=cmd_cases)
+
+    p = sub.add_parser("replay", parents=[common], help="a case's chronology")
+    p.add_argument("case_id")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("verify", parents=[common], help="verify every stored event")
+    p.add_argument("--ledger-key", help="pinned ledger public key (base64 or PEM file)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        for name, default in (("db", None), ("keys", None), ("json", False)):
+            if not hasattr(args, name):
+                setattr(args, name, default)
+        if args.command == "import" and args.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        ledger = _open(args)
+        try:
+            return int(args.func(args, ledger))
+        finally:
+            ledger.close()
+    except UsageError as e:
+        print(f"ledger: error: {e}", file=sys.stderr)
+        return 2
+    except LedgerError as e:
+        print(f"ledger: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ledger: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,533 @@
+"""The append path: validate, sign-check, chain and save events, many at a time.
+
+Every write goes through `Ledger.append_many`, which saves a whole batch (across
+cases) in one transaction, so a batch is all-or-nothing and a crash leaves no
+partial event. Idempotency is by `event_id`: resubmitting the same body returns
+the original receipt; a different body under a used id is a conflict. Two
+writers on one case race on the stream version; the loser re-reads and retries,
+so a case never forks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError as StoreIntegrityError
+from eventsourcing.persistence import PersistenceError
+
+from .canonical import canonical, envelope_bytes, format_recorded_at, sha256_hex
+from .case import Agency, LedgerRoot, LedgerStream, stream_class
+from .errors import (
+    Conflict,
+    LedgerError,
+    NotFound,
+    SignatureError,
+    StoreUnavailable,
+    ValidationError,
+)
+from .events import AgencyKind, format_time, validate_body
+from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
+from .store import Store, open_store
+from .verify import (
+    GENESIS_TYPE,
+    LEDGER_AGENCY,
+    LEDGER_STREAM,
+    Envelope,
+    b64decode,
+    b64encode,
+    key_id_of,
+    parse_envelope,
+    stream_id,
+    stream_of,
+    verify_chunk,
+)
+
+MAX_ATTEMPTS = 30
+_VERIFY_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ed25519")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One event as an agency submits it: the body it signed and the signature."""
+
+    body: dict[str, Any]
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the submitter keeps: where its event sits in the chain, and its hash."""
+
+    stream: str
+    event_id: str
+    seq: int
+    event_hash: str
+    recorded_at: str
+    duplicate: bool = False
+
+    @property
+    def case_id(self) -> str | None:
+        return self.stream.removeprefix("case/") if self.stream.startswith("case/") else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "stream": self.stream,
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "event_hash": self.event_hash,
+            "recorded_at": self.recorded_at,
+            "duplicate": self.duplicate,
+        }
+
+
+@dataclass
+class _Item:
+    body: dict[str, Any]
+    body_bytes: bytes
+    sig: bytes
+    stream: str
+
+
+def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
+    return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
+
+
+def verify_signatures(items: Sequence[tuple[Ed25519PublicKey, bytes, bytes]]) -> list[bool]:
+    """Check Ed25519 signatures on all cores (verification releases the GIL)."""
+    workers = _VERIFY_POOL._max_workers
+    if len(items) < 32 or workers < 2:
+        return verify_chunk(list(items))
+    size = -(-len(items) // workers)
+    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
+    return [ok for part in _VERIFY_POOL.map(verify_chunk, chunks) for ok in part]
+
+
+class Ledger:
+    """An open ledger: its store and where its keys live."""
+
+    def __init__(self, store: Store, keys_dir: Path) -> None:
+        self.store = store
+        self.app = store.app
+        self.keys_dir = keys_dir
+        self._ledger_signer: Signer | None = None
+        self._public_keys: dict[str, Ed25519PublicKey] = {}
+
+    @classmethod
+    def open(cls, db_url: str, keys_dir: Path) -> Ledger:
+        return cls(open_store(db_url), keys_dir)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- keys -----------------------------------------------------------------
+    @property
+    def ledger_key_path(self) -> Path:
+        return self.keys_dir / LEDGER_KEY_FILE
+
+    def ledger_signer(self) -> Signer:
+        if self._ledger_signer is None:
+            self._ledger_signer = load_key_file(self.ledger_key_path)
+        return self._ledger_signer
+
+    def agency_key_path(self, agency_id: str) -> Path:
+        return self.keys_dir / "agencies" / f"{agency_id}.key"
+
+    def root(self) -> LedgerRoot | None:
+        try:
+            root = self.app.repository.get(stream_id(LEDGER_STREAM))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(root, LedgerRoot)
+        return root
+
+    def ledger_public_key(self) -> bytes:
+        """The ledger key this database was initialised with (from the genesis event)."""
+        root = self.root()
+        if root is None:
+            raise NotFound("this database has no ledger yet: run 'ledger init' first")
+        return b64decode(root.public_key)
+
+    # --- set-up ---------------------------------------------------------------
+    def init(self, origin: str) -> bytes:
+        """Create the ledger key (if absent) and the genesis event (if absent)."""
+        if self.ledger_key_path.exists():
+            signer = load_key_file(self.ledger_key_path)
+        else:
+            signer = generate_key_file(self.ledger_key_path)
+        pub_path = self.keys_dir / "ledger.pub"
+        if not pub_path.exists():
+            pub_path.write_text(signer.public_b64 + "\n")
+        self._ledger_signer = signer
+        root = self.root()
+        if root is not None:
+            if root.public_key != signer.public_b64:
+                raise Conflict(
+                    f"this database was initialised with ledger key {root.public_key}, "
+                    f"not the key in {self.ledger_key_path}"
+                )
+            return signer.public_bytes
+        self.append_system(
+            {"agency_id": None},
+            GENESIS_TYPE,
+            {"origin": origin, "public_key": signer.public_b64},
+            event_id="ledger-genesis",
+        )
+        return signer.public_bytes
+
+    def agency(self, agency_id: str) -> Agency:
+        try:
+            agency = self.app.repository.get(stream_id(f"agency/{agency_id}"))
+        except AggregateNotFoundError:
+            raise NotFound(
+                f"unknown agency {agency_id!r}: register it with 'ledger agency add'"
+            ) from None
+        assert isinstance(agency, Agency)
+        return agency
+
+    def register_agency(
+        self,
+        agency_id: str,
+        kind: str,
+        borough: str | None = None,
+        name: str | None = None,
+        public_key: bytes | None = None,
+    ) -> tuple[str, Path | None]:
+        """Register an agency with a key: a new local key file, or the public key it holds."""
+        try:
+            AgencyKind(kind)
+        except ValueError:
+            kinds = ", ".join(k.value for k in AgencyKind)
+            raise ValidationError(f"agency kind {kind!r} is not one of {kinds}") from None
+        try:
+            self.agency(agency_id)
+        except NotFound:
+            pass
+        else:
+            raise Conflict(f"agency {agency_id!r} is already registered")
+        key_path: Path | None = None
+        payload: dict[str, Any] = {"kind": kind}
+        if borough:
+            payload["borough"] = borough
+        if name:
+            payload["name"] = name
+        self.ledger_signer()  # fail before writing a key file if the ledger key is missing
+        self.ledger_public_key()
+        if public_key is None:
+            key_path = self.agency_key_path(agency_id)
+            public_key = generate_key_file(key_path).public_bytes
+        stream = {"agency_id": agency_id}
+        self.append_many(
+            [
+                self._system_submission(
+                    stream, "AGENCY_REGISTERED", payload, f"agency-{agency_id}-registered"
+                ),
+                self._system_submission(
+                    stream,
+                    "AGENCY_KEY_ADDED",
+                    {"public_key": b64encode(public_key)},
+                    f"agency-{agency_id}-key-{key_id_of(public_key)[:16]}",
+                ),
+            ],
+            system=True,
+        )
+        return key_id_of(public_key), key_path
+
+    def add_agency_key(
+        self, agency_id: str, public_key: bytes | None = None
+    ) -> tuple[str, Path | None]:
+        """Add a key (rotation is add-then-revoke); a local one gets a new key file."""
+        self.agency(agency_id)
+        key_path = None
+        if public_key is None:
+            old = self.agency_key_path(agency_id)
+            if old.exists():
+                old.rename(old.with_suffix(f".{int(time.time())}.retired"))
+            key_path = old
+            public_key = generate_key_file(key_path).public_bytes
+        self.append_system(
+            {"agency_id": agency_id},
+            "AGENCY_KEY_ADDED",
+            {"public_key": b64encode(public_key)},
+            event_id=f"agency-{agency_id}-key-{key_id_of(public_key)[:16]}",
+        )
+        return key_id_of(public_key), key_path
+
+    def revoke_agency_key(self, agency_id: str, key_id: str, reason: str) -> Receipt:
+        agency = self.agency(agency_id)
+        record = agency.keys.get(key_id)
+        if record is None:
+            raise NotFound(f"agency {agency_id!r} has no key {key_id}")
+        if record["revoked_at"] is not None:
+            raise Conflict(
+                f"key {key_id} of {agency_id!r} was already revoked at {record['revoked_at']}"
+            )
+        return self.append_system(
+            {"agency_id": agency_id},
+            "AGENCY_KEY_REVOKED",
+            {"key_id": key_id, "reason": reason},
+            event_id=f"agency-{agency_id}-revoke-{key_id[:16]}",
+        )
+
+    # --- signing helpers --------------------------------------------------------
+    def _system_submission(
+        self, stream: dict[str, Any], event_type: str, payload: dict[str, Any], event_id: str
+    ) -> Submission:
+        signer = self.ledger_signer()
+        body: dict[str, Any] = {
+            "v": 1,
+            "event_id": event_id,
+            "type": event_type,
+            "occurred_at": format_time(datetime.now(UTC)),
+            "agency": LEDGER_AGENCY,
+            "actor": {"role": "ledger"},
+            "payload": payload,
+            "responds_to": [],
+            "corrects": None,
+            "key_id": signer.key_id,
+        }
+        body.update({k: v for k, v in stream.items() if v is not None})
+        return Submission(body, signer.sign_body(canonical(body)))
+
+    def append_system(
+        self, stream: dict[str, Any], event_type: str, payload: dict[str, Any], event_id: str
+    ) -> Receipt:
+        """Append an event the ledger itself signs (registry, genesis, watchdog)."""
+        return self.append_many(
+            [self._system_submission(stream, event_type, payload, event_id)], system=True
+        )[0]
+
+    # --- the append path ----------------------------------------------------------
+    def append(self, submission: Submission) -> Receipt:
+        return self.append_many([submission])[0]
+
+    def append_many(
+        self, submissions: Sequence[Submission], *, system: bool = False
+    ) -> list[Receipt]:
+        """Validate and save a batch in one transaction; all or nothing."""
+        if not submissions:
+            return []
+        now = datetime.now(UTC)
+        items = [self._prepare(s, now, system) for s in submissions]
+        self._check_signatures(items)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return self._save(items)
+            except StoreIntegrityError:
+                # Another writer took a stream version or an event id first:
+                # re-read the streams and try again (idempotency sorts out the rest).
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+            except PersistenceError as e:
+                raise StoreUnavailable(f"database error; nothing was written: {e}") from None
+        raise Conflict("could not append after repeated concurrent conflicts; retry later")
+
+    def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
+        body = validate_body(submission.body, now)
+        if body["agency"] == LEDGER_AGENCY and not system:
+            raise ValidationError(f"event {body['event_id']}: only the ledger may sign as 'ledger'")
+        return _Item(body, canonical(body), submission.sig, stream_of(body))
+
+    def _public_key(self, agency_id: str, key_id: str, event_id: str) -> Ed25519PublicKey:
+        if agency_id == LEDGER_AGENCY:
+            signer = self.ledger_signer()
+            if key_id != signer.key_id:
+                raise SignatureError(f"event {event_id}: not signed with the ledger key")
+            return signer.private_key.public_key()
+        agency = self.agency(agency_id)
+        b64 = agency.active_key(key_id)
+        if b64 is None:
+            state = "was revoked" if key_id in agency.keys else "is not a key of this agency"
+            raise SignatureError(
+                f"event {event_id}: key {key_id} {state}; agency {agency_id!r} may sign only "
+                "with its own active key"
+            )
+        cached = self._public_keys.get(b64)
+        if cached is None:
+            cached = Ed25519PublicKey.from_public_bytes(b64decode(b64))
+            self._public_keys[b64] = cached
+        return cached
+
+    def _check_signatures(self, items: Sequence[_Item]) -> None:
+        triples = [
+            (
+                self._public_key(i.body["agency"], i.body["key_id"], i.body["event_id"]),
+                i.sig,
+                i.body_bytes,
+            )
+            for i in items
+        ]
+        for item, ok in zip(items, verify_signatures(triples), strict=True):
+            if not ok:
+                raise SignatureError(
+                    f"event {item.body['event_id']}: signature does not verify with key "
+                    f"{item.body['key_id']} of agency {item.body['agency']!r}"
+                )
+
+    def stored_envelope(self, originator_id: UUID | str, seq: int) -> Envelope:
+        rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
+        if not rows:
+            raise NotFound(f"no event at seq {seq} of stream {originator_id}")
+        return parse_envelope(bytes(rows[0].state))
+
+    def _save(self, items: Sequence[_Item]) -> list[Receipt]:
+        ids = [i.body["event_id"] for i in items]
+        refs = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
+        known = self.store.catalog.lookup(sorted(set(ids) | refs))
+        receipts: list[Receipt | None] = [None] * len(items)
+        in_batch: dict[str, tuple[int, _Item]] = {}
+        streams: dict[str, LedgerStream | None] = {}
+        pending: list[tuple[int, _Item]] = []
+        for n, item in enumerate(items):
+            event_id = item.body["event_id"]
+            if event_id in known:
+                originator, seq = known[event_id]
+                stored = self.stored_envelope(originator, seq)
+                if stored.body_bytes != item.body_bytes:
+                    raise Conflict(
+                        f"event id {event_id} is already recorded ({stored.stream} seq "
+                        f"{stored.seq}) with a different body"
+                    )
+                receipts[n] = _receipt(stored, duplicate=True)
+                continue
+            if event_id in in_batch:
+                if in_batch[event_id][1].body_bytes != item.body_bytes:
+                    raise Conflict(
+                        f"event id {event_id} appears twice in the batch with different bodies"
+                    )
+                continue
+            self._check_references(item, known, in_batch)
+            in_batch[event_id] = (n, item)
+            pending.append((n, item))
+            streams.setdefault(item.stream, None)
+        for stream in streams:
+            try:
+                streams[stream] = self.app.repository.get(stream_id(stream))
+            except AggregateNotFoundError:
+                streams[stream] = None
+        now = format_recorded_at(datetime.now(UTC))
+        index_rows: list[tuple[Any, ...]] = []
+        envelopes: dict[str, Envelope] = {}
+        for n, item in pending:
+            agg = streams[item.stream]
+            seq = 1 if agg is None else agg.version + 1
+            prev = None if agg is None else agg.head
+            recorded_at = now if agg is None or agg.recorded_at <= now else agg.recorded_at
+            raw = envelope_bytes(item.body_bytes, item.sig, seq, recorded_at, prev)
+            env = Envelope(
+                raw, sha256_hex(raw), item.body_bytes, item.body, item.sig, seq, recorded_at, prev
+            )
+            if agg is None:
+                if item.stream.startswith("agency/") and item.body["type"] != "AGENCY_REGISTERED":
+                    raise NotFound(f"unknown agency {item.body['agency_id']!r}")
+                agg = stream_class(item.stream).open(env)
+                streams[item.stream] = agg
+            else:
+                agg.record(env)
+            envelopes[item.body["event_id"]] = env
+            index_rows.append(
+                (
+                    env.event_id,
+                    item.stream,
+                    stream_id(item.stream).hex,
+                    seq,
+                    env.type,
+                    env.agency,
+                    item.body["occurred_at"],
+                    recorded_at,
+                )
+            )
+            receipts[n] = _receipt(env)
+        if index_rows:
+            self.app.save(*[a for a in streams.values() if a is not None], index_rows=index_rows)
+        for n, item in enumerate(items):
+            if receipts[n] is None:  # a repeat of an earlier item in this batch
+                receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)
+        return [r for r in receipts if r is not None]
+
+    def _check_references(
+        self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, tuple[int, _Item]]
+    ) -> None:
+        own = stream_id(item.stream).hex
+        for field in ("responds_to", "corrects"):
+            value = item.body[field]
+            for ref in value if isinstance(value, list) else [value] if value else []:
+                if ref in in_batch:
+                    same = in_batch[ref][1].stream == item.stream
+                else:
+                    same = ref in known and UUID(str(known[ref][0])).hex == own
+                if not same:
+                    raise ValidationError(
+                        f"event {item.body['event_id']}: {field} names {ref}, "
+                        f"which is not an earlier event of {item.stream}"
+                    )
+
+    # --- reading ----------------------------------------------------------------------
+    def stream_envelopes(self, stream: str, page: int = 1000) -> Iterable[Envelope]:
+        """The events of one stream in order, read a page at a time."""
+        originator = stream_id(stream)
+        after = 0
+        while True:
+            rows = self.app.recorder.select_events(originator, gt=after, limit=page)
+            for row in rows:
+                yield parse_envelope(bytes(row.state))
+            if len(rows) < page:
+                return
+            after = rows[-1].originator_version
+
+    def case_envelopes(self, case_id: str) -> list[Envelope]:
+        envs = list(self.stream_envelopes(f"case/{case_id}"))
+        if not envs:
+            raise NotFound(f"no case {case_id!r} in this ledger")
+        return envs
+
+    def cases(self) -> list[dict[str, Any]]:
+        """One summary per case from the index (a listing, not a verification)."""
+        boroughs = {}
+        for row in self.store.catalog.index_rows("agency/"):
+            if row[4] == "AGENCY_REGISTERED":
+                agency_id = row[1].removeprefix("agency/")
+                boroughs[agency_id] = None
+        summary: dict[str, dict[str, Any]] = {}
+        for row in self.store.catalog.index_rows("case/"):
+            case_id = row[1].removeprefix("case/")
+            entry = summary.setdefault(
+                case_id,
+                {
+                    "case_id": case_id,
+                    "events": 0,
+                    "agencies": [],
+                    "first_occurred_at": row[6],
+                    "last_occurred_at": row[6],
+                    "last_recorded_at": row[7],
+                },
+            )
+            entry["events"] += 1
+            if row[5] != LEDGER_AGENCY and row[5] not in entry["agencies"]:
+                entry["agencies"].append(row[5])
+            entry["first_occurred_at"] = min(entry["first_occurred_at"], row[6])
+            entry["last_occurred_at"] = max(entry["last_occurred_at"], row[6])
+            entry["last_recorded_at"] = max(entry["last_recorded_at"], row[7])
+        for entry in summary.values():
+            entry["boroughs"] = sorted(
+                {b for a in entry["agencies"] if (b := self._borough(a, boroughs)) is not None}
+            )
+        return sorted(summary.values(), key=lambda e: e["case_id"])
+
+    def _borough(self, agency_id: str, cache: dict[str, str | None]) -> str | None:
+        if cache.get(agency_id) is None:
+            try:
+                cache[agency_id] = self.agency(agency_id).borough
+            except LedgerError:
+                cache[agency_id] = None
+        return cache[agency_id]

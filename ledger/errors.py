@@ -1,0 +1,44 @@
+"""One hierarchy of ledger errors, so every interface maps each kind to one outcome.
+
+The CLI turns a `UsageError` into exit 2 and any other `LedgerError` into exit 1;
+the HTTP API maps each class to one status. Messages name the case, event and
+field concerned, because an operator reading them must know what was refused.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class: a refusal the user can act on (never a bug)."""
+
+
+class UsageError(LedgerError):
+    """The request itself is malformed: bad option, bad URL, unparseable input."""
+
+
+class ValidationError(LedgerError):
+    """An event or payload breaks the schema or an append rule."""
+
+
+class NotFound(LedgerError):
+    """A named case, event, agency or key does not exist."""
+
+
+class Conflict(LedgerError):
+    """An event id was reused with a different body, or a concurrent write won."""
+
+
+class SignatureError(LedgerError):
+    """A signature does not verify, or the key is unknown, revoked or not the signer's."""
+
+
+class IntegrityError(LedgerError):
+    """Stored data no longer matches what was hashed or signed."""
+
+
+class StoreUnavailable(LedgerError):
+    """The database cannot be reached; nothing was written, so retrying is safe."""
+
+
+class KeyFileError(LedgerError):
+    """A key file is missing, unreadable, malformed or too widely readable."""

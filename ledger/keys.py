@@ -1,0 +1,110 @@
+"""Ed25519 keys on disk: the ledger's own key and agencies' locally held keys.
+
+Private keys live in files readable only by their owner (0600) and are never
+printed, logged or stored in the database; a file others can read is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from .errors import KeyFileError
+from .verify import b64decode, b64encode, key_id_of, signing_message
+
+LEDGER_KEY_FILE = "ledger.key"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key with its id; signs event bodies with the domain-separation prefix."""
+
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private_key.public_key().public_bytes_raw()
+
+    @property
+    def public_b64(self) -> str:
+        return b64encode(self.public_bytes)
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public_bytes)
+
+    def sign_body(self, body_bytes: bytes) -> bytes:
+        return self.private_key.sign(signing_message(body_bytes))
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+
+def generate_key_file(path: Path) -> Signer:
+    """Create a new key file with 0600 permissions; never overwrite an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return Signer(key)
+
+
+def load_key_file(path: Path) -> Signer:
+    """Load a private key file, refusing one that group or others can read."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist") from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise KeyFileError(f"key file {path} is not an unencrypted PEM private key: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"key file {path} does not hold an Ed25519 key")
+    return Signer(key)
+
+
+def parse_public_key(text: str) -> bytes:
+    """Raw 32-byte public key from base64 or from a PEM file's path or contents."""
+    candidate = text.strip()
+    if not candidate.startswith("-----BEGIN") and Path(candidate).is_file():
+        candidate = Path(candidate).read_text().strip()
+    if candidate.startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(candidate.encode())
+        except ValueError as e:
+            raise KeyFileError(f"not a PEM public key: {e}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyFileError("public key is not Ed25519")
+        return key.public_bytes_raw()
+    try:
+        raw = b64decode(candidate)
+    except ValueError:
+        raise KeyFileError("public key is neither PEM nor base64") from None
+    if len(raw) != 32:
+        raise KeyFileError(f"an Ed25519 public key has 32 bytes, this one {len(raw)}")
+    return raw

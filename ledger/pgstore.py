@@ -1,0 +1,145 @@
+"""PostgreSQL side of the store (the `postgres` extra): recorder with index, catalog queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import get_topic
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from .errors import StoreUnavailable
+from .store import INDEX_COLUMNS, INDEX_TABLE, DatabaseURL, LedgerApplication, Store
+
+CONNECT_TIMEOUT_S = 5
+
+
+class IndexedPostgresRecorder(PostgresApplicationRecorder):  # type: ignore[misc]
+    """PostgreSQL recorder that also writes the event-id index in the same transaction."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(datastore.schema)
+        table = Identifier(INDEX_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {}.{} (event_id text PRIMARY KEY, "
+                "stream text NOT NULL, originator_id text NOT NULL, seq bigint NOT NULL, "
+                "type text NOT NULL, agency text NOT NULL, occurred_at text NOT NULL, "
+                "recorded_at text NOT NULL)"
+            ).format(schema, table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (stream, seq)").format(
+                Identifier(INDEX_TABLE + "_stream"), schema, table
+            )
+        )
+        self.insert_index_statement = SQL(
+            "INSERT INTO {}.{} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+        ).format(schema, table)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        rows = kwargs.get("index_rows")
+        if rows:
+            curs.executemany(self.insert_index_statement, rows)
+
+
+class PostgresCatalog:
+    def __init__(self, recorder: IndexedPostgresRecorder) -> None:
+        self.recorder = recorder
+        self.schema = recorder.datastore.schema
+        self.events_table: str = recorder.events_table_name
+
+    def _query(self, sql: SQL | Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.recorder.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [tuple(row.values()) for row in c.fetchall()]
+
+    def _events(self) -> Any:
+        return SQL("{}.{}").format(Identifier(self.schema), Identifier(self.events_table))
+
+    def _index(self) -> Any:
+        return SQL("{}.{}").format(Identifier(self.schema), Identifier(INDEX_TABLE))
+
+    def stream_counts(self) -> list[tuple[UUID, int]]:
+        rows = self._query(
+            SQL(
+                "SELECT originator_id, COUNT(*) FROM {} GROUP BY originator_id "
+                "ORDER BY MIN(notification_id)"
+            ).format(self._events())
+        )
+        return [(UUID(str(r[0])), int(r[1])) for r in rows]
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        rows = self._query(
+            SQL("SELECT event_id, originator_id, seq FROM {} WHERE event_id = ANY(%s)").format(
+                self._index()
+            ),
+            [list(event_ids)],
+        )
+        return {r[0]: (r[1], int(r[2])) for r in rows}
+
+    def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]:
+        return self._query(
+            SQL(
+                "SELECT " + INDEX_COLUMNS + " FROM {} WHERE stream LIKE %s ORDER BY stream, seq"
+            ).format(self._index()),
+            [stream_prefix + "%"],
+        )
+
+    def count_events(self) -> int:
+        return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])
+
+
+def conninfo(url: DatabaseURL) -> str:
+    return psycopg.conninfo.make_conninfo(
+        host=url.host,
+        port=url.port,
+        user=url.user,
+        password=url.password or None,
+        dbname=url.dbname,
+        connect_timeout=CONNECT_TIMEOUT_S,
+    )
+
+
+def open_postgres(url: DatabaseURL) -> Store:
+    try:
+        with psycopg.connect(conninfo(url), autocommit=True) as conn:
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
+    except psycopg.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {url.host}:{url.port}/{url.dbname}: {reason}"
+        ) from None
+    try:
+        app = LedgerApplication(
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "POSTGRES_DBNAME": url.dbname,
+                "POSTGRES_HOST": url.host,
+                "POSTGRES_PORT": str(url.port),
+                "POSTGRES_USER": url.user,
+                "POSTGRES_PASSWORD": url.password,
+                "POSTGRES_SCHEMA": url.schema,
+                "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+                "POSTGRES_LOCK_TIMEOUT": "30",
+                "POSTGRES_POOL_SIZE": "4",
+                "POSTGRES_MAX_OVERFLOW": "4",
+                "APPLICATION_RECORDER_TOPIC": get_topic(IndexedPostgresRecorder),
+                "AGGREGATE_CACHE_MAXSIZE": "1000",
+                "CREATE_TABLE": "y",
+            }
+        )
+    except (PersistenceError, psycopg.Error, OSError) as e:
+        raise StoreUnavailable(f"cannot open PostgreSQL ledger at {url.describe()}: {e}") from None
+    recorder = app.recorder
+    assert isinstance(recorder, IndexedPostgresRecorder)
+    return Store(url, app, PostgresCatalog(recorder))

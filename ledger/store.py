@@ -1,0 +1,259 @@
+"""Storage: the eventsourcing Application wired to SQLite (default) or PostgreSQL.
+
+The store is chosen once, from the database URL; nothing else in the ledger asks
+which one it has. Stored event state is the canonical envelope, byte for byte,
+so what the database holds is exactly what was hashed and signed. Alongside the
+eventsourcing tables, each recorder keeps `ledger_event_index` (event id → stream
+and seq, for idempotency and listings), written in the same transaction as the
+events; verification never trusts it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    Mapper,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import get_topic, resolve_topic
+
+from .errors import StoreUnavailable, UsageError
+
+DEFAULT_DB = "sqlite:///var/ledger.sqlite"
+INDEX_TABLE = "ledger_event_index"
+INDEX_COLUMNS = "event_id, stream, originator_id, seq, type, agency, occurred_at, recorded_at"
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A parsed `--db` value: `sqlite:///PATH` or `postgresql://user@host:port/db?schema=S`."""
+
+    scheme: str
+    path: str = ""
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+    schema: str = "public"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.scheme == "sqlite"
+
+    def describe(self) -> str:
+        if self.is_sqlite:
+            return f"SQLite file {self.path}"
+        return f"PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname} schema {self.schema}"
+
+
+def parse_db_url(url: str) -> DatabaseURL:
+    """Parse a database URL, or raise UsageError naming what is wrong with it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise UsageError(f"malformed database URL {url!r}: {e}") from None
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if parts.netloc or not path.startswith("/") or path == "/":
+            raise UsageError(
+                f"malformed SQLite URL {url!r}: use sqlite:///relative/path or sqlite:////abs/path"
+            )
+        path = path[1:]
+        return DatabaseURL("sqlite", path=path)
+    if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        dbname = unquote(parts.path.lstrip("/"))
+        if not parts.hostname or not dbname or "/" in dbname:
+            raise UsageError(f"malformed PostgreSQL URL {url!r}: need postgresql://user@host/db")
+        schema = parse_qs(parts.query).get("schema", ["public"])[0]
+        if not schema.replace("_", "").isalnum():
+            raise UsageError(f"malformed PostgreSQL URL {url!r}: bad schema name {schema!r}")
+        return DatabaseURL(
+            "postgresql",
+            host=parts.hostname,
+            port=port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+            schema=schema,
+        )
+    raise UsageError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+class EnvelopeMapper(Mapper[UUID]):
+    """Stores a ledger event's canonical envelope verbatim as the stored state.
+
+    No transcoding, compression or encryption: the stored bytes must be the
+    hashed and signed bytes, so that an auditor can check them directly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(transcoder=_NoTranscoder())
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(domain_event)),
+            state=domain_event.envelope,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        cls = resolve_topic(stored_event.topic)
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, UUID):
+            originator_id = UUID(str(originator_id))
+        return cls.from_stored(originator_id, stored_event.originator_version, stored_event.state)
+
+
+class _NoTranscoder(Transcoder):
+    def encode(self, obj: Any) -> bytes:
+        raise TypeError("ledger events are stored as their canonical envelope bytes")
+
+    def decode(self, data: bytes) -> Any:
+        raise TypeError("ledger events are read as their canonical envelope bytes")
+
+
+class IndexedSQLiteRecorder(SQLiteApplicationRecorder):  # type: ignore[misc]
+    """SQLite recorder that also writes the event-id index in the same transaction."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {INDEX_TABLE} (event_id TEXT PRIMARY KEY, "
+            "stream TEXT NOT NULL, originator_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "type TEXT NOT NULL, agency TEXT NOT NULL, occurred_at TEXT NOT NULL, "
+            "recorded_at TEXT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {INDEX_TABLE}_stream ON {INDEX_TABLE} (stream, seq)",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        rows = kwargs.get("index_rows")
+        if rows:
+            c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
+        return ids  # type: ignore[no-any-return]
+
+
+class Catalog(Protocol):
+    """Store-specific read queries the ledger needs beyond eventsourcing's API."""
+
+    events_table: str
+
+    def stream_counts(self) -> list[tuple[UUID, int]]: ...
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
+    def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
+    def count_events(self) -> int: ...
+
+
+class SQLiteCatalog:
+    def __init__(self, recorder: IndexedSQLiteRecorder) -> None:
+        self.recorder = recorder
+        self.events_table: str = recorder.events_table_name
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.recorder.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [tuple(row) for row in c.fetchall()]
+
+    def stream_counts(self) -> list[tuple[UUID, int]]:
+        rows = self._query(
+            f"SELECT originator_id, COUNT(*) FROM {self.events_table} "
+            "GROUP BY originator_id ORDER BY MIN(rowid)"
+        )
+        return [(UUID(r[0]), int(r[1])) for r in rows]
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        found: dict[str, tuple[str, int]] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = list(event_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(
+                f"SELECT event_id, originator_id, seq FROM {INDEX_TABLE} "
+                f"WHERE event_id IN ({marks})",
+                chunk,
+            ):
+                found[r[0]] = (r[1], int(r[2]))
+        return found
+
+    def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]:
+        return self._query(
+            f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} WHERE stream LIKE ? ORDER BY stream, seq",
+            [stream_prefix + "%"],
+        )
+
+    def count_events(self) -> int:
+        return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
+
+
+class LedgerApplication(Application[UUID]):
+    """The eventsourcing Application holding case, agency and ledger streams."""
+
+    name = "Ledger"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return EnvelopeMapper()
+
+
+@dataclass
+class Store:
+    """An open ledger database: the application plus its catalog queries."""
+
+    url: DatabaseURL
+    app: LedgerApplication
+    catalog: Catalog
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def open_store(url: str) -> Store:
+    """Open (creating tables if needed) the database named by `url`."""
+    parsed = parse_db_url(url)
+    if parsed.is_sqlite:
+        return _open_sqlite(parsed)
+    from .pgstore import open_postgres  # psycopg is the `postgres` extra
+
+    return open_postgres(parsed)
+
+
+def _open_sqlite(url: DatabaseURL) -> Store:
+    path = Path(url.path)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        sqlite3.connect(path).close()
+        app = LedgerApplication(
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(path),
+                "SQLITE_LOCK_TIMEOUT": "30",
+                "APPLICATION_RECORDER_TOPIC": get_topic(IndexedSQLiteRecorder),
+                "AGGREGATE_CACHE_MAXSIZE": "1000",
+                "CREATE_TABLE": "y",
+            }
+        )
+    except (sqlite3.Error, PersistenceError, OSError) as e:
+        raise StoreUnavailable(f"cannot open SQLite database {path}: {e}") from None
+    recorder = app.recorder
+    assert isinstance(recorder, IndexedSQLiteRecorder)
+    return Store(url, app, SQLiteCatalog(recorder))
+
+
+def default_db_url() -> str:
+    return os.environ.get("LEDGER_DB") or DEFAULT_DB

@@ -1,0 +1,324 @@
+"""Offline verification of stored ledger events: the auditor's side of the formats.
+
+Everything here works from the stored bytes alone and needs only the standard
+library and `cryptography`, so an auditor can check a ledger or a bundle without
+installing the server. Nothing is re-serialised: the event hash is SHA-256 of the
+stored envelope bytes and the agency signature covers the body bytes carried
+verbatim inside the envelope (see docs/FORMATS.md).
+
+This module must never import the rest of the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+ENVELOPE_VERSION = 1
+BODY_VERSION = 1
+# Domain separation: an event-body signature can never be replayed as any other
+# kind of signature made with the same key (checkpoint notes, for instance).
+SIGNING_CONTEXT = b"response-ledger/v1/event-body\n"
+STREAM_NAMESPACE = uuid.UUID("6f1c8a52-3c1e-5d0b-9a57-2f4f1c0de5a1")
+LEDGER_AGENCY = "ledger"
+LEDGER_STREAM = "ledger"
+GENESIS_TYPE = "LEDGER_INITIALISED"
+REGISTRY_TYPES = frozenset({"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"})
+
+ENVELOPE_KEYS = frozenset({"v", "body", "sig", "seq", "recorded_at", "prev_hash"})
+BODY_KEYS = frozenset(
+    {
+        "v",
+        "event_id",
+        "type",
+        "occurred_at",
+        "agency",
+        "actor",
+        "payload",
+        "responds_to",
+        "corrects",
+        "key_id",
+    }
+)
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+RECORDED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FormatError(ValueError):
+    """Stored bytes are not a well-formed envelope or body."""
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def key_id_of(public_key: bytes) -> str:
+    """Key id: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex."""
+    return hashlib.sha256(public_key).hexdigest()[:32]
+
+
+def signing_message(body_bytes: bytes) -> bytes:
+    return SIGNING_CONTEXT + body_bytes
+
+
+def stream_id(stream: str) -> uuid.UUID:
+    """The eventsourcing originator id of a stream name (`case/…`, `agency/…`, `ledger`)."""
+    return uuid.uuid5(STREAM_NAMESPACE, stream)
+
+
+def stream_of(body: dict[str, Any]) -> str:
+    """Which stream a body belongs to; decided by signed fields only."""
+    kind = body.get("type")
+    if kind == GENESIS_TYPE:
+        return LEDGER_STREAM
+    if kind in REGISTRY_TYPES:
+        return f"agency/{body['agency_id']}"
+    return f"case/{body['case_id']}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A parsed stored event. `raw` is exactly what was stored and hashed."""
+
+    raw: bytes
+    event_hash: str
+    body_bytes: bytes
+    body: dict[str, Any]
+    sig: bytes
+    seq: int
+    recorded_at: str
+    prev_hash: str | None
+
+    @property
+    def event_id(self) -> str:
+        return str(self.body["event_id"])
+
+    @property
+    def type(self) -> str:
+        return str(self.body["type"])
+
+    @property
+    def agency(self) -> str:
+        return str(self.body["agency"])
+
+    @property
+    def key_id(self) -> str:
+        return str(self.body["key_id"])
+
+    @property
+    def stream(self) -> str:
+        return stream_of(self.body)
+
+    @property
+    def case_id(self) -> str | None:
+        value = self.body.get("case_id")
+        return None if value is None else str(value)
+
+    def receipt(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "event_hash": self.event_hash,
+            "recorded_at": self.recorded_at,
+        }
+
+
+def parse_body(body_bytes: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(body_bytes)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise FormatError("body is not a JSON object")
+    missing = BODY_KEYS - body.keys()
+    if missing:
+        raise FormatError(f"body lacks {', '.join(sorted(missing))}")
+    if body["v"] != BODY_VERSION:
+        raise FormatError(f"body version {body['v']!r} is not {BODY_VERSION}")
+    kind = body["type"]
+    if kind in REGISTRY_TYPES:
+        if not isinstance(body.get("agency_id"), str):
+            raise FormatError("registry body lacks agency_id")
+    elif kind != GENESIS_TYPE and not isinstance(body.get("case_id"), str):
+        raise FormatError("body lacks case_id")
+    if not isinstance(body["occurred_at"], str) or not TIMESTAMP_RE.match(body["occurred_at"]):
+        raise FormatError(f"occurred_at {body['occurred_at']!r} is not a UTC RFC 3339 time")
+    for name in ("event_id", "type", "agency", "key_id"):
+        if not isinstance(body[name], str):
+            raise FormatError(f"body field {name} is not a string")
+    return body
+
+
+def parse_envelope(raw: bytes) -> Envelope:
+    """Parse stored bytes strictly; raise FormatError saying what is wrong."""
+    try:
+        env = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"envelope is not JSON: {e}") from None
+    if not isinstance(env, dict) or env.keys() != ENVELOPE_KEYS:
+        raise FormatError("envelope fields are not exactly " + ", ".join(sorted(ENVELOPE_KEYS)))
+    if env["v"] != ENVELOPE_VERSION:
+        raise FormatError(f"envelope version {env['v']!r} is not {ENVELOPE_VERSION}")
+    body_text, seq, recorded_at, prev = (
+        env["body"],
+        env["seq"],
+        env["recorded_at"],
+        env["prev_hash"],
+    )
+    if not isinstance(body_text, str):
+        raise FormatError("envelope body is not a string of canonical JSON")
+    if type(seq) is not int or seq < 1:
+        raise FormatError(f"seq {seq!r} is not a positive integer")
+    if not isinstance(recorded_at, str) or not RECORDED_AT_RE.match(recorded_at):
+        raise FormatError(f"recorded_at {recorded_at!r} is malformed")
+    if prev is not None and (not isinstance(prev, str) or not HASH_RE.match(prev)):
+        raise FormatError(f"prev_hash {prev!r} is malformed")
+    try:
+        sig = b64decode(env["sig"])
+    except (ValueError, AttributeError, TypeError):
+        raise FormatError("sig is not base64") from None
+    body_bytes = body_text.encode("utf-8")
+    return Envelope(
+        raw=raw,
+        event_hash=hashlib.sha256(raw).hexdigest(),
+        body_bytes=body_bytes,
+        body=parse_body(body_bytes),
+        sig=sig,
+        seq=seq,
+        recorded_at=recorded_at,
+        prev_hash=prev,
+    )
+
+
+def verify_chunk(chunk: list[tuple[Ed25519PublicKey, bytes, bytes]]) -> list[bool]:
+    """Signature results for (key, sig, body) triples; run on worker threads."""
+    return [signature_ok(k, s, b) for k, s, b in chunk]
+
+
+def signature_ok(public_key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> bool:
+    try:
+        public_key.verify(sig, signing_message(body_bytes))
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class ChainState:
+    """The running head of one stream while its events are read in order."""
+
+    stream: str
+    seq: int = 0
+    head: str | None = None
+    recorded_at: str = ""
+
+    def check(self, env: Envelope, stored_version: int) -> list[str]:
+        """Problems linking `env` to what came before; advances the head regardless."""
+        problems: list[str] = []
+        expected = self.seq + 1
+        if env.stream != self.stream:
+            problems.append(f"body names stream {env.stream!r} but is stored in {self.stream!r}")
+        if stored_version != env.seq:
+            problems.append(
+                f"stored at position {stored_version} but its seq is {env.seq} (events reordered)"
+            )
+        if env.seq > expected:
+            problems.append(
+                f"seq {expected}..{env.seq - 1} missing before this event (deleted?)"
+                if env.seq - 1 > expected
+                else f"seq {expected} missing before this event (deleted?)"
+            )
+        elif env.seq < expected:
+            problems.append(f"seq {env.seq} repeats or goes back (expected {expected})")
+        if env.prev_hash != self.head:
+            problems.append(
+                "prev_hash does not match the hash of the preceding event "
+                "(an event was edited, inserted, deleted or reordered)"
+            )
+        if env.recorded_at < self.recorded_at:
+            problems.append(
+                f"recorded_at {env.recorded_at} is earlier than the preceding event's "
+                f"{self.recorded_at} (back-dated)"
+            )
+        self.seq, self.head, self.recorded_at = env.seq, env.event_hash, env.recorded_at
+        return problems
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    agency: str
+    public_key: Ed25519PublicKey
+    added_at: str
+    revoked_at: str | None = None
+
+
+@dataclass(slots=True)
+class KeyRegistry:
+    """Agency keys as the verified registry events describe them, with validity times."""
+
+    ledger_key_id: str
+    ledger_key: Ed25519PublicKey
+    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    agencies: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def apply(self, env: Envelope) -> None:
+        """Fold a registry event that has already verified into the registry."""
+        if env.type not in REGISTRY_TYPES:
+            return
+        payload = env.body["payload"]
+        agency = env.body["agency_id"]
+        if env.type == "AGENCY_REGISTERED":
+            self.agencies[agency] = {
+                "kind": payload.get("kind"),
+                "borough": payload.get("borough"),
+                "name": payload.get("name"),
+            }
+        elif env.type == "AGENCY_KEY_ADDED":
+            raw = b64decode(payload["public_key"])
+            self.keys[key_id_of(raw)] = KeyRecord(
+                agency, Ed25519PublicKey.from_public_bytes(raw), env.recorded_at
+            )
+        elif env.type == "AGENCY_KEY_REVOKED":
+            record = self.keys.get(payload["key_id"])
+            if record is not None and record.agency == agency and record.revoked_at is None:
+                record.revoked_at = env.recorded_at
+
+    def key_for(self, env: Envelope) -> tuple[Ed25519PublicKey | None, str | None]:
+        """The key that must have signed `env`, or None with the reason it is unusable."""
+        signer = env.agency
+        if env.type == GENESIS_TYPE or env.type in REGISTRY_TYPES or signer == LEDGER_AGENCY:
+            if signer != LEDGER_AGENCY:
+                return None, f"{env.type} must be signed by the ledger, not {signer!r}"
+            if env.key_id != self.ledger_key_id:
+                return (
+                    None,
+                    f"signed with key {env.key_id}, not the ledger key {self.ledger_key_id}",
+                )
+            return self.ledger_key, None
+        record = self.keys.get(env.key_id)
+        if record is None:
+            return None, f"key {env.key_id} is not a registered key"
+        if record.agency != signer:
+            return None, (
+                f"key {env.key_id} belongs to agency {record.agency!r}, "
+                f"but the event claims agency {signer!r}"
+            )
+        if env.recorded_at < record.added_at:
+            return None, f"signed with key {env.key_id} before it was registered"
+        if record.revoked_at is not None and env.recorded_at >= record.revoked_at:
+            return None, f"signed with key {env.key_id}, revoked at {record.revoked_at}"
+        return record.public_key, None

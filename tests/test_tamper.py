@@ -1,0 +1,211 @@
+"""Attacks on the database itself: each must make `ledger verify` name the event.
+
+Every test edits the real SQLite file or PostgreSQL rows directly, then runs
+the same verification `ledger verify` runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.audit import AuditReport, audit
+from ledger.canonical import canonical, envelope_bytes
+from ledger.keys import Signer
+from ledger.verify import parse_envelope
+from tests.conftest import World
+
+CASE = "case/C-1"
+
+
+def verify(world: World) -> AuditReport:
+    return audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+
+
+def three_events(world: World) -> list[Any]:
+    first = world.append("police-a", event_type="DISCLOSURE_RECEIVED",
+                         payload={"child_ref": world.body("police-a")["payload"]["child_ref"],
+                                  "sexual_offence": True})
+    return [first, world.append("police-a"), world.append("csc-b")]
+
+
+def first_problem(world: World) -> tuple[str, int, str | None, str]:
+    report = verify(world)
+    assert not report.ok, "tampering went unnoticed"
+    p = report.problems[0]
+    return p.stream, p.seq, p.event_id, p.message
+
+
+def resign(world: World, version: int, body: dict[str, Any], signer: Signer) -> bytes:
+    """Rebuild a stored event around a new body, keeping its ledger fields."""
+    old = parse_envelope(world.raw.state(CASE, version))
+    body_bytes = canonical(body)
+    return envelope_bytes(body_bytes, signer.sign_body(body_bytes), old.seq, old.recorded_at,
+                          old.prev_hash)
+
+
+def test_untouched_ledger_verifies(world: World) -> None:
+    three_events(world)
+    report = verify(world)
+    assert report.ok, report.problems
+    assert report.cases == 1
+    assert report.events == 3 + 1 + 4  # case, genesis, two agencies x (registered, key)
+
+
+def test_edited_payload_byte_is_named(world: World) -> None:
+    receipts = three_events(world)
+    state = world.raw.state(CASE, 2)
+    marker = b'child_'
+    at = state.index(marker) + len(marker)
+    flipped = b"b" if state[at:at + 1] != b"b" else b"c"
+    world.raw.set_state(CASE, 2, state[:at] + flipped + state[at + 1:])
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 2, receipts[1].event_id)
+    assert "signature does not verify" in message
+
+
+def test_backdated_occurred_at_is_named(world: World) -> None:
+    receipts = three_events(world)
+    state = world.raw.state(CASE, 1)
+    assert b"2024-03-03T14:05:00Z" in state
+    world.raw.set_state(CASE, 1, state.replace(b"2024-03-03T14:05:00Z", b"2024-02-03T14:05:00Z"))
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 1, receipts[0].event_id)
+    assert "signature" in message
+
+
+def test_deleted_middle_event_is_named(world: World) -> None:
+    receipts = three_events(world)
+    world.raw.delete(CASE, 2)
+    stream, seq, event_id, message = first_problem(world)
+    assert stream == CASE
+    assert "seq 2 missing" in message
+    assert event_id == receipts[2].event_id  # the event found where seq 2 should be
+
+
+def test_swapped_events_are_named(world: World) -> None:
+    receipts = three_events(world)
+    two, three = world.raw.state(CASE, 2), world.raw.state(CASE, 3)
+    world.raw.set_state(CASE, 2, three)
+    world.raw.set_state(CASE, 3, two)
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 2, receipts[2].event_id)
+    assert "reordered" in message
+
+
+def test_inserted_forged_event_is_named(world: World) -> None:
+    receipts = three_events(world)
+    forger = Signer(Ed25519PrivateKey.generate())
+    body = world.body("police-a", event_type="CRIME_CANCELLED",
+                      payload={"ground": "recorded_in_error"}, key_id=forger.key_id)
+    body_bytes = canonical(body)
+    last = parse_envelope(world.raw.state(CASE, 3))
+    forged = envelope_bytes(body_bytes, forger.sign_body(body_bytes), 4, last.recorded_at,
+                            receipts[2].event_hash)
+    world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
+    assert "not a registered key" in message
+
+
+def test_event_resigned_with_another_agencys_key_is_named(world: World) -> None:
+    receipts = three_events(world)
+    body = json.loads(parse_envelope(world.raw.state(CASE, 2)).body_bytes)
+    body["key_id"] = world.signers["csc-b"].key_id  # still claims to be police-a
+    world.raw.set_state(CASE, 2, resign(world, 2, body, world.signers["csc-b"]))
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 2, receipts[1].event_id)
+    assert "belongs to agency 'csc-b'" in message
+
+
+def test_event_signed_with_revoked_key_is_named(world: World) -> None:
+    receipts = three_events(world)
+    old = world.signers["police-a"]
+    world.ledger.add_agency_key("police-a")
+    world.ledger.revoke_agency_key("police-a", old.key_id, "laptop stolen")
+    # Whoever holds the stolen key writes straight into the database afterwards.
+    body = world.body("police-a", event_type="CRIME_CANCELLED",
+                      payload={"ground": "recorded_in_error"})
+    body_bytes = canonical(body)
+    from datetime import UTC, datetime
+
+    from ledger.canonical import format_recorded_at
+    forged = envelope_bytes(body_bytes, old.sign_body(body_bytes), 4,
+                            format_recorded_at(datetime.now(UTC)), receipts[2].event_hash)
+    world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
+    assert "revoked at" in message
+
+
+def test_reused_event_id_is_named(world: World) -> None:
+    receipts = three_events(world)
+    # An event id reused in another case, written directly (the append path refuses it).
+    body = world.body("police-a", case_id="C-2", event_id=receipts[0].event_id)
+    body_bytes = canonical(body)
+    env = envelope_bytes(body_bytes, world.signers["police-a"].sign_body(body_bytes), 1,
+                         parse_envelope(world.raw.state(CASE, 3)).recorded_at, None)
+    world.raw.insert("case/C-2", 1, world.raw.topic(CASE, 1), env)
+    report = verify(world)
+    assert report.problem_count == 1
+    assert "already used by case/C-1 seq 1" in report.problems[0].message
+
+
+def _recorded_at_span(state: bytes) -> range:
+    start = state.index(b'"recorded_at":"') + len(b'"recorded_at":"')
+    return range(start, state.index(b'"', start))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_single_byte_change_is_detected(world: World, data: st.DataObject) -> None:
+    """Any byte of any stored event, changed to any other value, fails verification.
+
+    One exception, by design: the ledger-clock digits of the newest event in a
+    stream are linked by nothing until a Merkle checkpoint covers them.
+    """
+    if world.counter == 0:
+        world.counter = 100
+        three_events(world)
+    version = data.draw(st.integers(1, 3), label="seq")
+    state = world.raw.state(CASE, version)
+    excluded = _recorded_at_span(state) if version == 3 else range(0)
+    position = data.draw(st.integers(0, len(state) - 1).filter(lambda i: i not in excluded),
+                         label="byte")
+    value = data.draw(st.integers(0, 255).filter(lambda b: b != state[position]), label="value")
+    world.raw.set_state(CASE, version, state[:position] + bytes([value]) + state[position + 1:])
+    try:
+        report = verify(world)
+        assert not report.ok
+        assert report.problems[0].stream == CASE
+    finally:
+        world.raw.set_state(CASE, version, state)
+    assert verify(world).ok
+
+
+@pytest.mark.parametrize("attack", ["edit", "delete"])
+def test_cli_verify_exits_1_naming_the_event(world: World, attack: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.cli import main
+
+    receipts = three_events(world)
+    if attack == "edit":
+        state = world.raw.state(CASE, 2)
+        world.raw.set_state(CASE, 2, state.replace(b"CHILD_SEEN", b"CHILD_SEEM"))
+    else:
+        world.raw.delete(CASE, 2)
+    code = main(["verify", "--db", world.url, "--keys", str(world.keys)])
+    err = capsys.readouterr().err
+    assert code == 1
+    first = err.splitlines()[0]
+    if attack == "edit":
+        assert first.startswith(f"FAIL: case C-1 seq 2 (event {receipts[1].event_id})")
+    else:
+        assert first.startswith(f"FAIL: case C-1 seq 3 (event {receipts[2].event_id})")
+        assert "seq 2 missing" in first
+    assert "problem(s)" in err
