@@ -61,7 +61,8 @@ def _keys_dir(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace) -> Ledger:
-    return Ledger.open(args.db or default_db_url(), _keys_dir(args))
+    creates = args.command in ("init", "demo")
+    return Ledger.open(args.db or default_db_url(), _keys_dir(args), create=creates)
 
 
 # --- commands -------------------------------------------------------------------
@@ -124,7 +125,10 @@ def _json_arg(text: str, what: str) -> Any:
 def cmd_append(args: argparse.Namespace, ledger: Ledger) -> int:
     payload = _json_arg(args.payload, "--payload")
     occurred = args.occurred_at or format_time(datetime.now(UTC))
-    parse_time(occurred, "--occurred-at")
+    try:
+        parse_time(occurred, "--occurred-at")
+    except ValidationError as e:
+        raise UsageError(str(e)) from None
     key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
     signer = load_key_file(key_path)
     event_id = args.event_id or f"{args.agency}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"

@@ -125,8 +125,8 @@ class Ledger:
         self._public_keys: dict[str, Ed25519PublicKey] = {}
 
     @classmethod
-    def open(cls, db_url: str, keys_dir: Path) -> Ledger:
-        return cls(open_store(db_url), keys_dir)
+    def open(cls, db_url: str, keys_dir: Path, create: bool = True) -> Ledger:
+        return cls(open_store(db_url, create), keys_dir)
 
     def close(self) -> None:
         self.store.close()

@@ -111,35 +111,43 @@ def conninfo(url: DatabaseURL) -> str:
 
 
 def open_postgres(url: DatabaseURL) -> Store:
+    # DDL from two processes at once fails ("tuple concurrently updated"), so
+    # opening holds an advisory lock while tables are created or checked.
     try:
-        with psycopg.connect(conninfo(url), autocommit=True) as conn:
-            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
+        lock_conn = psycopg.connect(conninfo(url), autocommit=True)
     except psycopg.Error as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StoreUnavailable(
             f"cannot connect to PostgreSQL at {url.host}:{url.port}/{url.dbname}: {reason}"
         ) from None
-    try:
-        app = LedgerApplication(
-            env={
-                "PERSISTENCE_MODULE": "eventsourcing.postgres",
-                "POSTGRES_DBNAME": url.dbname,
-                "POSTGRES_HOST": url.host,
-                "POSTGRES_PORT": str(url.port),
-                "POSTGRES_USER": url.user,
-                "POSTGRES_PASSWORD": url.password,
-                "POSTGRES_SCHEMA": url.schema,
-                "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
-                "POSTGRES_LOCK_TIMEOUT": "30",
-                "POSTGRES_POOL_SIZE": "4",
-                "POSTGRES_MAX_OVERFLOW": "4",
-                "APPLICATION_RECORDER_TOPIC": get_topic(IndexedPostgresRecorder),
-                "AGGREGATE_CACHE_MAXSIZE": "1000",
-                "CREATE_TABLE": "y",
-            }
-        )
-    except (PersistenceError, psycopg.Error, OSError) as e:
-        raise StoreUnavailable(f"cannot open PostgreSQL ledger at {url.describe()}: {e}") from None
+    with lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", ["ledger-ddl:" + url.schema])
+        lock_conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
+        try:
+            app = LedgerApplication(
+                env={
+                    "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                    "POSTGRES_DBNAME": url.dbname,
+                    "POSTGRES_HOST": url.host,
+                    "POSTGRES_PORT": str(url.port),
+                    "POSTGRES_USER": url.user,
+                    "POSTGRES_PASSWORD": url.password,
+                    "POSTGRES_SCHEMA": url.schema,
+                    "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+                    "POSTGRES_LOCK_TIMEOUT": "30",
+                    "POSTGRES_POOL_SIZE": "4",
+                    "POSTGRES_MAX_OVERFLOW": "4",
+                    "APPLICATION_RECORDER_TOPIC": get_topic(IndexedPostgresRecorder),
+                    "AGGREGATE_CACHE_MAXSIZE": "1000",
+                    "CREATE_TABLE": "y",
+                }
+            )
+        except (PersistenceError, psycopg.Error, OSError) as e:
+            raise StoreUnavailable(
+                f"cannot open PostgreSQL ledger at {url.describe()}: {e}"
+            ) from None
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["ledger-ddl:" + url.schema])
     recorder = app.recorder
     assert isinstance(recorder, IndexedPostgresRecorder)
     return Store(url, app, PostgresCatalog(recorder))

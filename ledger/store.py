@@ -29,7 +29,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic, resolve_topic
 
-from .errors import StoreUnavailable, UsageError
+from .errors import NotFound, StoreUnavailable, UsageError
 
 DEFAULT_DB = "sqlite:///var/ledger.sqlite"
 INDEX_TABLE = "ledger_event_index"
@@ -68,7 +68,7 @@ def parse_db_url(url: str) -> DatabaseURL:
         raise UsageError(f"malformed database URL {url!r}: {e}") from None
     if parts.scheme == "sqlite":
         path = unquote(parts.path)
-        if parts.netloc or not path.startswith("/") or path == "/":
+        if not url.startswith("sqlite:///") or parts.netloc or path == "/":
             raise UsageError(
                 f"malformed SQLite URL {url!r}: use sqlite:///relative/path or sqlite:////abs/path"
             )
@@ -222,10 +222,16 @@ class Store:
         self.app.close()
 
 
-def open_store(url: str) -> Store:
-    """Open (creating tables if needed) the database named by `url`."""
+def open_store(url: str, create: bool = True) -> Store:
+    """Open the database named by `url`, creating tables if needed.
+
+    With `create=False` a SQLite file that does not exist yet is an error rather
+    than a new empty ledger, so a mistyped path is noticed.
+    """
     parsed = parse_db_url(url)
     if parsed.is_sqlite:
+        if not create and not Path(parsed.path).exists():
+            raise NotFound(f"no ledger database at {parsed.path}: run 'ledger init' first")
         return _open_sqlite(parsed)
     from .pgstore import open_postgres  # psycopg is the `postgres` extra
 

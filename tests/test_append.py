@@ -1,0 +1,131 @@
+"""The append path as agencies meet it, on both stores."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.audit import audit
+from ledger.errors import Conflict, NotFound, SignatureError, ValidationError
+from ledger.keys import Signer
+from tests.conftest import World
+
+
+def test_receipts_chain_events_in_order(world: World) -> None:
+    first = world.append("police-a", event_type="DISCLOSURE_RECEIVED")
+    second = world.append("csc-b", event_type="REFERRAL_RECEIVED",
+                          payload={"referral_source": "6"}, responds_to=[first.event_id])
+    assert (first.seq, second.seq) == (1, 2)
+    envs = world.ledger.case_envelopes("C-1")
+    assert envs[1].prev_hash == first.event_hash == envs[0].event_hash
+    assert envs[1].recorded_at >= envs[0].recorded_at
+
+
+def test_retry_with_same_body_returns_original_receipt(world: World) -> None:
+    submission = world.signed(world.body("police-a"))
+    original = world.ledger.append(submission)
+    again = world.ledger.append(submission)
+    assert again.duplicate and not original.duplicate
+    assert (again.seq, again.event_hash, again.recorded_at) == (
+        original.seq, original.event_hash, original.recorded_at)
+    assert len(world.ledger.case_envelopes("C-1")) == 1
+
+
+def test_same_event_id_with_different_body_is_a_conflict(world: World) -> None:
+    body = world.body("police-a")
+    world.ledger.append(world.signed(body))
+    changed = {**body, "occurred_at": "2024-03-04T09:00:00Z"}
+    with pytest.raises(Conflict, match=body["event_id"]):
+        world.ledger.append(world.signed(changed))
+
+
+def test_batch_is_all_or_nothing(world: World) -> None:
+    good = world.signed(world.body("police-a", case_id="C-9"))
+    bad = world.signed(world.body("csc-b", case_id="C-8", event_type="CASE_CLOSED",
+                                  payload={"reason": "RC99"}))
+    with pytest.raises(ValidationError, match=r"payload\.reason"):
+        world.ledger.append_many([good, bad])
+    with pytest.raises(NotFound):
+        world.ledger.case_envelopes("C-9")
+
+
+def test_append_many_spans_cases_in_one_call(world: World) -> None:
+    subs = [world.signed(world.body("police-a", case_id=f"K-{n % 3}")) for n in range(30)]
+    receipts = world.ledger.append_many(subs)
+    assert [r.seq for r in receipts if r.case_id == "K-0"] == list(range(1, 11))
+    assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
+
+
+def test_responds_to_must_name_an_event_of_the_same_case(world: World) -> None:
+    other = world.append("police-a", case_id="C-2")
+    with pytest.raises(ValidationError, match="not an earlier event of case/C-1"):
+        world.append("police-a", responds_to=[other.event_id])
+    with pytest.raises(ValidationError, match="not an earlier event"):
+        world.append("police-a", responds_to=["no-such-event"])
+
+
+def test_correction_is_a_new_event_and_the_original_stays(world: World) -> None:
+    original = world.append("csc-b", event_type="CASE_CLOSED", payload={"reason": "RC8"})
+    world.append("csc-b", event_type="RECORD_CORRECTED", corrects=original.event_id,
+                 payload={"reason": "wrong code", "replacement": {"reason": "RC9"}})
+    types = [e.type for e in world.ledger.case_envelopes("C-1")]
+    assert types == ["CASE_CLOSED", "RECORD_CORRECTED"]
+    with pytest.raises(ValidationError, match="only RECORD_CORRECTED"):
+        world.append("csc-b", corrects=original.event_id)
+
+
+def test_agency_cannot_sign_as_another_agency(world: World) -> None:
+    body = world.body("police-a", key_id=world.signers["csc-b"].key_id)
+    with pytest.raises(SignatureError, match="not a key of this agency"):
+        world.ledger.append(world.signed(body, world.signers["csc-b"]))
+
+
+def test_forged_signature_is_refused(world: World) -> None:
+    body = world.body("police-a")
+    with pytest.raises(SignatureError, match="does not verify"):
+        world.ledger.append(world.signed(body, Signer(Ed25519PrivateKey.generate())))
+    with pytest.raises(NotFound):
+        world.ledger.case_envelopes("C-1")
+
+
+def test_revoked_key_is_refused_and_rotated_key_works(world: World) -> None:
+    old = world.signers["police-a"]
+    world.append("police-a")
+    _, new_path = world.ledger.add_agency_key("police-a")
+    world.ledger.revoke_agency_key("police-a", old.key_id, "rotated")
+    with pytest.raises(SignatureError, match="revoked"):
+        world.append("police-a")
+    from ledger.keys import load_key_file
+
+    assert new_path is not None
+    world.signers["police-a"] = load_key_file(new_path)
+    world.append("police-a")
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_future_and_unknown_type_are_refused(world: World) -> None:
+    with pytest.raises(ValidationError, match="5 minutes in the future"):
+        world.append("police-a", occurred_at="2999-01-01T00:00:00Z")
+    with pytest.raises(ValidationError, match="unknown event type 'TEA_MADE'"):
+        world.append("police-a", event_type="TEA_MADE")
+    with pytest.raises(ValidationError, match="only the ledger"):
+        world.append("police-a", event_type="DEADLINE_BREACHED", payload={
+            "rule": "RS10", "trigger_event_id": "x", "owing_agency": "police-a",
+            "due_at": "2024-01-01T00:00:00Z", "policy_hash": "h"})
+
+
+def test_names_in_reference_fields_are_refused(world: World) -> None:
+    with pytest.raises(ValidationError, match=r"payload\.child_ref"):
+        world.append("police-a", payload={"child_ref": "Jane Smith"})
+
+
+def test_unknown_agency_is_refused(world: World) -> None:
+    body = {**world.body("police-a"), "agency": "nobody"}
+    with pytest.raises(NotFound, match="unknown agency 'nobody'"):
+        world.ledger.append(world.signed(body, world.signers["police-a"]))
+
+
+def test_agency_registered_twice_is_a_conflict(world: World) -> None:
+    with pytest.raises(Conflict):
+        world.ledger.register_agency("police-a", "police")

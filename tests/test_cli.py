@@ -1,0 +1,126 @@
+"""The command line as a user meets it: bad input gets one line, the right exit code,
+and nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger.cli import main
+from ledger.core import Ledger
+from tests.conftest import World
+
+
+def count(world: World) -> int:
+    return world.ledger.store.catalog.count_events()
+
+
+def run(world: World, *argv: str) -> list[str]:
+    return [*argv, "--db", world.url, "--keys", str(world.keys)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["append", "C-1", "--type", "TEA_MADE", "--agency", "police-a"], 1, "unknown event type"),
+        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--payload", "{nope"],
+         2, "not valid JSON"),
+        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a",
+          "--occurred-at", "3 March 2024"], 2, "not a UTC time"),
+        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "nobody"], 1, "does not exist"),
+        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--key", "/no/file"],
+         1, "key file /no/file does not exist"),
+        (["append", "C-1", "--type", "CASE_CLOSED", "--agency", "csc-b", "--payload",
+          '{"reason": "RC0"}'], 1, "payload.reason"),
+        (["append", "C-1", "--agency", "police-a"], 2, "--type"),
+    ],
+)
+def test_bad_append_input_is_one_line_and_writes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, needle: str
+) -> None:
+    before = count(world)
+    assert main(run(world, *argv)) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+    assert count(world) == before
+
+
+def test_append_and_replay_round_trip(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run(world, "append", "C-7", "--type", "MISSING_REPORTED", "--agency", "police-a",
+                    "--occurred-at", "2024-05-04T21:30:00Z", "--json")) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["case_id"] == "C-7" and receipt["seq"] == 1
+    assert main(run(world, "replay", "C-7", "--format", "json")) == 0
+    rows = json.loads(capsys.readouterr().out)["chronology"]
+    assert [r["type"] for r in rows] == ["MISSING_REPORTED"]
+    assert main(run(world, "cases", "--json")) == 0
+    cases = json.loads(capsys.readouterr().out)
+    assert cases[0]["case_id"] == "C-7" and cases[0]["boroughs"] == ["Lambeth"]
+
+
+def test_malformed_db_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cases", "--db", "sqlite:/x"]) == 2
+    assert "malformed SQLite URL" in capsys.readouterr().err
+    assert main(["cases", "--db", "mysql://x/y"]) == 2
+
+
+def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cases", "--db", "postgresql://postgres@127.0.0.1:1/test"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1/test" in err
+
+
+def test_import_refuses_a_bad_file_before_writing(world: World, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    good = world.body("police-a")
+    bad = {**world.body("police-a"), "type": "NOT_A_TYPE"}
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"body": good}) + "\n" + json.dumps({"body": bad}) + "\n")
+    before = count(world)
+    assert main(run(world, "import", str(path), "--sign")) == 1
+    assert "line 2" in capsys.readouterr().err
+    assert count(world) == before
+    path.write_text(json.dumps({"body": good}) + "\n")
+    assert main(run(world, "import", str(path), "--sign", "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == {"appended": 1, "duplicates": 0}
+    assert main(run(world, "import", str(path), "--sign", "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == {"appended": 0, "duplicates": 1}
+
+
+def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "ledger"
+    proc = subprocess.run([str(exe), "replay", "NOPE", "--db", f"sqlite:///{tmp_path}/x.sqlite"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("ledger: no ledger database at ")
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_demo_is_deterministic_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--db", f"sqlite:///{tmp_path}/d.sqlite", "--keys", str(tmp_path / "k")]
+    assert main(["demo", "--json", *argv]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["cases"] >= 6 and first["agencies"] >= 4 and first["new_events"] == first["events"]
+    assert main(["demo", "--json", *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["new_events"] == 0
+    assert main(["verify", *argv]) == 0
+    ledger = Ledger.open(argv[1], Path(argv[3]))
+    try:
+        cases = ledger.cases()
+        boroughs = {b for c in cases for b in c["boroughs"]}
+        assert {"Lambeth", "Southwark", "Croydon"} <= boroughs
+        rape = [e for e in ledger.case_envelopes("DEMO-LAM-0001")]
+        assert rape[0].type == "DISCLOSURE_RECEIVED"
+        assert "CRIME_RECORDED" not in {e.type for e in rape}
+        swk = ledger.case_envelopes("DEMO-SWK-0002")
+        assert any("seeking out older men" in (e.body["payload"].get("rationale") or "")
+                   for e in swk)
+    finally:
+        ledger.close()

@@ -1,0 +1,78 @@
+"""Several processes against one store: concurrent writers, and a killed bulk import."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from ledger.audit import audit
+from tests.conftest import CHILD, World
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from ledger.canonical import canonical
+    from ledger.core import Ledger, Submission
+    from ledger.keys import load_key_file
+    url, keys, agency, tag = sys.argv[1:5]
+    ledger = Ledger.open(url, Path(keys), create=False)
+    signer = load_key_file(ledger.agency_key_path(agency))
+    for n in range(100):
+        body = {"v": 1, "case_id": "SHARED", "event_id": f"{tag}-{n}", "type": "CHILD_SEEN",
+                "occurred_at": "2024-03-03T14:05:00Z", "agency": agency,
+                "actor": {"role": "practitioner"}, "payload": {}, "responds_to": [],
+                "corrects": None, "key_id": signer.key_id}
+        ledger.append(Submission(body, signer.sign_body(canonical(body))))
+    ledger.close()
+""")
+
+
+def test_two_processes_appending_to_one_case_leave_one_chain(world: World) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, world.url, str(world.keys), agency, tag])
+        for agency, tag in (("police-a", "p"), ("csc-b", "c"))
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    envs = world.ledger.case_envelopes("SHARED")
+    assert [e.seq for e in envs] == list(range(1, 201))
+    assert all(b.prev_hash == a.event_hash for a, b in zip(envs, envs[1:], strict=False))
+    assert {e.event_id[0] for e in envs} == {"p", "c"}
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_sigkill_during_import_loses_nothing_acknowledged(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "historic.jsonl"
+    with path.open("w") as f:
+        for n in range(4000):
+            body = world.body("police-a", case_id=f"H-{n % 7}", event_id=f"hist-{n:05d}",
+                              payload={"child_ref": CHILD})
+            f.write(json.dumps({"body": body}) + "\n")
+    exe = Path(sys.executable).parent / "ledger"
+    argv = [str(exe), "import", str(path), "--sign", "--batch", "50", "--db", world.url,
+            "--keys", str(world.keys)]
+    before = world.ledger.store.catalog.count_events()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while world.ledger.store.catalog.count_events() < before + 200:
+        assert proc.poll() is None, "import finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = world.ledger.store.catalog.count_events() - before
+    assert 0 < written < 4000, written
+    assert written % 50 == 0, f"a partial batch of {written % 50} events was left"
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+    # Running the import again completes it without duplicating what was written.
+    done = subprocess.run([*argv, "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == {"appended": 4000 - written, "duplicates": written}
+    assert world.ledger.store.catalog.count_events() - before == 4000
+    assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
