@@ -35,7 +35,7 @@ class LedgerStream(Aggregate):
                 originator_version=version,
                 timestamp=_timestamp(env),
                 originator_topic=get_topic(cls.aggregate_class()),
-                envelope=state,
+                envelope=state,  # type: ignore[call-arg]
             )
 
         @classmethod
@@ -51,7 +51,7 @@ class LedgerStream(Aggregate):
                 originator_id=originator_id,
                 originator_version=version,
                 timestamp=_timestamp(parse_envelope(state)),
-                envelope=state,
+                envelope=state,  # type: ignore[call-arg]
             )
 
         def apply(self, aggregate: LedgerStream) -> None:

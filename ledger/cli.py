@@ -333,7 +333,7 @@ def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
 
 # --- parser -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: options may come before or after the verb without one erasing the other.
     common.add_argument(
         "--db",

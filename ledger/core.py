@@ -146,7 +146,7 @@ class Ledger:
 
     def root(self) -> LedgerRoot | None:
         try:
-            root = self.app.repository.get(stream_id(LEDGER_STREAM))
+            root: LedgerStream = self.app.repository.get(stream_id(LEDGER_STREAM))
         except AggregateNotFoundError:
             return None
         assert isinstance(root, LedgerRoot)
@@ -188,7 +188,7 @@ class Ledger:
 
     def agency(self, agency_id: str) -> Agency:
         try:
-            agency = self.app.repository.get(stream_id(f"agency/{agency_id}"))
+            agency: LedgerStream = self.app.repository.get(stream_id(f"agency/{agency_id}"))
         except AggregateNotFoundError:
             raise NotFound(
                 f"unknown agency {agency_id!r}: register it with 'ledger agency add'"
@@ -493,7 +493,7 @@ class Ledger:
 
     def cases(self) -> list[dict[str, Any]]:
         """One summary per case from the index (a listing, not a verification)."""
-        boroughs = {}
+        boroughs: dict[str, str | None] = {}
         for row in self.store.catalog.index_rows("agency/"):
             if row[4] == "AGENCY_REGISTERED":
                 agency_id = row[1].removeprefix("agency/")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
-from .verify import BODY_KEYS, BODY_VERSION, GENESIS_TYPE, REGISTRY_TYPES, TIMESTAMP_RE
+from .verify import BODY_KEYS, GENESIS_TYPE, REGISTRY_TYPES, TIMESTAMP_RE
 
 REF_PATTERN = r"^(child|person|staff|vehicle|place|phone)_[a-z2-7]{26}$"
 Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
@@ -443,7 +443,7 @@ def _describe(e: PydanticValidationError, where: str) -> str:
 class Body(Model):
     """The agency-signed part of an event, before canonicalisation."""
 
-    v: Literal[1] = BODY_VERSION
+    v: Literal[1] = 1
     case_id: CaseId | None = None
     agency_id: AgencyId | None = None
     event_id: EventId

@@ -20,7 +20,7 @@ from .store import INDEX_COLUMNS, INDEX_TABLE, DatabaseURL, LedgerApplication, S
 CONNECT_TIMEOUT_S = 5
 
 
-class IndexedPostgresRecorder(PostgresApplicationRecorder):  # type: ignore[misc]
+class IndexedPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL recorder that also writes the event-id index in the same transaction."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):

@@ -127,7 +127,7 @@ class _NoTranscoder(Transcoder):
         raise TypeError("ledger events are read as their canonical envelope bytes")
 
 
-class IndexedSQLiteRecorder(SQLiteApplicationRecorder):  # type: ignore[misc]
+class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
     """SQLite recorder that also writes the event-id index in the same transaction."""
 
     def construct_create_table_statements(self) -> list[str]:
@@ -147,7 +147,7 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):  # type: ignore[misc]
         rows = kwargs.get("index_rows")
         if rows:
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
-        return ids  # type: ignore[no-any-return]
+        return ids
 
 
 class Catalog(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ def test_two_processes_appending_to_one_case_leave_one_chain(world: World) -> No
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     envs = world.ledger.case_envelopes("SHARED")
     assert [e.seq for e in envs] == list(range(1, 201))
-    assert all(b.prev_hash == a.event_hash for a, b in zip(envs, envs[1:], strict=False))
+    assert all(b.prev_hash == a.event_hash for a, b in itertools.pairwise(envs))
     assert {e.event_id[0] for e in envs} == {"p", "c"}
     report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
     assert report.ok, report.problems

@@ -82,7 +82,7 @@ def test_backdated_occurred_at_is_named(world: World) -> None:
 def test_deleted_middle_event_is_named(world: World) -> None:
     receipts = three_events(world)
     world.raw.delete(CASE, 2)
-    stream, seq, event_id, message = first_problem(world)
+    stream, _seq, event_id, message = first_problem(world)
     assert stream == CASE
     assert "seq 2 missing" in message
     assert event_id == receipts[2].event_id  # the event found where seq 2 should be

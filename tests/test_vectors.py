@@ -1,0 +1,69 @@
+"""Known-answer vectors: ours (tests/vectors/) and other projects' (../shared/vectors/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.canonical import canonical, envelope_bytes, sha256_hex
+from ledger.keys import Signer
+from ledger.verify import FormatError, b64decode, parse_envelope, signature_ok
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "vectors"
+EVENTS: dict[str, Any] = json.loads((HERE / "vectors" / "events.json").read_text())
+
+
+def test_shared_vectors_are_present() -> None:
+    # The suite must not pass by finding no third-party vectors.
+    assert len(list((SHARED / "rfc8785" / "input").glob("*.json"))) >= 6
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (SHARED / "rfc8785" / "input").glob("*.json")))
+def test_rfc8785_reference_vectors(name: str) -> None:
+    source = (SHARED / "rfc8785" / "input" / name).read_text(encoding="utf-8")
+    expected = (SHARED / "rfc8785" / "output" / name).read_bytes()
+    assert canonical(json.loads(source)) == expected.rstrip(b"\n")
+
+
+def test_rfc8032_test1_signature() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(EVENTS["signing_key_seed_hex"]))
+    assert key.sign(b"").hex() == EVENTS["rfc8032_test1"]["signature_hex"]
+    assert key.sign(b"").hex().startswith("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974")
+
+
+def test_event_vector_bytes_hash_and_signature() -> None:
+    signer = Signer(Ed25519PrivateKey.from_private_bytes(
+        bytes.fromhex(EVENTS["signing_key_seed_hex"])))
+    assert signer.public_b64 == EVENTS["public_key_b64"]
+    assert signer.key_id == EVENTS["key_id"]
+    body_bytes = canonical(EVENTS["body"])
+    assert body_bytes.decode() == EVENTS["body_canonical"]
+    sig = signer.sign_body(body_bytes)
+    assert (b"response-ledger/v1/event-body\n" + body_bytes).hex() == EVENTS["signing_message_hex"]
+    assert b64decode(EVENTS["signature_b64"]) == sig
+    env = envelope_bytes(body_bytes, sig, EVENTS["seq"], EVENTS["recorded_at"], EVENTS["prev_hash"])
+    assert env.decode() == EVENTS["envelope"]
+    assert sha256_hex(env) == EVENTS["event_hash"]
+    parsed = parse_envelope(env)
+    assert parsed.event_hash == EVENTS["event_hash"]
+    assert parsed.body_bytes == body_bytes
+    public = Ed25519PublicKey.from_public_bytes(b64decode(EVENTS["public_key_b64"]))
+    assert signature_ok(public, parsed.sig, parsed.body_bytes)
+
+
+@pytest.mark.parametrize("case", EVENTS["negative"], ids=lambda c: c["name"])
+def test_negative_event_vectors_fail(case: dict[str, Any]) -> None:
+    public = Ed25519PublicKey.from_public_bytes(b64decode(EVENTS["public_key_b64"]))
+    raw = case["envelope"].encode()
+    assert raw != EVENTS["envelope"].encode()
+    if case["fails"] == "format":
+        with pytest.raises(FormatError):
+            parse_envelope(raw)
+    else:
+        parsed = parse_envelope(raw)
+        assert not signature_ok(public, parsed.sig, parsed.body_bytes)
