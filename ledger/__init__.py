@@ -1,4 +1,4 @@
-"""Response Ledger core: tamper-evident, event-sourced record of responses to child-protection cases.
+"""Response Ledger core: a tamper-evident, event-sourced record of child-protection responses.
 
 Nothing here imports the web layer (`api`); `ledger.verify` needs only the
 standard library and `cryptography`.

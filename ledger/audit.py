@@ -11,12 +11,13 @@ temporary on-disk table to find reuse. Memory stays flat in the number of events
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from .verify import (
     parse_envelope,
     signature_ok,
     stream_id,
-    verify_chunk,
+    verify_raw_chunk,
 )
 
 PAGE = 1000
@@ -165,6 +166,7 @@ class Auditor:
         ledger_public_key: bytes,
         progress: Callable[[int], None] | None = None,
         workers: int | None = None,
+        processes: bool = False,
     ) -> None:
         self.store = store
         self.recorder = store.app.recorder
@@ -174,11 +176,20 @@ class Auditor:
         self.ledger_public_b64 = b64encode(ledger_public_key)
         self.report = AuditReport()
         self.progress = progress or (lambda n: None)
-        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2)
+        cores = workers or os.cpu_count() or 2
+        # Ed25519 verification releases the GIL, but the reading thread holds it
+        # most of the time, so large ledgers verify in worker processes instead.
+        self.pool: Executor = (
+            ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+            if processes
+            else ThreadPoolExecutor(cores)
+        )
+        self.slots = cores
         self.in_flight: deque[tuple[Future[list[bool]], list[tuple[Problem, str]]]] = deque()
-        self.batch: list[tuple[Ed25519PublicKey, bytes, bytes]] = []
+        self.batch: list[tuple[bytes, bytes, bytes]] = []
         self.batch_ctx: list[tuple[Problem, str]] = []
         self.ids = _EventIds()
+        self.raw_keys: dict[int, bytes] = {}
 
     def run(self) -> AuditReport:
         try:
@@ -256,13 +267,19 @@ class Auditor:
                         chain.seq, chain.head = version, None
                     continue
                 if chain is None:
-                    chain = ChainState(env.stream)
+                    name = self._stream_name(oid, rows) or env.stream
+                    chain = ChainState(name)
                     for k, v, message in unnamed:
-                        self._problem(k, env.stream, v, None, message)
-                    if stream_id(env.stream) != oid:
-                        self._problem(key, env.stream, env.seq, env.event_id,
-                                      f"stored under stream id {oid}, which is not {env.stream}'s")
-                    if env.stream.startswith("case/"):
+                        self._problem(k, name, v, None, message)
+                    if stream_id(name) != oid:
+                        self._problem(
+                            key,
+                            name,
+                            env.seq,
+                            env.event_id,
+                            f"stored under stream id {oid}, which is not {name}'s",
+                        )
+                    if name.startswith("case/"):
                         self.report.cases += 1
                 self._check_event(env, chain, version, key, registry)
             self.progress(len(rows))
@@ -272,6 +289,19 @@ class Auditor:
         if chain is None:
             for k, v, message in unnamed:
                 self._problem(k, f"stream {oid}", v, None, message)
+
+    @staticmethod
+    def _stream_name(oid: UUID, rows: Sequence[Any]) -> str | None:
+        """The stream's name from any of its events whose body agrees with where it is
+        stored, so an edited first event is reported under the stream it was in."""
+        for row in rows:
+            try:
+                name = parse_envelope(bytes(row.state)).stream
+            except (FormatError, KeyError):
+                continue
+            if stream_id(name) == oid:
+                return name
+        return None
 
     def _check_event(
         self,
@@ -330,21 +360,24 @@ class Auditor:
                 )
             return
         problem = Problem(key, chain.stream, version, env.event_id, "")
-        self.batch.append((public_key, env.sig, env.body_bytes))
+        raw = self.raw_keys.get(id(public_key))
+        if raw is None:
+            raw = self.raw_keys[id(public_key)] = public_key.public_bytes_raw()
+        self.batch.append((raw, env.sig, env.body_bytes))
         self.batch_ctx.append((problem, env.agency))
         if len(self.batch) >= SIG_CHUNK:
             self._submit()
 
     def _submit(self) -> None:
         if self.batch:
-            future = self.pool.submit(verify_chunk, self.batch)
+            future = self.pool.submit(verify_raw_chunk, self.batch)
             self.in_flight.append((future, self.batch_ctx))
             self.batch, self.batch_ctx = [], []
-        self._drain(2 * (self.pool._max_workers))
+        self._drain(2 * self.slots)
 
     def _drain(self, keep: int) -> None:
         if keep == 0 and self.batch:
-            future = self.pool.submit(verify_chunk, self.batch)
+            future = self.pool.submit(verify_raw_chunk, self.batch)
             self.in_flight.append((future, self.batch_ctx))
             self.batch, self.batch_ctx = [], []
         while len(self.in_flight) > keep:
@@ -363,7 +396,16 @@ class Auditor:
                     )
 
 
+PROCESS_POOL_FROM = 20_000
+
+
 def audit(
-    store: Store, ledger_public_key: bytes, progress: Callable[[int], None] | None = None
+    store: Store,
+    ledger_public_key: bytes,
+    progress: Callable[[int], None] | None = None,
+    processes: bool | None = None,
 ) -> AuditReport:
-    return Auditor(store, ledger_public_key, progress).run()
+    """Verify everything; signatures on all cores (worker processes for large ledgers)."""
+    if processes is None:
+        processes = store.catalog.count_events() >= PROCESS_POOL_FROM
+    return Auditor(store, ledger_public_key, progress, processes=processes).run()

@@ -7,6 +7,7 @@ agency its keys), so loading one is cheap; the stored bytes remain the record.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -21,6 +22,27 @@ def _timestamp(env: Envelope) -> datetime:
     return datetime.fromisoformat(env.recorded_at.replace("Z", "+00:00"))
 
 
+# The envelope most recently parsed or built here. The append path builds an
+# Envelope, then eventsourcing's mutate() calls apply() with the same bytes
+# object; reusing the parse (checked by identity) halves the work per event.
+_recent: Envelope | None = None
+
+
+def _parsed(raw: bytes) -> Envelope:
+    global _recent
+    env = _recent
+    if env is not None and env.raw is raw:
+        return env
+    env = parse_envelope(raw)
+    _recent = env
+    return env
+
+
+def _remember(env: Envelope) -> None:
+    global _recent
+    _recent = env
+
+
 class LedgerStream(Aggregate):
     """One hash-chained stream of envelopes (a case, an agency's registry, the ledger root)."""
 
@@ -29,7 +51,7 @@ class LedgerStream(Aggregate):
 
         @classmethod
         def from_stored(cls, originator_id: UUID, version: int, state: bytes) -> Any:
-            env = parse_envelope(state)
+            env = _parsed(state)
             return cls(
                 originator_id=originator_id,
                 originator_version=version,
@@ -50,12 +72,12 @@ class LedgerStream(Aggregate):
             return cls(
                 originator_id=originator_id,
                 originator_version=version,
-                timestamp=_timestamp(parse_envelope(state)),
+                timestamp=_timestamp(_parsed(state)),
                 envelope=state,  # type: ignore[call-arg]
             )
 
         def apply(self, aggregate: LedgerStream) -> None:
-            aggregate.fold(parse_envelope(self.envelope))
+            aggregate.fold(_parsed(self.envelope))
 
     def __init__(self, envelope: bytes) -> None:
         # State is declared here, not as class annotations: eventsourcing would
@@ -64,13 +86,40 @@ class LedgerStream(Aggregate):
         self.head: str | None = None
         self.recorded_at: str = ""
         self.setup()
-        self.fold(parse_envelope(envelope))
+        self.fold(_parsed(envelope))
 
     def setup(self) -> None:
         """Hook for subclasses to declare their extra state."""
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> LedgerStream:
+        """Cheap copy for eventsourcing's cache: envelopes and strings are immutable."""
+        clone = copy.copy(self)
+        clone._pending_events = []
+        clone.copy_mutable_state()
+        return clone
+
+    def copy_mutable_state(self) -> None:
+        """Hook: replace containers this copy shares with the original."""
+
+    @classmethod
+    def at_head(cls, originator_id: UUID, env: Envelope) -> LedgerStream:
+        """The aggregate as of its newest event, without replaying the stream.
+
+        Valid for streams whose state is only the chain head (cases): the newest
+        envelope holds seq, hash and recorded time, so appending to a long case
+        costs the same as appending to a new one.
+        """
+        agg = cls.__new__(cls)
+        agg.__base_init__(
+            originator_id=originator_id, originator_version=env.seq, timestamp=_timestamp(env)
+        )
+        agg.stream, agg.head, agg.recorded_at = env.stream, env.event_hash, env.recorded_at
+        agg.setup()
+        return agg
+
     @classmethod
     def open(cls, env: Envelope) -> LedgerStream:
+        _remember(env)
         stream = cls._create(
             cls.Opened,
             id=stream_id(env.stream),
@@ -80,6 +129,7 @@ class LedgerStream(Aggregate):
         return stream
 
     def record(self, env: Envelope) -> None:
+        _remember(env)
         self.trigger_event(self.Recorded, timestamp=_timestamp(env), envelope=env.raw)
 
     def fold(self, env: Envelope) -> None:
@@ -120,6 +170,9 @@ class Agency(LedgerStream):
         self.borough: str | None = None
         self.name: str | None = None
         self.keys: dict[str, dict[str, Any]] = {}
+
+    def copy_mutable_state(self) -> None:
+        self.keys = {k: dict(v) for k, v in self.keys.items()}
 
     REGISTRY: ClassVar[frozenset[str]] = frozenset(
         {"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"}

@@ -10,15 +10,16 @@ so a case never forks.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,7 +28,7 @@ from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import PersistenceError
 
 from .canonical import canonical, envelope_bytes, format_recorded_at, sha256_hex
-from .case import Agency, LedgerRoot, LedgerStream, stream_class
+from .case import Agency, Case, LedgerRoot, LedgerStream, stream_class
 from .errors import (
     Conflict,
     LedgerError,
@@ -104,14 +105,24 @@ def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
     return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
 
 
-def verify_signatures(items: Sequence[tuple[Ed25519PublicKey, bytes, bytes]]) -> list[bool]:
-    """Check Ed25519 signatures on all cores (verification releases the GIL)."""
+def start_signature_checks(
+    items: Sequence[tuple[Ed25519PublicKey, bytes, bytes]],
+) -> Callable[[], list[bool]]:
+    """Begin checking Ed25519 signatures on all cores; call the result to wait for them.
+
+    Verification releases the GIL, so worker threads check signatures while the
+    caller goes on preparing the batch.
+    """
     workers = _VERIFY_POOL._max_workers
     if len(items) < 32 or workers < 2:
-        return verify_chunk(list(items))
+        results = verify_chunk(list(items))
+        return lambda: results
     size = -(-len(items) // workers)
-    chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
-    return [ok for part in _VERIFY_POOL.map(verify_chunk, chunks) for ok in part]
+    futures = [
+        _VERIFY_POOL.submit(verify_chunk, list(items[i : i + size]))
+        for i in range(0, len(items), size)
+    ]
+    return lambda: [ok for f in futures for ok in f.result()]
 
 
 class Ledger:
@@ -320,10 +331,10 @@ class Ledger:
             return []
         now = datetime.now(UTC)
         items = [self._prepare(s, now, system) for s in submissions]
-        self._check_signatures(items)
+        signatures_checked = self._start_signature_checks(items)
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return self._save(items)
+                return self._save(items, signatures_checked)
             except StoreIntegrityError:
                 # Another writer took a stream version or an event id first:
                 # re-read the streams and try again (idempotency sorts out the rest).
@@ -338,13 +349,17 @@ class Ledger:
             raise ValidationError(f"event {body['event_id']}: only the ledger may sign as 'ledger'")
         return _Item(body, canonical(body), submission.sig, stream_of(body))
 
-    def _public_key(self, agency_id: str, key_id: str, event_id: str) -> Ed25519PublicKey:
+    def _public_key(
+        self, agency_id: str, key_id: str, event_id: str, agencies: dict[str, Agency]
+    ) -> Ed25519PublicKey:
         if agency_id == LEDGER_AGENCY:
             signer = self.ledger_signer()
             if key_id != signer.key_id:
                 raise SignatureError(f"event {event_id}: not signed with the ledger key")
             return signer.private_key.public_key()
-        agency = self.agency(agency_id)
+        agency = agencies.get(agency_id)
+        if agency is None:
+            agency = agencies[agency_id] = self.agency(agency_id)
         b64 = agency.active_key(key_id)
         if b64 is None:
             state = "was revoked" if key_id in agency.keys else "is not a key of this agency"
@@ -358,21 +373,32 @@ class Ledger:
             self._public_keys[b64] = cached
         return cached
 
-    def _check_signatures(self, items: Sequence[_Item]) -> None:
+    def _start_signature_checks(self, items: Sequence[_Item]) -> Callable[[], None]:
+        """Start verifying the batch's signatures; the result waits and raises on a bad one."""
+        agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
         triples = [
             (
-                self._public_key(i.body["agency"], i.body["key_id"], i.body["event_id"]),
+                self._public_key(i.body["agency"], i.body["key_id"], i.body["event_id"], agencies),
                 i.sig,
                 i.body_bytes,
             )
             for i in items
         ]
-        for item, ok in zip(items, verify_signatures(triples), strict=True):
-            if not ok:
-                raise SignatureError(
-                    f"event {item.body['event_id']}: signature does not verify with key "
-                    f"{item.body['key_id']} of agency {item.body['agency']!r}"
-                )
+        wait = start_signature_checks(triples)
+        done: list[bool] = []
+
+        def check() -> None:
+            if done:
+                return
+            for item, ok in zip(items, wait(), strict=True):
+                if not ok:
+                    raise SignatureError(
+                        f"event {item.body['event_id']}: signature does not verify with key "
+                        f"{item.body['key_id']} of agency {item.body['agency']!r}"
+                    )
+            done.append(True)
+
+        return check
 
     def stored_envelope(self, originator_id: UUID | str, seq: int) -> Envelope:
         rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
@@ -380,7 +406,9 @@ class Ledger:
             raise NotFound(f"no event at seq {seq} of stream {originator_id}")
         return parse_envelope(bytes(rows[0].state))
 
-    def _save(self, items: Sequence[_Item]) -> list[Receipt]:
+    def _save(
+        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
+    ) -> list[Receipt]:
         ids = [i.body["event_id"] for i in items]
         refs = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
         known = self.store.catalog.lookup(sorted(set(ids) | refs))
@@ -410,11 +438,7 @@ class Ledger:
             in_batch[event_id] = (n, item)
             pending.append((n, item))
             streams.setdefault(item.stream, None)
-        for stream in streams:
-            try:
-                streams[stream] = self.app.repository.get(stream_id(stream))
-            except AggregateNotFoundError:
-                streams[stream] = None
+        self._load_streams(streams)
         now = format_recorded_at(datetime.now(UTC))
         index_rows: list[tuple[Any, ...]] = []
         envelopes: dict[str, Envelope] = {}
@@ -448,12 +472,44 @@ class Ledger:
                 )
             )
             receipts[n] = _receipt(env)
+        signatures_checked()  # every signature holds before anything is written or answered
         if index_rows:
-            self.app.save(*[a for a in streams.values() if a is not None], index_rows=index_rows)
+            saved = [a for a in streams.values() if a is not None]
+            self.app.save(*saved, index_rows=index_rows)
+            cache = self.app.repository.cache
+            if cache is not None:
+                # The next get() then fast-forwards from here instead of re-reading
+                # and re-parsing what this process has just written.
+                for agg in saved:
+                    cache.put(agg.id, agg)
         for n, item in enumerate(items):
             if receipts[n] is None:  # a repeat of an earlier item in this batch
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)
         return [r for r in receipts if r is not None]
+
+    def _load_streams(self, streams: dict[str, LedgerStream | None]) -> None:
+        """Current aggregates for a batch's streams: one query finds each stream's
+        latest version, and a cached aggregate at that version is used as it is."""
+        ids = {name: stream_id(name) for name in streams}
+        heads = self.store.catalog.heads(list(ids.values()))
+        cache = self.app.repository.cache
+        for name, oid in ids.items():
+            if oid not in heads:
+                streams[name] = None
+                continue
+            cached: LedgerStream | None = None
+            if cache is not None:
+                try:
+                    cached = cast(LedgerStream, cache.get(oid))
+                except KeyError:
+                    cached = None
+            if cached is not None and cached.version == heads[oid]:
+                streams[name] = copy.deepcopy(cached)
+            elif name.startswith("case/"):
+                newest = self.stored_envelope(oid, heads[oid])
+                streams[name] = Case.at_head(oid, newest)
+            else:
+                streams[name] = cast(LedgerStream, self.app.repository.get(oid))
 
     def _check_references(
         self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, tuple[int, _Item]]

@@ -462,9 +462,7 @@ def parse_time(text: str, field: str = "occurred_at") -> datetime:
     if not TIMESTAMP_RE.match(text):
         raise ValidationError(f"{field}: {text!r} is not a UTC time like 2024-03-03T14:05:00Z")
     try:
-        return datetime.strptime(
-            text.replace("Z", ""), "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S"
-        ).replace(tzinfo=UTC)
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as e:
         raise ValidationError(f"{field}: {text!r} is not a real date and time: {e}") from None
 

@@ -95,6 +95,16 @@ class PostgresCatalog:
             [stream_prefix + "%"],
         )
 
+    def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        rows = self._query(
+            SQL(
+                "SELECT originator_id, MAX(originator_version) FROM {} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            ).format(self._events()),
+            [list(ids)],
+        )
+        return {UUID(str(r[0])): int(r[1]) for r in rows}
+
     def count_events(self) -> int:
         return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])
 
@@ -138,7 +148,7 @@ def open_postgres(url: DatabaseURL) -> Store:
                     "POSTGRES_POOL_SIZE": "4",
                     "POSTGRES_MAX_OVERFLOW": "4",
                     "APPLICATION_RECORDER_TOPIC": get_topic(IndexedPostgresRecorder),
-                    "AGGREGATE_CACHE_MAXSIZE": "1000",
+                    "AGGREGATE_CACHE_MAXSIZE": "20000",
                     "CREATE_TABLE": "y",
                 }
             )
@@ -147,7 +157,9 @@ def open_postgres(url: DatabaseURL) -> Store:
                 f"cannot open PostgreSQL ledger at {url.describe()}: {e}"
             ) from None
         finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", ["ledger-ddl:" + url.schema])
+            lock_conn.execute(
+                "SELECT pg_advisory_unlock(hashtext(%s))", ["ledger-ddl:" + url.schema]
+            )
     recorder = app.recorder
     assert isinstance(recorder, IndexedPostgresRecorder)
     return Store(url, app, PostgresCatalog(recorder))

@@ -159,6 +159,7 @@ class Catalog(Protocol):
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
+    def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
 
 
 class SQLiteCatalog:
@@ -199,6 +200,19 @@ class SQLiteCatalog:
 
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
+
+    def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        found: dict[UUID, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [i.hex for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(
+                f"SELECT originator_id, MAX(originator_version) FROM {self.events_table} "
+                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                chunk,
+            ):
+                found[UUID(r[0])] = int(r[1])
+        return found
 
 
 class LedgerApplication(Application[UUID]):
@@ -250,7 +264,7 @@ def _open_sqlite(url: DatabaseURL) -> Store:
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": "30",
                 "APPLICATION_RECORDER_TOPIC": get_topic(IndexedSQLiteRecorder),
-                "AGGREGATE_CACHE_MAXSIZE": "1000",
+                "AGGREGATE_CACHE_MAXSIZE": "20000",
                 "CREATE_TABLE": "y",
             }
         )

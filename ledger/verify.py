@@ -12,6 +12,7 @@ This module must never import the rest of the ledger.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -74,6 +75,7 @@ def signing_message(body_bytes: bytes) -> bytes:
     return SIGNING_CONTEXT + body_bytes
 
 
+@functools.lru_cache(maxsize=65536)
 def stream_id(stream: str) -> uuid.UUID:
     """The eventsourcing originator id of a stream name (`case/…`, `agency/…`, `ledger`)."""
     return uuid.uuid5(STREAM_NAMESPACE, stream)
@@ -207,6 +209,20 @@ def parse_envelope(raw: bytes) -> Envelope:
 def verify_chunk(chunk: list[tuple[Ed25519PublicKey, bytes, bytes]]) -> list[bool]:
     """Signature results for (key, sig, body) triples; run on worker threads."""
     return [signature_ok(k, s, b) for k, s, b in chunk]
+
+
+_KEYS_BY_BYTES: dict[bytes, Ed25519PublicKey] = {}
+
+
+def verify_raw_chunk(chunk: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """Like `verify_chunk` but with raw public keys, so it can run in another process."""
+    results = []
+    for raw, sig, body in chunk:
+        key = _KEYS_BY_BYTES.get(raw)
+        if key is None:
+            key = _KEYS_BY_BYTES[raw] = Ed25519PublicKey.from_public_bytes(raw)
+        results.append(signature_ok(key, sig, body))
+    return results
 
 
 def signature_ok(public_key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> bool:

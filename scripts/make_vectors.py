@@ -20,13 +20,21 @@ SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031c
 def main() -> None:
     signer = Signer(Ed25519PrivateKey.from_private_bytes(SEED))
     body = {
-        "v": 1, "case_id": "DEMO-LAM-0001", "event_id": "DEMO-LAM-0001-006",
-        "type": "REFERRAL_DECISION", "occurred_at": "2024-04-19T16:45:00Z",
-        "agency": "lambeth-csc", "actor": {"role": "team manager",
-                                           "ref": "staff_abcdefghijklmnopqrstuvwxyz"},
-        "payload": {"child_ref": "child_abcdefghijklmnopqrstuvwxyz", "decision": "nfa",
-                    "rationale": "Décision: no further action — “see notes”\n"},
-        "responds_to": ["DEMO-LAM-0001-005"], "corrects": None, "key_id": signer.key_id,
+        "v": 1,
+        "case_id": "DEMO-LAM-0001",
+        "event_id": "DEMO-LAM-0001-006",
+        "type": "REFERRAL_DECISION",
+        "occurred_at": "2024-04-19T16:45:00Z",
+        "agency": "lambeth-csc",
+        "actor": {"role": "team manager", "ref": "staff_abcdefghijklmnopqrstuvwxyz"},
+        "payload": {
+            "child_ref": "child_abcdefghijklmnopqrstuvwxyz",
+            "decision": "nfa",
+            "rationale": "Décision: no further action — “see notes”\n",
+        },
+        "responds_to": ["DEMO-LAM-0001-005"],
+        "corrects": None,
+        "key_id": signer.key_id,
     }
     body_bytes = canonical(body)
     sig = signer.sign_body(body_bytes)
@@ -36,17 +44,26 @@ def main() -> None:
     sig_b64 = json.loads(env)["sig"]
     flipped = ("B" if sig_b64[0] != "B" else "C") + sig_b64[1:]
     negatives = [
-        ("payload-byte-edited", good.replace("no further action", "no further actiom"),
-         "signature"),
-        ("occurred-at-backdated", good.replace("2024-04-19T16:45", "2024-03-19T16:45"),
-         "signature"),
+        (
+            "payload-byte-edited",
+            good.replace("no further action", "no further actiom"),
+            "signature",
+        ),
+        (
+            "occurred-at-backdated",
+            good.replace("2024-04-19T16:45", "2024-03-19T16:45"),
+            "signature",
+        ),
         ("signature-first-char-changed", good.replace(sig_b64, flipped), "signature"),
         ("envelope-extra-field", good[:-1] + ',"x":1}', "format"),
         ("envelope-version-2", good.replace('"v":1}', '"v":2}'), "format"),
         ("body-not-json", good.replace('"body":"{', '"body":"[', 1), "format"),
         ("seq-zero", good.replace('"seq":6', '"seq":0'), "format"),
-        ("recorded-at-without-microseconds",
-         good.replace("2026-11-25T12:00:00.000000Z", "2026-11-25T12:00:00Z"), "format"),
+        (
+            "recorded-at-without-microseconds",
+            good.replace("2026-11-25T12:00:00.000000Z", "2026-11-25T12:00:00Z"),
+            "format",
+        ),
     ]
     out = {
         "description": "Response Ledger event format v1 known-answer vectors (docs/FORMATS.md)",

@@ -209,3 +209,15 @@ def test_cli_verify_exits_1_naming_the_event(world: World, attack: str,
         assert first.startswith(f"FAIL: case C-1 seq 3 (event {receipts[2].event_id})")
         assert "seq 2 missing" in first
     assert "problem(s)" in err
+
+
+def test_worker_processes_find_the_same_problem(world: World) -> None:
+    """Large ledgers verify signatures in worker processes; they must catch edits too."""
+    receipts = three_events(world)
+    state = world.raw.state(CASE, 2)
+    world.raw.set_state(CASE, 2, state.replace(b"CHILD_SEEN", b"CHILD_SEEM"))
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes, processes=True)
+    assert report.problem_count == 2  # the edited event, and the next one's broken link
+    assert "signature does not verify" in report.problems[0].message
+    assert report.problems[0].event_id == receipts[1].event_id
+    assert report.signatures == 3 + 5  # case events in workers, registry in-process

@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.canonical import canonical, envelope_bytes, sha256_hex
+from ledger.errors import ValidationError
 from ledger.keys import Signer
-from ledger.verify import FormatError, b64decode, parse_envelope, signature_ok
+from ledger.verify import FormatError, b64decode, b64encode, parse_envelope, signature_ok
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "vectors"
@@ -23,7 +26,9 @@ def test_shared_vectors_are_present() -> None:
     assert len(list((SHARED / "rfc8785" / "input").glob("*.json"))) >= 6
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (SHARED / "rfc8785" / "input").glob("*.json")))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (SHARED / "rfc8785" / "input").glob("*.json"))
+)
 def test_rfc8785_reference_vectors(name: str) -> None:
     source = (SHARED / "rfc8785" / "input" / name).read_text(encoding="utf-8")
     expected = (SHARED / "rfc8785" / "output" / name).read_bytes()
@@ -37,8 +42,9 @@ def test_rfc8032_test1_signature() -> None:
 
 
 def test_event_vector_bytes_hash_and_signature() -> None:
-    signer = Signer(Ed25519PrivateKey.from_private_bytes(
-        bytes.fromhex(EVENTS["signing_key_seed_hex"])))
+    signer = Signer(
+        Ed25519PrivateKey.from_private_bytes(bytes.fromhex(EVENTS["signing_key_seed_hex"]))
+    )
     assert signer.public_b64 == EVENTS["public_key_b64"]
     assert signer.key_id == EVENTS["key_id"]
     body_bytes = canonical(EVENTS["body"])
@@ -67,3 +73,53 @@ def test_negative_event_vectors_fail(case: dict[str, Any]) -> None:
     else:
         parsed = parse_envelope(raw)
         assert not signature_ok(public, parsed.sig, parsed.body_bytes)
+
+
+@settings(max_examples=300)
+@given(text=st.text(), seq=st.integers(1, 2**53 - 1), prev=st.one_of(st.none(), st.just("ab" * 32)))
+def test_envelope_writer_matches_rfc8785(text: str, seq: int, prev: str | None) -> None:
+    """The fast envelope writer gives the same bytes as the RFC 8785 library."""
+    try:
+        body_bytes = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot be in a canonical body
+        return
+    sig = b"\x01" * 64
+    expected = canonical(
+        {
+            "v": 1,
+            "body": text,
+            "sig": b64encode(sig),
+            "seq": seq,
+            "recorded_at": "2026-01-01T00:00:00.000000Z",
+            "prev_hash": prev,
+        }
+    )
+    assert envelope_bytes(body_bytes, sig, seq, "2026-01-01T00:00:00.000000Z", prev) == expected
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500)
+@given(value=JSON_VALUES)
+def test_canonical_matches_rfc8785_library(value: Any) -> None:
+    """The fast path and the `rfc8785` library agree byte for byte, or both refuse."""
+    import rfc8785
+
+    try:
+        expected: bytes | None = bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, ValueError, UnicodeEncodeError):
+        expected = None
+    if expected is None:
+        with pytest.raises(ValidationError):
+            canonical(value)
+    else:
+        assert canonical(value) == expected

@@ -1,0 +1,233 @@
+"""Benchmarks for the core ledger, with the limits of the layers beneath measured in the same run.
+
+    .venv/bin/python scripts/bench.py --json [--events 200000] [--store sqlite|postgres]
+
+Prints one JSON object: the bare eventsourcing batched append rate for events of
+the same size, Ed25519 verifications per second times cores, the ledger's
+append_many rate in batches of 100 with signatures verified, and `ledger verify`
+throughput and peak memory at a tenth of and at the full event count (each
+verify runs in a fresh process so its peak RSS is its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+
+from ledger.canonical import canonical
+from ledger.core import Ledger, Submission
+from ledger.keys import Signer, load_key_file
+from ledger.refs import pseudonym
+
+BATCH = 100
+CHILD = pseudonym("child", "bench child", b"bench")
+PG_URL = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def body(n: int, signer: Signer, agency: str, cases: int) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "case_id": f"B-{n % cases:05d}",
+        "event_id": f"bench-{n:08d}",
+        "type": "REFERRAL_DECISION",
+        "occurred_at": "2024-04-19T16:45:00Z",
+        "agency": agency,
+        "actor": {"role": "team manager"},
+        "payload": {
+            "child_ref": CHILD,
+            "decision": "nfa",
+            "rationale": "Screened; no further action at this point, see notes.",
+        },
+        "responds_to": [],
+        "corrects": None,
+        "key_id": signer.key_id,
+    }
+
+
+def submissions(
+    start: int, count: int, signer: Signer, agency: str, cases: int
+) -> list[Submission]:
+    out = []
+    for n in range(start, start + count):
+        b = body(n, signer, agency, cases)
+        out.append(Submission(b, signer.sign_body(canonical(b))))
+    return out
+
+
+class Blob(Aggregate):
+    class Stored(Aggregate.Event):
+        data: str
+
+        def apply(self, aggregate: Any) -> None:
+            pass
+
+    def __init__(self) -> None:
+        pass
+
+
+def baseline_eventsourcing(tmp: Path, size: int, total: int) -> float:
+    """Bare eventsourcing: JSON-transcoded events of `size` bytes, saved 100 per call."""
+    app: Application[Any] = Application(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(tmp / "bare.sqlite"),
+        }
+    )
+    payload = "x" * size
+    aggregates = [Blob() for _ in range(10)]
+    app.save(*aggregates)
+    start = time.perf_counter()
+    for _ in range(total // BATCH):
+        for i in range(BATCH):
+            aggregates[i % 10].trigger_event(Blob.Stored, data=payload)
+        app.save(*aggregates)
+    rate = (total // BATCH) * BATCH / (time.perf_counter() - start)
+    app.close()
+    return rate
+
+
+def ed25519_single_core() -> float:
+    key = Ed25519PrivateKey.generate()
+    msg = b"m" * 700
+    sig = key.sign(msg)
+    pub = key.public_key()
+    n = 20000
+    start = time.perf_counter()
+    for _ in range(n):
+        pub.verify(sig, msg)
+    return n / (time.perf_counter() - start)
+
+
+def populate(
+    ledger: Ledger, signer: Signer, agency: str, start: int, count: int, cases: int
+) -> float:
+    """Append `count` events in batches of 100; returns events per second (signing excluded)."""
+    elapsed = 0.0
+    for offset in range(start, start + count, 5000):
+        chunk = submissions(offset, min(5000, start + count - offset), signer, agency, cases)
+        t = time.perf_counter()
+        for i in range(0, len(chunk), BATCH):
+            ledger.append_many(chunk[i : i + BATCH])
+        elapsed += time.perf_counter() - t
+    return count / elapsed
+
+
+VERIFY_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from ledger.audit import audit
+from ledger.core import Ledger
+ledger = Ledger.open(sys.argv[1], Path(sys.argv[2]), create=False)
+public = ledger.ledger_signer().public_bytes
+t = time.perf_counter()
+report = audit(ledger.store, public)
+elapsed = time.perf_counter() - t
+print(json.dumps({"ok": report.ok, "events": report.events, "seconds": elapsed,
+                  "events_per_s": report.events / elapsed,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", VERIFY_CHILD, url, str(keys)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--json", action="store_true", help="(output is always JSON)")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if args.store == "sqlite":
+            url = f"sqlite:///{tmp}/bench.sqlite"
+        else:
+            url = f"{PG_URL}?schema=bench_{secrets.token_hex(4)}"
+        ledger = Ledger.open(url, tmp / "keys")
+        ledger.init("bench/log")
+        _, path = ledger.register_agency("bench-csc", "csc", borough="Bench")
+        assert path is not None
+        signer = load_key_file(path)
+        sample = submissions(0, 1, signer, "bench-csc", 1)[0]
+        envelope_size = len(
+            canonical(
+                {
+                    "body": canonical(sample.body).decode(),
+                    "sig": "x" * 88,
+                    "seq": 1,
+                    "recorded_at": "x" * 27,
+                    "prev_hash": "0" * 64,
+                    "v": 1,
+                }
+            )
+        )
+        baseline = baseline_eventsourcing(tmp, envelope_size, 20_000)
+        single = ed25519_single_core()
+        limit = single * cores
+        small = max(args.events // 10, 1000)
+        cases = max(args.events // 100, 10)
+        append_rate = populate(ledger, signer, "bench-csc", 0, small, cases)
+        verify_small = verify_in_child(url, tmp / "keys")
+        populate(ledger, signer, "bench-csc", small, args.events - small, cases)
+        verify_full = verify_in_child(url, tmp / "keys")
+        ledger.close()
+        if args.store == "postgres":
+            import psycopg
+
+            with psycopg.connect(PG_URL, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA {url.split('schema=')[1]} CASCADE")
+    append_target = 0.5 * min(baseline, limit)
+    verify_target = 0.7 * limit
+    result = {
+        "machine": {
+            "cores": cores,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "store": args.store,
+        },
+        "event_bytes": envelope_size,
+        "baseline_eventsourcing_events_per_s": round(baseline),
+        "ed25519_verify_single_core_per_s": round(single),
+        "ed25519_verify_limit_per_s": round(limit),
+        "append_events_per_s": round(append_rate),
+        "append_target_per_s": round(append_target),
+        "verify_events": verify_full["events"],
+        "verify_events_per_s": round(verify_full["events_per_s"]),
+        "verify_target_per_s": round(verify_target),
+        "verify_peak_rss_mb": round(verify_full["peak_rss_mb"], 1),
+        "verify_peak_rss_mb_at_tenth": round(verify_small["peak_rss_mb"], 1),
+        "verify_events_at_tenth": verify_small["events"],
+        "verify_ok": verify_full["ok"] and verify_small["ok"],
+        "targets_met": {
+            "append": append_rate >= append_target,
+            "verify": verify_full["events_per_s"] >= verify_target,
+            "verify_memory_flat": verify_full["peak_rss_mb"] <= verify_small["peak_rss_mb"] * 1.1,
+        },
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
