@@ -1,0 +1,254 @@
+"""RFC 9162 (Certificate Transparency v2) Merkle tree hashing and proofs.
+
+Hashes and proves, nothing else: no storage, no I/O. Proof construction reads
+complete-subtree hashes through a `SubtreeSource`, so a stored tree answers any
+proof with O(log n) reads. Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2
+and needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+class InvalidProof(ValueError):
+    """A proof does not show what it claims; the message says what was expected."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def split_point(n: int) -> int:
+    """The largest power of two strictly less than n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class SubtreeSource(Protocol):
+    def subtree(self, level: int, index: int) -> bytes:
+        """Hash of the complete subtree over leaves [index·2^level, (index+1)·2^level)."""
+        ...
+
+
+class LeafList:
+    """A SubtreeSource over leaf hashes held in memory (tests, bundles, small trees)."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = leaves
+
+    def subtree(self, level: int, index: int) -> bytes:
+        start = index << level
+        return root_of(self.leaves[start : start + (1 << level)])
+
+
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """MTH over leaf hashes, RFC 9162 §2.1.1."""
+    n = len(leaves)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return leaves[0]
+    k = split_point(n)
+    return node_hash(root_of(leaves[:k]), root_of(leaves[k:]))
+
+
+def range_hash(source: SubtreeSource, start: int, end: int) -> bytes:
+    """MTH over leaves [start, end), built from complete subtrees.
+
+    Every range met while proving starts at a multiple of its left part's size,
+    so each left part is a complete subtree the source holds.
+    """
+    n = end - start
+    if n == 0:
+        return EMPTY_ROOT
+    if is_power_of_two(n) and start % n == 0:
+        return source.subtree(n.bit_length() - 1, start // n)
+    k = split_point(n)
+    return node_hash(range_hash(source, start, start + k), range_hash(source, start + k, end))
+
+
+def inclusion_proof(source: SubtreeSource, index: int, size: int) -> list[bytes]:
+    """PATH(index, D[0:size]), RFC 9162 §2.1.3.1."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} is outside a tree of size {size}")
+    proof: list[bytes] = []
+    start, end, m = 0, size, index
+    while end - start > 1:
+        k = split_point(end - start)
+        if m < k:
+            proof.append(range_hash(source, start + k, end))
+            end = start + k
+        else:
+            proof.append(range_hash(source, start, start + k))
+            start, m = start + k, m - k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof(source: SubtreeSource, first: int, second: int) -> list[bytes]:
+    """PROOF(first, D[0:second]), RFC 9162 §2.1.4.1; empty when first is 0 or equal."""
+    if not 0 <= first <= second:
+        raise ValueError(f"no consistency proof from size {first} to size {second}")
+    if first in (0, second):
+        return []
+    proof: list[bytes] = []
+    start, end, m, whole = 0, second, first, True
+    while m != end - start:
+        k = split_point(end - start)
+        if m <= k:
+            proof.append(range_hash(source, start + k, end))
+            end = start + k
+        else:
+            proof.append(range_hash(source, start, start + k))
+            start, m, whole = start + k, m - k, False
+    if not whole:
+        proof.append(range_hash(source, start, end))
+    proof.reverse()
+    return proof
+
+
+def _check_hashes(proof: Sequence[bytes]) -> None:
+    for n, h in enumerate(proof):
+        if len(h) != HASH_SIZE:
+            raise InvalidProof(f"proof element {n} has {len(h)} bytes, expected {HASH_SIZE}")
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root an inclusion proof implies, RFC 9162 §2.1.3.2 steps 1–4."""
+    if index >= size:
+        raise InvalidProof(f"leaf index {index} is not below tree size {size}")
+    if len(leaf) != HASH_SIZE:
+        raise InvalidProof(f"leaf hash has {len(leaf)} bytes, expected {HASH_SIZE}")
+    _check_hashes(proof)
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise InvalidProof(f"inclusion proof too long: {len(proof)} hashes")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof(f"inclusion proof too short: {len(proof)} hashes")
+    return r
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    computed = root_from_inclusion(index, size, leaf, proof)
+    if computed != root:
+        raise InvalidProof(
+            f"inclusion proof gives root {computed.hex()}, expected {root.hex()}"
+        )
+
+
+def verify_consistency(
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes
+) -> None:
+    """RFC 9162 §2.1.4.2, with the edge cases of transparency-dev/merkle's vectors.
+
+    Equal sizes need an empty proof and equal roots (compared as given, whatever
+    their length); a first size of 0 is refused, since it proves nothing.
+    """
+    if second < first:
+        raise InvalidProof(f"tree shrank from size {first} to {second}")
+    if first == 0:
+        raise InvalidProof("consistency with an empty tree proves nothing")
+    if first == second:
+        if proof:
+            raise InvalidProof("sizes are equal but the proof is not empty")
+        if first_root != second_root:
+            raise InvalidProof("sizes are equal but the roots differ")
+        return
+    if not proof:
+        raise InvalidProof("consistency proof is empty")
+    _check_hashes(proof)
+    path = list(proof)
+    if is_power_of_two(first):
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise InvalidProof(f"consistency proof too long: {len(proof)} hashes")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof(f"consistency proof too short: {len(proof)} hashes")
+    if fr != first_root:
+        raise InvalidProof(f"proof gives first root {fr.hex()}, expected {first_root.hex()}")
+    if sr != second_root:
+        raise InvalidProof(f"proof gives second root {sr.hex()}, expected {second_root.hex()}")
+
+
+class CompactRange:
+    """The right frontier of a growing tree: O(log n) hashes give the root at any size.
+
+    `append` returns the complete subtrees it finished, as (level, index, hash),
+    which is what an integrator stores.
+    """
+
+    def __init__(self, size: int = 0, frontier: Sequence[bytes] = ()) -> None:
+        self.size = size
+        self.frontier = list(frontier)  # hashes of complete subtrees, largest first
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        finished = [(0, self.size, leaf)]
+        h, level, index = leaf, 0, self.size
+        self.frontier.append(leaf)
+        while index & 1:
+            self.frontier.pop()
+            left = self.frontier.pop()
+            h = node_hash(left, h)
+            level, index = level + 1, index >> 1
+            self.frontier.append(h)
+            finished.append((level, index, h))
+        self.size += 1
+        return finished
+
+    def root(self) -> bytes:
+        if not self.frontier:
+            return EMPTY_ROOT
+        h = self.frontier[-1]
+        for left in reversed(self.frontier[:-1]):
+            h = node_hash(left, h)
+        return h
+
+
+def frontier_positions(size: int) -> list[tuple[int, int]]:
+    """(level, index) of the complete subtrees making up a tree of `size`, largest first."""
+    out = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size & (1 << level):
+            out.append((level, start >> level))
+            start += 1 << level
+    return out
