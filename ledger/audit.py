@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.utils import get_topic
 
 from .case import Agency, LedgerRoot
+from .log import VerifiableLog, log_verifier
+from .logaudit import LogAuditor
 from .store import Store
 from .verify import (
     LEDGER_STREAM,
@@ -58,6 +60,8 @@ class Problem:
     message: str
 
     def describe(self) -> str:
+        if self.stream == "log":
+            return f"log: {self.message}"
         where = self.stream.replace("/", " ", 1)
         ident = f" (event {self.event_id})" if self.event_id else ""
         return f"{where} seq {self.seq}{ident}: {self.message}"
@@ -80,6 +84,8 @@ class AuditReport:
     cases: int = 0
     agencies: int = 0
     signatures: int = 0
+    leaves: int = 0
+    checkpoints: int = 0
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
 
@@ -105,6 +111,8 @@ class AuditReport:
             "cases": self.cases,
             "agencies": self.agencies,
             "signatures_checked": self.signatures,
+            "log_leaves": self.leaves,
+            "checkpoints": self.checkpoints,
             "problem_count": self.problem_count,
             "first_problem": self.problems[0].as_dict() if self.problems else None,
             "problems": [p.as_dict() for p in self.problems],
@@ -190,6 +198,9 @@ class Auditor:
         self.batch_ctx: list[tuple[Problem, str]] = []
         self.ids = _EventIds()
         self.raw_keys: dict[int, bytes] = {}
+        self.origin: str | None = None
+        self.names: dict[str, str] = {}  # originator id hex -> stream name
+        self.ledger_public_key = ledger_public_key
 
     def run(self) -> AuditReport:
         try:
@@ -224,6 +235,8 @@ class Auditor:
                     f"event id {event_id} was already used by {first}",
                 )
             self.report.streams = len(counts)
+            if self.origin is not None:
+                self._verify_log(self.origin)
             self.report.sort()
             return self.report
         finally:
@@ -269,6 +282,7 @@ class Auditor:
                 if chain is None:
                     name = self._stream_name(oid, rows) or env.stream
                     chain = ChainState(name)
+                    self.names[oid.hex] = name
                     for k, v, message in unnamed:
                         self._problem(k, name, v, None, message)
                     if stream_id(name) != oid:
@@ -289,6 +303,23 @@ class Auditor:
         if chain is None:
             for k, v, message in unnamed:
                 self._problem(k, f"stream {oid}", v, None, message)
+
+    def _verify_log(self, origin: str) -> None:
+        log = VerifiableLog(self.store)
+        try:
+            auditor = LogAuditor(
+                self.store,
+                log,
+                log_verifier(origin, self.ledger_public_key),
+                self.names,
+                lambda order, stream, seq, event_id, message: self._problem(
+                    (2, 0, order), stream, seq, event_id, message
+                ),
+            )
+            auditor.run()
+            self.report.leaves, self.report.checkpoints = auditor.leaves, auditor.checkpoints
+        finally:
+            log.close()
 
     @staticmethod
     def _stream_name(oid: UUID, rows: Sequence[Any]) -> str | None:
@@ -352,6 +383,8 @@ class Auditor:
                     env.event_id,
                     "genesis names a different ledger key than the one pinned",
                 )
+            if env.type == "LEDGER_INITIALISED":
+                self.origin = str(env.body["payload"].get("origin"))
             try:
                 self.registry.apply(env)
             except (KeyError, ValueError, TypeError) as e:

@@ -304,7 +304,8 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
             args,
             data,
             f"OK: {report.events} events in {report.streams} streams "
-            f"({report.cases} cases, {report.agencies} agencies) verified",
+            f"({report.cases} cases, {report.agencies} agencies) verified; Merkle log of "
+            f"{report.leaves} events and {report.checkpoints} checkpoint(s) recomputed",
         )
         return 0
     if args.json:
@@ -316,6 +317,35 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
             print(f"  also: {p.describe()}", file=sys.stderr)
         print(f"{report.problem_count} problem(s) in {report.events} events", file=sys.stderr)
     return 1
+
+
+def cmd_log_checkpoint(args: argparse.Namespace, ledger: Ledger) -> int:
+    note = ledger.checkpoint()
+    if args.json:
+        _emit(args, {"checkpoint": note, "tree_size": int(note.split("\n")[1])}, "")
+    else:
+        sys.stdout.write(note)
+    return 0
+
+
+def cmd_log_key(args: argparse.Namespace, ledger: Ledger) -> int:
+    key = ledger.log_verifier().encode()
+    _emit(args, {"verifier_key": key}, key)
+    return 0
+
+
+def cmd_log_inclusion(args: argparse.Namespace, ledger: Ledger) -> int:
+    if (args.index is None) == (args.event_hash is None):
+        raise UsageError("give exactly one of --index and --event-hash")
+    index = args.index if args.index is not None else ledger.log.leaf_index_of(args.event_hash)
+    proof = ledger.log.inclusion(index, args.size)
+    print(json.dumps(proof.as_dict(), indent=2))
+    return 0
+
+
+def cmd_log_consistency(args: argparse.Namespace, ledger: Ledger) -> int:
+    print(json.dumps(ledger.log.consistency(args.first, args.second).as_dict(), indent=2))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
@@ -405,6 +435,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="verify every stored event")
     p.add_argument("--ledger-key", help="pinned ledger public key (base64 or PEM file)")
     p.set_defaults(func=cmd_verify)
+
+    log = sub.add_parser("log", parents=[common], help="the verifiable Merkle log")
+    lsub = log.add_subparsers(dest="log_command", required=True, parser_class=_Parser)
+    p = lsub.add_parser("checkpoint", parents=[common], help="integrate and sign a checkpoint")
+    p.set_defaults(func=cmd_log_checkpoint)
+    p = lsub.add_parser("key", parents=[common], help="print the log's note verifier key")
+    p.set_defaults(func=cmd_log_key)
+    p = lsub.add_parser("inclusion", parents=[common], help="inclusion proof as JSON")
+    p.add_argument("--index", type=int)
+    p.add_argument("--event-hash")
+    p.add_argument("--size", type=int, help="tree size (default: the log's current size)")
+    p.set_defaults(func=cmd_log_inclusion)
+    p = lsub.add_parser("consistency", parents=[common], help="consistency proof as JSON")
+    p.add_argument("--first", type=int, required=True)
+    p.add_argument("--second", type=int, required=True)
+    p.set_defaults(func=cmd_log_consistency)
 
     p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")
     p.set_defaults(func=cmd_demo)

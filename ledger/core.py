@@ -29,6 +29,7 @@ from eventsourcing.persistence import PersistenceError
 
 from .canonical import canonical, envelope_bytes, format_recorded_at, sha256_hex
 from .case import Agency, Case, LedgerRoot, LedgerStream, stream_class
+from .checkpoint import NoteVerifier
 from .errors import (
     Conflict,
     LedgerError,
@@ -39,6 +40,7 @@ from .errors import (
 )
 from .events import AgencyKind, format_time, validate_body
 from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
+from .log import VerifiableLog, log_verifier
 from .store import Store, open_store
 from .verify import (
     GENESIS_TYPE,
@@ -134,13 +136,36 @@ class Ledger:
         self.keys_dir = keys_dir
         self._ledger_signer: Signer | None = None
         self._public_keys: dict[str, Ed25519PublicKey] = {}
+        self._log: VerifiableLog | None = None
 
     @classmethod
     def open(cls, db_url: str, keys_dir: Path, create: bool = True) -> Ledger:
         return cls(open_store(db_url, create), keys_dir)
 
     def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
         self.store.close()
+
+    @property
+    def log(self) -> VerifiableLog:
+        """The Merkle log over this ledger's events (tables created on first use)."""
+        if self._log is None:
+            self._log = VerifiableLog(self.store)
+        return self._log
+
+    def origin(self) -> str:
+        root = self.root()
+        if root is None:
+            raise NotFound("this database has no ledger yet: run 'ledger init' first")
+        return root.origin
+
+    def log_verifier(self) -> NoteVerifier:
+        return log_verifier(self.origin(), self.ledger_public_key())
+
+    def checkpoint(self) -> str:
+        """Integrate new events and sign a checkpoint with the ledger key."""
+        return self.log.checkpoint(self.origin(), self.ledger_signer())
 
     # --- keys -----------------------------------------------------------------
     @property

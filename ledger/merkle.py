@@ -127,7 +127,7 @@ def _check_hashes(proof: Sequence[bytes]) -> None:
 
 
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
-    """The root an inclusion proof implies, RFC 9162 §2.1.3.2 steps 1–4."""
+    """The root an inclusion proof implies, RFC 9162 §2.1.3.2 steps 1 to 4."""
     if index >= size:
         raise InvalidProof(f"leaf index {index} is not below tree size {size}")
     if len(leaf) != HASH_SIZE:
@@ -151,12 +151,12 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[byte
     return r
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
     computed = root_from_inclusion(index, size, leaf, proof)
     if computed != root:
-        raise InvalidProof(
-            f"inclusion proof gives root {computed.hex()}, expected {root.hex()}"
-        )
+        raise InvalidProof(f"inclusion proof gives root {computed.hex()}, expected {root.hex()}")
 
 
 def verify_consistency(

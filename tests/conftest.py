@@ -50,14 +50,22 @@ class World:
     raw: RawDB
     counter: int = 0
 
-    def body(self, agency: str, case_id: str = "C-1", event_type: str = "CHILD_SEEN",
-             **fields: Any) -> dict[str, Any]:
+    def body(
+        self, agency: str, case_id: str = "C-1", event_type: str = "CHILD_SEEN", **fields: Any
+    ) -> dict[str, Any]:
         self.counter += 1
         body: dict[str, Any] = {
-            "v": 1, "case_id": case_id, "event_id": f"ev-{self.counter:05d}", "type": event_type,
-            "occurred_at": "2024-03-03T14:05:00Z", "agency": agency,
-            "actor": {"role": "practitioner"}, "payload": {"child_ref": CHILD},
-            "responds_to": [], "corrects": None, "key_id": self.signers[agency].key_id,
+            "v": 1,
+            "case_id": case_id,
+            "event_id": f"ev-{self.counter:05d}",
+            "type": event_type,
+            "occurred_at": "2024-03-03T14:05:00Z",
+            "agency": agency,
+            "actor": {"role": "practitioner"},
+            "payload": {"child_ref": CHILD},
+            "responds_to": [],
+            "corrects": None,
+            "key_id": self.signers[agency].key_id,
         }
         body.update(fields)
         return body

@@ -62,7 +62,8 @@ class SQLiteRaw:
 
     def insert(self, stream: str, version: int, topic: str, state: bytes) -> None:
         self.db.execute(
-            f"INSERT INTO {self.table} VALUES (?,?,?,?)", (*self._key(stream, version), topic, state)
+            f"INSERT INTO {self.table} VALUES (?,?,?,?)",
+            (*self._key(stream, version), topic, state),
         )
 
     def close(self) -> None:
@@ -82,32 +83,47 @@ class PostgresRaw:
     def state(self, stream: str, version: int) -> bytes:
         row = self.conn.execute(
             SQL("SELECT state FROM {} WHERE originator_id=%s AND originator_version=%s").format(
-                self.table), self._key(stream, version)).fetchone()
+                self.table
+            ),
+            self._key(stream, version),
+        ).fetchone()
         assert row is not None
         return bytes(row[0])
 
     def topic(self, stream: str, version: int) -> str:
         row = self.conn.execute(
             SQL("SELECT topic FROM {} WHERE originator_id=%s AND originator_version=%s").format(
-                self.table), self._key(stream, version)).fetchone()
+                self.table
+            ),
+            self._key(stream, version),
+        ).fetchone()
         assert row is not None
         return str(row[0])
 
     def set_state(self, stream: str, version: int, state: bytes) -> None:
         self.conn.execute(
             SQL("UPDATE {} SET state=%s WHERE originator_id=%s AND originator_version=%s").format(
-                self.table), (state, *self._key(stream, version)))
+                self.table
+            ),
+            (state, *self._key(stream, version)),
+        )
 
     def delete(self, stream: str, version: int) -> None:
         self.conn.execute(
             SQL("DELETE FROM {} WHERE originator_id=%s AND originator_version=%s").format(
-                self.table), self._key(stream, version))
+                self.table
+            ),
+            self._key(stream, version),
+        )
 
     def insert(self, stream: str, version: int, topic: str, state: bytes) -> None:
         self.conn.execute(
-            SQL("INSERT INTO {} (originator_id, originator_version, topic, state) "
-                "VALUES (%s,%s,%s,%s)").format(self.table),
-            (*self._key(stream, version), topic, state))
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (%s,%s,%s,%s)"
+            ).format(self.table),
+            (*self._key(stream, version), topic, state),
+        )
 
     def close(self) -> None:
         self.conn.close()

@@ -13,8 +13,12 @@ from tests.conftest import World
 
 def test_receipts_chain_events_in_order(world: World) -> None:
     first = world.append("police-a", event_type="DISCLOSURE_RECEIVED")
-    second = world.append("csc-b", event_type="REFERRAL_RECEIVED",
-                          payload={"referral_source": "6"}, responds_to=[first.event_id])
+    second = world.append(
+        "csc-b",
+        event_type="REFERRAL_RECEIVED",
+        payload={"referral_source": "6"},
+        responds_to=[first.event_id],
+    )
     assert (first.seq, second.seq) == (1, 2)
     envs = world.ledger.case_envelopes("C-1")
     assert envs[1].prev_hash == first.event_hash == envs[0].event_hash
@@ -27,7 +31,10 @@ def test_retry_with_same_body_returns_original_receipt(world: World) -> None:
     again = world.ledger.append(submission)
     assert again.duplicate and not original.duplicate
     assert (again.seq, again.event_hash, again.recorded_at) == (
-        original.seq, original.event_hash, original.recorded_at)
+        original.seq,
+        original.event_hash,
+        original.recorded_at,
+    )
     assert len(world.ledger.case_envelopes("C-1")) == 1
 
 
@@ -41,8 +48,9 @@ def test_same_event_id_with_different_body_is_a_conflict(world: World) -> None:
 
 def test_batch_is_all_or_nothing(world: World) -> None:
     good = world.signed(world.body("police-a", case_id="C-9"))
-    bad = world.signed(world.body("csc-b", case_id="C-8", event_type="CASE_CLOSED",
-                                  payload={"reason": "RC99"}))
+    bad = world.signed(
+        world.body("csc-b", case_id="C-8", event_type="CASE_CLOSED", payload={"reason": "RC99"})
+    )
     with pytest.raises(ValidationError, match=r"payload\.reason"):
         world.ledger.append_many([good, bad])
     with pytest.raises(NotFound):
@@ -66,8 +74,12 @@ def test_responds_to_must_name_an_event_of_the_same_case(world: World) -> None:
 
 def test_correction_is_a_new_event_and_the_original_stays(world: World) -> None:
     original = world.append("csc-b", event_type="CASE_CLOSED", payload={"reason": "RC8"})
-    world.append("csc-b", event_type="RECORD_CORRECTED", corrects=original.event_id,
-                 payload={"reason": "wrong code", "replacement": {"reason": "RC9"}})
+    world.append(
+        "csc-b",
+        event_type="RECORD_CORRECTED",
+        corrects=original.event_id,
+        payload={"reason": "wrong code", "replacement": {"reason": "RC9"}},
+    )
     types = [e.type for e in world.ledger.case_envelopes("C-1")]
     assert types == ["CASE_CLOSED", "RECORD_CORRECTED"]
     with pytest.raises(ValidationError, match="only RECORD_CORRECTED"):
@@ -110,9 +122,17 @@ def test_future_and_unknown_type_are_refused(world: World) -> None:
     with pytest.raises(ValidationError, match="unknown event type 'TEA_MADE'"):
         world.append("police-a", event_type="TEA_MADE")
     with pytest.raises(ValidationError, match="only the ledger"):
-        world.append("police-a", event_type="DEADLINE_BREACHED", payload={
-            "rule": "RS10", "trigger_event_id": "x", "owing_agency": "police-a",
-            "due_at": "2024-01-01T00:00:00Z", "policy_hash": "h"})
+        world.append(
+            "police-a",
+            event_type="DEADLINE_BREACHED",
+            payload={
+                "rule": "RS10",
+                "trigger_event_id": "x",
+                "owing_agency": "police-a",
+                "due_at": "2024-01-01T00:00:00Z",
+                "policy_hash": "h",
+            },
+        )
 
 
 def test_names_in_reference_fields_are_refused(world: World) -> None:

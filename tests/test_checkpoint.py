@@ -24,8 +24,9 @@ from ledger.checkpoint import (
 )
 
 NOTES = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors" / "signed-note"
-CASES: list[dict[str, Any]] = [c for p in sorted(NOTES.glob("*.json"))
-                               for c in json.loads(p.read_text())["cases"]]
+CASES: list[dict[str, Any]] = [
+    c for p in sorted(NOTES.glob("*.json")) for c in json.loads(p.read_text())["cases"]
+]
 
 
 def test_note_vectors_present() -> None:

@@ -27,15 +27,45 @@ def run(world: World, *argv: str) -> list[str]:
     ("argv", "code", "needle"),
     [
         (["append", "C-1", "--type", "TEA_MADE", "--agency", "police-a"], 1, "unknown event type"),
-        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--payload", "{nope"],
-         2, "not valid JSON"),
-        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a",
-          "--occurred-at", "3 March 2024"], 2, "not a UTC time"),
+        (
+            ["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--payload", "{nope"],
+            2,
+            "not valid JSON",
+        ),
+        (
+            [
+                "append",
+                "C-1",
+                "--type",
+                "CHILD_SEEN",
+                "--agency",
+                "police-a",
+                "--occurred-at",
+                "3 March 2024",
+            ],
+            2,
+            "not a UTC time",
+        ),
         (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "nobody"], 1, "does not exist"),
-        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--key", "/no/file"],
-         1, "key file /no/file does not exist"),
-        (["append", "C-1", "--type", "CASE_CLOSED", "--agency", "csc-b", "--payload",
-          '{"reason": "RC0"}'], 1, "payload.reason"),
+        (
+            ["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--key", "/no/file"],
+            1,
+            "key file /no/file does not exist",
+        ),
+        (
+            [
+                "append",
+                "C-1",
+                "--type",
+                "CASE_CLOSED",
+                "--agency",
+                "csc-b",
+                "--payload",
+                '{"reason": "RC0"}',
+            ],
+            1,
+            "payload.reason",
+        ),
         (["append", "C-1", "--agency", "police-a"], 2, "--type"),
     ],
 )
@@ -52,8 +82,23 @@ def test_bad_append_input_is_one_line_and_writes_nothing(
 
 
 def test_append_and_replay_round_trip(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(run(world, "append", "C-7", "--type", "MISSING_REPORTED", "--agency", "police-a",
-                    "--occurred-at", "2024-05-04T21:30:00Z", "--json")) == 0
+    assert (
+        main(
+            run(
+                world,
+                "append",
+                "C-7",
+                "--type",
+                "MISSING_REPORTED",
+                "--agency",
+                "police-a",
+                "--occurred-at",
+                "2024-05-04T21:30:00Z",
+                "--json",
+            )
+        )
+        == 0
+    )
     receipt = json.loads(capsys.readouterr().out)
     assert receipt["case_id"] == "C-7" and receipt["seq"] == 1
     assert main(run(world, "replay", "C-7", "--format", "json")) == 0
@@ -77,8 +122,9 @@ def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert "cannot connect to PostgreSQL at 127.0.0.1:1/test" in err
 
 
-def test_import_refuses_a_bad_file_before_writing(world: World, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_refuses_a_bad_file_before_writing(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = world.body("police-a")
     bad = {**world.body("police-a"), "type": "NOT_A_TYPE"}
     path = tmp_path / "in.jsonl"
@@ -96,14 +142,20 @@ def test_import_refuses_a_bad_file_before_writing(world: World, tmp_path: Path,
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "ledger"
-    proc = subprocess.run([str(exe), "replay", "NOPE", "--db", f"sqlite:///{tmp_path}/x.sqlite"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(exe), "replay", "NOPE", "--db", f"sqlite:///{tmp_path}/x.sqlite"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("ledger: no ledger database at ")
     assert not (tmp_path / "x.sqlite").exists()
 
 
-def test_demo_is_deterministic_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_is_deterministic_and_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["--db", f"sqlite:///{tmp_path}/d.sqlite", "--keys", str(tmp_path / "k")]
     assert main(["demo", "--json", *argv]) == 0
     first = json.loads(capsys.readouterr().out)
@@ -120,7 +172,8 @@ def test_demo_is_deterministic_and_verifies(tmp_path: Path, capsys: pytest.Captu
         assert rape[0].type == "DISCLOSURE_RECEIVED"
         assert "CRIME_RECORDED" not in {e.type for e in rape}
         swk = ledger.case_envelopes("DEMO-SWK-0002")
-        assert any("seeking out older men" in (e.body["payload"].get("rationale") or "")
-                   for e in swk)
+        assert any(
+            "seeking out older men" in (e.body["payload"].get("rationale") or "") for e in swk
+        )
     finally:
         ledger.close()

@@ -25,8 +25,9 @@ def research_types() -> set[str]:
         found.add(head)
         stem = head.rsplit("_", 1)[0]
         for alt in alts:
-            found.add(alt if "_" in alt and alt.split("_")[0] == head.split("_")[0]
-                      else f"{stem}_{alt}")
+            found.add(
+                alt if "_" in alt and alt.split("_")[0] == head.split("_")[0] else f"{stem}_{alt}"
+            )
     return found - {"CPS", "CSC", "LADO"}  # group headings, not types
 
 
@@ -43,9 +44,17 @@ def test_nine_groups() -> None:
 
 def body(**fields: object) -> dict[str, object]:
     out: dict[str, object] = {
-        "v": 1, "case_id": "C-1", "event_id": "e-1", "type": "MASH_TRIAGED",
-        "occurred_at": "2024-01-01T10:00:00Z", "agency": "mash-a", "actor": {"role": "screener"},
-        "payload": {"rag": "red"}, "responds_to": [], "corrects": None, "key_id": "0" * 32,
+        "v": 1,
+        "case_id": "C-1",
+        "event_id": "e-1",
+        "type": "MASH_TRIAGED",
+        "occurred_at": "2024-01-01T10:00:00Z",
+        "agency": "mash-a",
+        "actor": {"role": "screener"},
+        "payload": {"rag": "red"},
+        "responds_to": [],
+        "corrects": None,
+        "key_id": "0" * 32,
     }
     out.update(fields)
     return out
@@ -66,8 +75,10 @@ def test_valid_body_is_returned_unchanged() -> None:
         ({"payload": {"rag": "red", "name": "Jane"}}, "payload.name"),
         ({"occurred_at": "2024-01-01 10:00"}, "not a UTC time"),
         ({"occurred_at": "2024-02-30T10:00:00Z"}, "not a real date"),
-        ({"type": "REFERRAL_RECEIVED", "payload": {"referral_source": "99"}},
-         "payload.referral_source"),
+        (
+            {"type": "REFERRAL_RECEIVED", "payload": {"referral_source": "99"}},
+            "payload.referral_source",
+        ),
         ({"payload": {"rag": "red", "child_ref": "child_" + "A" * 26}}, "payload.child_ref"),
         ({"agency_id": "x"}, "agency_id does not belong"),
         ({"type": "OUTCOME_ASSIGNED", "payload": {"ho_outcome": 99}}, "payload.ho_outcome"),

@@ -28,8 +28,10 @@ VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors" /
 
 
 def load(kind: str) -> list[tuple[str, dict[str, Any]]]:
-    out = [(str(p.relative_to(VECTORS / kind)), json.loads(p.read_text()))
-           for p in sorted((VECTORS / kind).rglob("*.json"))]
+    out = [
+        (str(p.relative_to(VECTORS / kind)), json.loads(p.read_text()))
+        for p in sorted((VECTORS / kind).rglob("*.json"))
+    ]
     assert len(out) > 20, f"too few {kind} vectors found"
     return out
 
@@ -38,10 +40,17 @@ def b64s(items: list[str] | None) -> list[bytes]:
     return [base64.b64decode(x) for x in items or []]
 
 
-@pytest.mark.parametrize(("name", "v"), load("inclusion"), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "v"), load("inclusion"), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_inclusion_vectors(name: str, v: dict[str, Any]) -> None:
-    args = (v["leafIdx"], v["treeSize"], base64.b64decode(v["leafHash"]), b64s(v["proof"]),
-            base64.b64decode(v["root"]))
+    args = (
+        v["leafIdx"],
+        v["treeSize"],
+        base64.b64decode(v["leafHash"]),
+        b64s(v["proof"]),
+        base64.b64decode(v["root"]),
+    )
     if v["wantErr"]:
         with pytest.raises(InvalidProof):
             verify_inclusion(*args)
@@ -49,13 +58,20 @@ def test_inclusion_vectors(name: str, v: dict[str, Any]) -> None:
         verify_inclusion(*args)
 
 
-@pytest.mark.parametrize(("name", "v"), load("consistency"), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "v"), load("consistency"), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_consistency_vectors(name: str, v: dict[str, Any]) -> None:
     # Decision: like transparency-dev/merkle, equal sizes compare the given roots as
     # they are, so additional/sizes-are-equal-one-and-proof-is-empty.json (12-byte
     # placeholder roots) is accepted; 32-byte length is enforced on proof hashes.
-    args = (v["size1"], v["size2"], b64s(v["proof"]), base64.b64decode(v["root1"]),
-            base64.b64decode(v["root2"]))
+    args = (
+        v["size1"],
+        v["size2"],
+        b64s(v["proof"]),
+        base64.b64decode(v["root1"]),
+        base64.b64decode(v["root2"]),
+    )
     if v["wantErr"]:
         with pytest.raises(InvalidProof):
             verify_consistency(*args)
@@ -70,8 +86,16 @@ def leaves(n: int) -> list[bytes]:
 def test_known_root_of_the_reference_tree() -> None:
     # The RFC 6962 reference tree: leaves "", 0x00, 0x10, 0x2021, 0x3031, 0x40414243,
     # 0x5051525354555657, 0x606162636465666768696a6b6c6d6e6f (root from the vectors).
-    data = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-            "606162636465666768696a6b6c6d6e6f"]
+    data = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
     root = root_of([leaf_hash(bytes.fromhex(d)) for d in data])
     assert base64.b64encode(root).decode() == "XcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg="
 
@@ -87,7 +111,7 @@ def test_proofs_built_here_verify_and_mutations_fail(size: int, data: st.DataObj
     verify_inclusion(index, size, tree[index], proof, root)
     if proof:
         n = data.draw(st.integers(0, len(proof) - 1))
-        bad = [*proof[:n], bytes([proof[n][0] ^ 1]) + proof[n][1:], *proof[n + 1:]]
+        bad = [*proof[:n], bytes([proof[n][0] ^ 1]) + proof[n][1:], *proof[n + 1 :]]
         with pytest.raises(InvalidProof):
             verify_inclusion(index, size, tree[index], bad, root)
     first = data.draw(st.integers(1, size))

@@ -52,12 +52,26 @@ def test_sigkill_during_import_loses_nothing_acknowledged(world: World, tmp_path
     path = tmp_path / "historic.jsonl"
     with path.open("w") as f:
         for n in range(4000):
-            body = world.body("police-a", case_id=f"H-{n % 7}", event_id=f"hist-{n:05d}",
-                              payload={"child_ref": CHILD})
+            body = world.body(
+                "police-a",
+                case_id=f"H-{n % 7}",
+                event_id=f"hist-{n:05d}",
+                payload={"child_ref": CHILD},
+            )
             f.write(json.dumps({"body": body}) + "\n")
     exe = Path(sys.executable).parent / "ledger"
-    argv = [str(exe), "import", str(path), "--sign", "--batch", "50", "--db", world.url,
-            "--keys", str(world.keys)]
+    argv = [
+        str(exe),
+        "import",
+        str(path),
+        "--sign",
+        "--batch",
+        "50",
+        "--db",
+        world.url,
+        "--keys",
+        str(world.keys),
+    ]
     before = world.ledger.store.catalog.count_events()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

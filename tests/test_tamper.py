@@ -28,9 +28,14 @@ def verify(world: World) -> AuditReport:
 
 
 def three_events(world: World) -> list[Any]:
-    first = world.append("police-a", event_type="DISCLOSURE_RECEIVED",
-                         payload={"child_ref": world.body("police-a")["payload"]["child_ref"],
-                                  "sexual_offence": True})
+    first = world.append(
+        "police-a",
+        event_type="DISCLOSURE_RECEIVED",
+        payload={
+            "child_ref": world.body("police-a")["payload"]["child_ref"],
+            "sexual_offence": True,
+        },
+    )
     return [first, world.append("police-a"), world.append("csc-b")]
 
 
@@ -45,8 +50,9 @@ def resign(world: World, version: int, body: dict[str, Any], signer: Signer) -> 
     """Rebuild a stored event around a new body, keeping its ledger fields."""
     old = parse_envelope(world.raw.state(CASE, version))
     body_bytes = canonical(body)
-    return envelope_bytes(body_bytes, signer.sign_body(body_bytes), old.seq, old.recorded_at,
-                          old.prev_hash)
+    return envelope_bytes(
+        body_bytes, signer.sign_body(body_bytes), old.seq, old.recorded_at, old.prev_hash
+    )
 
 
 def test_untouched_ledger_verifies(world: World) -> None:
@@ -60,10 +66,10 @@ def test_untouched_ledger_verifies(world: World) -> None:
 def test_edited_payload_byte_is_named(world: World) -> None:
     receipts = three_events(world)
     state = world.raw.state(CASE, 2)
-    marker = b'child_'
+    marker = b"child_"
     at = state.index(marker) + len(marker)
-    flipped = b"b" if state[at:at + 1] != b"b" else b"c"
-    world.raw.set_state(CASE, 2, state[:at] + flipped + state[at + 1:])
+    flipped = b"b" if state[at : at + 1] != b"b" else b"c"
+    world.raw.set_state(CASE, 2, state[:at] + flipped + state[at + 1 :])
     stream, seq, event_id, message = first_problem(world)
     assert (stream, seq, event_id) == (CASE, 2, receipts[1].event_id)
     assert "signature does not verify" in message
@@ -101,12 +107,17 @@ def test_swapped_events_are_named(world: World) -> None:
 def test_inserted_forged_event_is_named(world: World) -> None:
     receipts = three_events(world)
     forger = Signer(Ed25519PrivateKey.generate())
-    body = world.body("police-a", event_type="CRIME_CANCELLED",
-                      payload={"ground": "recorded_in_error"}, key_id=forger.key_id)
+    body = world.body(
+        "police-a",
+        event_type="CRIME_CANCELLED",
+        payload={"ground": "recorded_in_error"},
+        key_id=forger.key_id,
+    )
     body_bytes = canonical(body)
     last = parse_envelope(world.raw.state(CASE, 3))
-    forged = envelope_bytes(body_bytes, forger.sign_body(body_bytes), 4, last.recorded_at,
-                            receipts[2].event_hash)
+    forged = envelope_bytes(
+        body_bytes, forger.sign_body(body_bytes), 4, last.recorded_at, receipts[2].event_hash
+    )
     world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
     stream, seq, event_id, message = first_problem(world)
     assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
@@ -129,14 +140,21 @@ def test_event_signed_with_revoked_key_is_named(world: World) -> None:
     world.ledger.add_agency_key("police-a")
     world.ledger.revoke_agency_key("police-a", old.key_id, "laptop stolen")
     # Whoever holds the stolen key writes straight into the database afterwards.
-    body = world.body("police-a", event_type="CRIME_CANCELLED",
-                      payload={"ground": "recorded_in_error"})
+    body = world.body(
+        "police-a", event_type="CRIME_CANCELLED", payload={"ground": "recorded_in_error"}
+    )
     body_bytes = canonical(body)
     from datetime import UTC, datetime
 
     from ledger.canonical import format_recorded_at
-    forged = envelope_bytes(body_bytes, old.sign_body(body_bytes), 4,
-                            format_recorded_at(datetime.now(UTC)), receipts[2].event_hash)
+
+    forged = envelope_bytes(
+        body_bytes,
+        old.sign_body(body_bytes),
+        4,
+        format_recorded_at(datetime.now(UTC)),
+        receipts[2].event_hash,
+    )
     world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
     stream, seq, event_id, message = first_problem(world)
     assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
@@ -148,8 +166,13 @@ def test_reused_event_id_is_named(world: World) -> None:
     # An event id reused in another case, written directly (the append path refuses it).
     body = world.body("police-a", case_id="C-2", event_id=receipts[0].event_id)
     body_bytes = canonical(body)
-    env = envelope_bytes(body_bytes, world.signers["police-a"].sign_body(body_bytes), 1,
-                         parse_envelope(world.raw.state(CASE, 3)).recorded_at, None)
+    env = envelope_bytes(
+        body_bytes,
+        world.signers["police-a"].sign_body(body_bytes),
+        1,
+        parse_envelope(world.raw.state(CASE, 3)).recorded_at,
+        None,
+    )
     world.raw.insert("case/C-2", 1, world.raw.topic(CASE, 1), env)
     report = verify(world)
     assert report.problem_count == 1
@@ -161,7 +184,9 @@ def _recorded_at_span(state: bytes) -> range:
     return range(start, state.index(b'"', start))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_single_byte_change_is_detected(world: World, data: st.DataObject) -> None:
     """Any byte of any stored event, changed to any other value, fails verification.
@@ -175,10 +200,11 @@ def test_any_single_byte_change_is_detected(world: World, data: st.DataObject) -
     version = data.draw(st.integers(1, 3), label="seq")
     state = world.raw.state(CASE, version)
     excluded = _recorded_at_span(state) if version == 3 else range(0)
-    position = data.draw(st.integers(0, len(state) - 1).filter(lambda i: i not in excluded),
-                         label="byte")
+    position = data.draw(
+        st.integers(0, len(state) - 1).filter(lambda i: i not in excluded), label="byte"
+    )
     value = data.draw(st.integers(0, 255).filter(lambda b: b != state[position]), label="value")
-    world.raw.set_state(CASE, version, state[:position] + bytes([value]) + state[position + 1:])
+    world.raw.set_state(CASE, version, state[:position] + bytes([value]) + state[position + 1 :])
     try:
         report = verify(world)
         assert not report.ok
@@ -189,8 +215,9 @@ def test_any_single_byte_change_is_detected(world: World, data: st.DataObject) -
 
 
 @pytest.mark.parametrize("attack", ["edit", "delete"])
-def test_cli_verify_exits_1_naming_the_event(world: World, attack: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_verify_exits_1_naming_the_event(
+    world: World, attack: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ledger.cli import main
 
     receipts = three_events(world)

@@ -1,0 +1,194 @@
+"""The Merkle part of `ledger verify`: recompute the log from the stored events.
+
+Streams the notification log, the stored leaves and the stored tree nodes side by
+side, so memory stays flat: each integrated leaf must still be the same event,
+each stored node must equal the recomputed one, and every stored checkpoint must
+be signed by the log key and sign the root the events give at its size (which
+also makes every later checkpoint consistent with every earlier one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
+from .log import VerifiableLog
+from .merkle import CompactRange, leaf_hash
+from .store import Store
+from .verify import b64encode
+
+Report = Callable[[int, str, int, str | None, str], None]  # order, stream, seq, event, message
+PAGE = 2000
+
+
+class LogAuditor:
+    def __init__(
+        self,
+        store: Store,
+        log: VerifiableLog,
+        verifier: NoteVerifier,
+        names: dict[str, str],
+        report: Report,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.verifier = verifier
+        self.names = names  # originator id (hex) -> stream name
+        self.report = report
+        self.leaves = 0
+        self.checkpoints = 0
+
+    def _where(self, oid: str, seq: int) -> str:
+        return f"{self.names.get(oid, 'stream ' + oid)} seq {seq}"
+
+    def _notifications(self) -> Iterator[tuple[int, str, int, bytes]]:
+        start = 1
+        while True:
+            page = self.store.app.recorder.select_notifications(start, PAGE)
+            for n in page:
+                yield (
+                    n.id,
+                    str(n.originator_id).replace("-", ""),
+                    n.originator_version,
+                    bytes(n.state),
+                )
+            if len(page) < PAGE:
+                return
+            start = page[-1].id + 1
+
+    def _stored(self, sql: str) -> Iterator[Any]:
+        return self.log.db.stream(sql)
+
+    def run(self) -> None:
+        checkpoints = self._checked_checkpoints()
+        by_size = {size: root for size, root in checkpoints}
+        stored_leaves = self._stored(
+            "SELECT leaf_index, notification_id, originator_id, seq, event_hash "
+            "FROM merkle_leaves ORDER BY leaf_index"
+        )
+        stored_nodes = self._stored(
+            "SELECT level, idx, hash FROM merkle_nodes ORDER BY ((idx + 1) << level), level"
+        )
+        compact = CompactRange()
+        pending_leaf = next(stored_leaves, None)
+        node_mismatch_reported = False
+        integrated = self.log.size()
+        for nid, oid, seq, state in self._notifications():
+            # Leaves integrated earlier that are no longer in the log were deleted.
+            while pending_leaf is not None and int(pending_leaf[1]) < nid:
+                index, _, l_oid, l_seq, l_hash = pending_leaf
+                self.report(
+                    int(index),
+                    "log",
+                    int(index),
+                    None,
+                    f"leaf {index} ({self._where(l_oid, int(l_seq))}, event hash "
+                    f"{l_hash}) was integrated but is no longer stored (deleted)",
+                )
+                pending_leaf = next(stored_leaves, None)
+            event_hash = hashlib.sha256(state).hexdigest()
+            if pending_leaf is not None and int(pending_leaf[1]) == nid:
+                index, _, l_oid, l_seq, l_hash = pending_leaf
+                if l_hash != event_hash or l_oid != oid or int(l_seq) != seq:
+                    self.report(
+                        int(index),
+                        "log",
+                        int(index),
+                        None,
+                        f"leaf {index} ({self._where(oid, seq)}) was altered after "
+                        f"integration: hash {l_hash} then, {event_hash} now",
+                    )
+                pending_leaf = next(stored_leaves, None)
+            elif pending_leaf is not None:
+                self.report(
+                    compact.size,
+                    "log",
+                    compact.size,
+                    None,
+                    f"{self._where(oid, seq)} (notification {nid}) appears between "
+                    "integrated leaves: inserted after integration",
+                )
+            finished = compact.append(leaf_hash(state))
+            if compact.size <= integrated:
+                for level, idx, h in finished:
+                    stored = next(stored_nodes, None)
+                    if node_mismatch_reported:
+                        continue
+                    if stored is None or (int(stored[0]), int(stored[1]), bytes(stored[2])) != (
+                        level,
+                        idx,
+                        h,
+                    ):
+                        node_mismatch_reported = True
+                        self.report(
+                            compact.size - 1,
+                            "log",
+                            compact.size - 1,
+                            None,
+                            f"stored tree node ({level}, {idx}) differs from the tree "
+                            "recomputed from the events",
+                        )
+            root = by_size.get(compact.size)
+            if root is not None and root != compact.root():
+                self.report(
+                    compact.size,
+                    "log",
+                    compact.size,
+                    None,
+                    f"checkpoint at size {compact.size} signed root {b64encode(root)}, "
+                    f"but the stored events give {b64encode(compact.root())}: events "
+                    "before it were deleted, altered, reordered or inserted",
+                )
+        while pending_leaf is not None:
+            index, _, l_oid, l_seq, l_hash = pending_leaf
+            self.report(
+                int(index),
+                "log",
+                int(index),
+                None,
+                f"leaf {index} ({self._where(l_oid, int(l_seq))}, event hash {l_hash}) "
+                "was integrated but is no longer stored (deleted)",
+            )
+            pending_leaf = next(stored_leaves, None)
+        for size, _ in checkpoints:
+            if size > compact.size:
+                self.report(
+                    size,
+                    "log",
+                    size,
+                    None,
+                    f"checkpoint at size {size}, but only {compact.size} events are "
+                    "stored: events were deleted after it was published",
+                )
+        self.leaves = compact.size
+
+    def _checked_checkpoints(self) -> list[tuple[int, bytes]]:
+        out = []
+        for size, root, note in self.log.checkpoints():
+            self.checkpoints += 1
+            try:
+                cp = verify_checkpoint(note, self.verifier)
+            except NoteError as e:
+                self.report(size, "log", size, None, f"checkpoint at size {size}: {e}")
+                continue
+            if (cp.size, cp.root) != (size, root):
+                self.report(
+                    size,
+                    "log",
+                    size,
+                    None,
+                    f"checkpoint row at size {size} does not match its signed note",
+                )
+                continue
+            out.append((size, root))
+        notes = {size: note for size, _, note in self.log.checkpoints()}
+        for size, witness, vkey, line in self.log.cosignatures():
+            try:
+                verify_cosignature(notes.get(size, "") + line + "\n", NoteVerifier.parse(vkey))
+            except NoteError as e:
+                self.report(
+                    size, "log", size, None, f"cosignature by {witness} at size {size}: {e}"
+                )
+        return out

@@ -1,0 +1,183 @@
+"""The verifiable log on both stores: proofs, checkpoints, and attacks after publication."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from ledger.audit import AuditReport, audit
+from ledger.canonical import canonical, envelope_bytes
+from ledger.checkpoint import Checkpoint, verify_checkpoint
+from ledger.log import VerifiableLog
+from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ledger.verify import parse_envelope
+from tests.conftest import World
+
+CASE = "case/C-1"
+
+
+def verify(world: World) -> AuditReport:
+    return audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+
+
+def some_events(world: World, n: int = 5) -> list[Any]:
+    return [world.append("police-a" if i % 2 else "csc-b") for i in range(n)]
+
+
+def test_every_event_is_provably_in_the_checkpoint(world: World) -> None:
+    some_events(world)
+    first = verify_checkpoint(world.ledger.checkpoint(), world.ledger.log_verifier())
+    more = some_events(world, 4)
+    second = verify_checkpoint(world.ledger.checkpoint(), world.ledger.log_verifier())
+    assert second.size == first.size + 4
+    log = world.ledger.log
+    for index in range(second.size):
+        p = log.inclusion(index, second.size)
+        verify_inclusion(index, second.size, p.leaf_hash, p.hashes, second.root)
+    # An event found by its hash, with a proof against the older checkpoint too.
+    index = log.leaf_index_of(more[0].event_hash)
+    state = world.raw.state(CASE, more[0].seq)
+    assert log.inclusion(index).leaf_hash == leaf_hash(state)
+    c = log.consistency(first.size, second.size)
+    verify_consistency(first.size, second.size, c.hashes, first.root, second.root)
+    report = verify(world)
+    assert report.ok, report.problems
+    assert (report.leaves, report.checkpoints) == (second.size, 2)
+
+
+def test_deleting_the_newest_event_after_a_checkpoint_is_named(world: World) -> None:
+    receipts = some_events(world, 3)
+    world.ledger.checkpoint()
+    world.raw.delete(CASE, 3)  # the chain alone cannot see this: nothing follows it
+    report = verify(world)
+    assert not report.ok
+    messages = [p.describe() for p in report.problems]
+    assert any("case/C-1 seq 3" in m and "no longer stored (deleted)" in m for m in messages)
+    assert any("events were deleted after it was published" in m for m in messages)
+    assert receipts[2].event_hash in " ".join(messages)
+
+
+def test_backdating_the_newest_events_ledger_time_is_caught(world: World) -> None:
+    some_events(world, 3)
+    world.ledger.checkpoint()
+    state = world.raw.state(CASE, 3)
+    old = parse_envelope(state).recorded_at
+    new = old[:-7] + ("000001Z" if old[-7:] != "000001Z" else "000002Z")
+    world.raw.set_state(CASE, 3, state.replace(old.encode(), new.encode()))
+    report = verify(world)
+    assert not report.ok
+    messages = [p.describe() for p in report.problems]
+    assert any("case/C-1 seq 3" in m and "altered after integration" in m for m in messages)
+
+
+def rewrite_case_history(world: World) -> None:
+    """What an insider holding an agency key and the database can do: change seq 2,
+    re-sign it as the agency, rebuild the chain after it, and re-integrate the tree."""
+    old2 = parse_envelope(world.raw.state(CASE, 2))
+    body = json.loads(old2.body_bytes)
+    body["payload"] = {**body["payload"], "summary": "nothing of concern"}
+    signer = world.signers[body["agency"]]
+    body_bytes = canonical(body)
+    new2 = envelope_bytes(
+        body_bytes, signer.sign_body(body_bytes), 2, old2.recorded_at, old2.prev_hash
+    )
+    world.raw.set_state(CASE, 2, new2)
+    prev = parse_envelope(new2).event_hash
+    for seq in (3,):
+        old = parse_envelope(world.raw.state(CASE, seq))
+        rebuilt = envelope_bytes(old.body_bytes, old.sig, seq, old.recorded_at, prev)
+        world.raw.set_state(CASE, seq, rebuilt)
+        prev = parse_envelope(rebuilt).event_hash
+    log = world.ledger.log
+    with log.db.write() as cur:
+        cur.execute("DELETE FROM merkle_leaves")
+        cur.execute("DELETE FROM merkle_nodes")
+    log.integrate_all()
+
+
+def test_rewritten_and_resigned_history_is_caught_by_the_checkpoint(world: World) -> None:
+    some_events(world, 3)
+    world.ledger.checkpoint()
+    rewrite_case_history(world)
+    report = verify(world)
+    assert not report.ok
+    # Chains and signatures are consistent again; only the signed checkpoint disagrees.
+    assert all(p.stream == "log" for p in report.problems)
+    assert "checkpoint at size" in report.problems[0].message
+    assert "stored events give" in report.problems[0].message
+
+
+def test_failed_integration_leaves_the_tree_as_it_was(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    some_events(world, 3)
+    log = world.ledger.log
+    log.integrate_all()
+    before = log.size()
+    some_events(world, 2)
+    import ledger.merkle as logmod
+
+    original = logmod.CompactRange.append
+    calls = {"n": 0}
+
+    def crash(self: Any, leaf: bytes) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+        return original(self, leaf)
+
+    monkeypatch.setattr(logmod.CompactRange, "append", crash)
+    with pytest.raises(RuntimeError):
+        log.integrate()
+    monkeypatch.undo()
+    assert log.size() == before
+    assert log.integrate_all() == 2
+    world.ledger.checkpoint()
+    assert verify(world).ok
+
+
+def test_concurrent_integrators_build_one_tree(world: World) -> None:
+    some_events(world, 40)
+    logs = [VerifiableLog(world.ledger.store) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def run(log: VerifiableLog) -> None:
+        try:
+            for _ in range(20):
+                log.integrate(limit=3)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(log,)) for log in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for log in logs:
+        log.close()
+    assert errors == []
+    assert world.ledger.log.size() == world.ledger.store.catalog.count_events()
+    world.ledger.checkpoint()
+    report = verify(world)
+    assert report.ok, report.problems
+
+
+def test_forged_checkpoint_signature_is_named(world: World) -> None:
+    some_events(world, 2)
+    note = world.ledger.checkpoint()
+    cp = Checkpoint.parse(note.split("\n\n")[0] + "\n")
+    forged = note.replace(
+        base64.b64encode(cp.root).decode(), base64.b64encode(b"\x00" * 32).decode()
+    )
+    with world.ledger.log.db.write() as cur:
+        cur.execute(
+            "UPDATE log_checkpoints SET note = ?, root = ? WHERE tree_size = ?",
+            (forged, b"\x00" * 32, cp.size),
+        )
+    report = verify(world)
+    assert not report.ok
+    assert "does not verify" in report.problems[0].message
