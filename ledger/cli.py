@@ -348,6 +348,40 @@ def cmd_log_consistency(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
+def cmd_log_witness(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .checkpoint import NoteVerifier
+    from .witness import InconsistentLog, Witness
+
+    witness = Witness(Path(args.state), args.name)
+    offered = NoteVerifier.parse(args.log_key) if args.log_key else None
+    if offered is None and not (Path(args.state) / "log.vkey").exists():
+        offered = ledger.log_verifier()  # first use: pin the key this ledger names
+    log_key = witness.pinned_log_key(offered)
+    note = ledger.log.latest_checkpoint(with_cosignatures=False)
+    try:
+        result = witness.witness(ledger.log, note, log_key)
+    except InconsistentLog as e:
+        print(f"ledger: REFUSED: {e}", file=sys.stderr)
+        print("--- checkpoint this witness holds ---", file=sys.stderr)
+        sys.stderr.write(e.old_note)
+        print("--- checkpoint the log now serves ---", file=sys.stderr)
+        sys.stderr.write(e.new_note)
+        return 1
+    data = {
+        "witness": witness.name,
+        "verifier_key": witness.verifier.encode(),
+        "tree_size": result.size,
+        "previous_size": result.previous_size,
+        "cosignature": result.cosignature,
+    }
+    _emit(
+        args,
+        data,
+        f"cosigned size {result.size} as {witness.name} (previously {result.previous_size})",
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
     from .demo import load_demo
 
@@ -451,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", type=int, required=True)
     p.add_argument("--second", type=int, required=True)
     p.set_defaults(func=cmd_log_consistency)
+
+    p = lsub.add_parser("witness", parents=[common], help="check consistency and cosign")
+    p.add_argument("--state", required=True, help="the witness's state directory")
+    p.add_argument("--name", help="witness name (first run; default witness.local/w1)")
+    p.add_argument("--log-key", help="log verifier key to pin (default: the ledger's own)")
+    p.set_defaults(func=cmd_log_witness)
 
     p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")
     p.set_defaults(func=cmd_demo)

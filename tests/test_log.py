@@ -14,7 +14,7 @@ from ledger.canonical import canonical, envelope_bytes
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.log import VerifiableLog
 from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from ledger.verify import parse_envelope
+from ledger.verify import parse_envelope, stream_id
 from tests.conftest import World
 
 CASE = "case/C-1"
@@ -87,11 +87,14 @@ def rewrite_case_history(world: World) -> None:
     )
     world.raw.set_state(CASE, 2, new2)
     prev = parse_envelope(new2).event_hash
-    for seq in (3,):
+    for seq in range(3, len(world.ledger.case_envelopes("C-1")) + 1):
         old = parse_envelope(world.raw.state(CASE, seq))
         rebuilt = envelope_bytes(old.body_bytes, old.sig, seq, old.recorded_at, prev)
         world.raw.set_state(CASE, seq, rebuilt)
         prev = parse_envelope(rebuilt).event_hash
+    cache = world.ledger.app.repository.cache
+    if cache is not None:  # as if the rewritten ledger were restarted
+        cache.get(stream_id(CASE), evict=True)
     log = world.ledger.log
     with log.db.write() as cur:
         cur.execute("DELETE FROM merkle_leaves")
@@ -181,3 +184,79 @@ def test_forged_checkpoint_signature_is_named(world: World) -> None:
     report = verify(world)
     assert not report.ok
     assert "does not verify" in report.problems[0].message
+
+
+def witness(world: World, state: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from ledger.cli import main
+
+    code = main(
+        [
+            "log",
+            "witness",
+            "--state",
+            str(state),
+            "--db",
+            world.url,
+            "--keys",
+            str(world.keys),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_witness_cosigns_growth_and_refuses_rewritten_history(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.checkpoint import NoteVerifier, verify_cosignature
+
+    state = tmp_path / "witness"
+    some_events(world, 3)
+    world.ledger.checkpoint()
+    code, out = witness(world, state, capsys)
+    assert code == 0, out
+    first = json.loads(out)
+    assert first["previous_size"] is None
+    some_events(world, 2)
+    world.ledger.checkpoint()
+    code, out = witness(world, state, capsys)
+    assert code == 0, out
+    second = json.loads(out)
+    assert second["previous_size"] == first["tree_size"]
+    served = world.ledger.log.latest_checkpoint()
+    assert verify_cosignature(served, NoteVerifier.parse(second["verifier_key"])) > 0
+    assert verify(world).ok
+    # The operator rewrites history, re-integrates and re-signs a fresh checkpoint.
+    rewrite_case_history(world)
+    with world.ledger.log.db.write() as cur:
+        cur.execute("DELETE FROM log_cosignatures")
+        cur.execute("DELETE FROM log_checkpoints")
+    some_events(world, 1)
+    world.ledger.checkpoint()
+    assert verify(world).ok  # the database alone now looks clean...
+    code, out = witness(world, state, capsys)
+    assert code == 1  # ...but the witness holds the older checkpoint
+    assert "REFUSED" in out and "not consistent" in out
+    assert "--- checkpoint this witness holds ---" in out
+    assert f"\n{second['tree_size']}\n" in out
+
+
+def test_witness_refuses_a_shrunken_log(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "witness"
+    some_events(world, 4)
+    world.ledger.checkpoint()
+    assert witness(world, state, capsys)[0] == 0
+    world.raw.delete(CASE, 4)
+    log = world.ledger.log
+    with log.db.write() as cur:
+        cur.execute("DELETE FROM merkle_leaves")
+        cur.execute("DELETE FROM merkle_nodes")
+        cur.execute("DELETE FROM log_cosignatures")
+        cur.execute("DELETE FROM log_checkpoints")
+    world.ledger.checkpoint()
+    code, out = witness(world, state, capsys)
+    assert code == 1
+    assert "shrank" in out

@@ -1,0 +1,126 @@
+"""A witness: remembers the last checkpoint it verified and cosigns only consistent growth.
+
+Anyone holding an older checkpoint can catch a log that deleted or rewrote its
+history, even if the operator re-signed everything: the new checkpoint cannot
+be proved consistent with the old one. The witness keeps its state in a
+directory (its key, the pinned log key, the last checkpoint) and refuses, with
+both checkpoints as evidence, when consistency fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import (
+    COSIGNATURE_V1,
+    Checkpoint,
+    NoteError,
+    NoteVerifier,
+    cosign,
+    verify_checkpoint,
+)
+from .errors import IntegrityError, LedgerError
+from .keys import Signer, generate_key_file, load_key_file
+from .log import VerifiableLog
+from .merkle import InvalidProof, verify_consistency
+
+
+class InconsistentLog(IntegrityError):
+    """The log's new checkpoint does not extend the one this witness holds."""
+
+    def __init__(self, reason: str, old_note: str, new_note: str) -> None:
+        super().__init__(reason)
+        self.old_note = old_note
+        self.new_note = new_note
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    size: int
+    previous_size: int | None
+    cosignature: str
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Witness:
+    def __init__(self, state_dir: Path, name: str | None = None) -> None:
+        self.dir = state_dir
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_path = self.dir / "witness.key"
+        self.signer: Signer = (
+            load_key_file(key_path) if key_path.exists() else generate_key_file(key_path)
+        )
+        name_path = self.dir / "name"
+        if name:
+            _write_atomically(name_path, name + "\n")
+        self.name = name_path.read_text().strip() if name_path.exists() else "witness.local/w1"
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return NoteVerifier(self.name, COSIGNATURE_V1, self.signer.public_bytes)
+
+    def pinned_log_key(self, offered: NoteVerifier | None) -> NoteVerifier:
+        """The log key this witness trusts: pinned on first use, never silently changed."""
+        path = self.dir / "log.vkey"
+        if path.exists():
+            pinned = NoteVerifier.parse(path.read_text())
+            if offered is not None and offered != pinned:
+                raise LedgerError(
+                    f"this witness is pinned to log key {pinned.encode()}, not {offered.encode()}"
+                )
+            return pinned
+        if offered is None:
+            raise LedgerError("no log key pinned yet: pass --log-key")
+        _write_atomically(path, offered.encode() + "\n")
+        return offered
+
+    def witness(self, log: VerifiableLog, latest_note: str, log_key: NoteVerifier) -> WitnessResult:
+        """Check `latest_note` against the stored checkpoint; cosign it if consistent."""
+        try:
+            new = verify_checkpoint(latest_note, log_key)
+        except NoteError as e:
+            raise IntegrityError(f"the log's checkpoint does not verify: {e}") from None
+        state = self.dir / "checkpoint"
+        previous: Checkpoint | None = None
+        if state.exists():
+            old_note = state.read_text()
+            previous = verify_checkpoint(old_note, log_key)
+            self._check_consistent(log, previous, new, old_note, latest_note)
+        body = new.body()
+        line = cosign(body, self.name, self.signer.private_key, int(time.time()))
+        log.add_cosignature(new.size, self.verifier, line)
+        _write_atomically(state, latest_note)
+        return WitnessResult(new.size, previous.size if previous else None, line)
+
+    @staticmethod
+    def _check_consistent(
+        log: VerifiableLog, old: Checkpoint, new: Checkpoint, old_note: str, new_note: str
+    ) -> None:
+        if new.size < old.size:
+            raise InconsistentLog(
+                f"the log shrank from {old.size} to {new.size} events", old_note, new_note
+            )
+        if new.size == old.size:
+            if new.root != old.root:
+                raise InconsistentLog(
+                    f"two different roots for the same size {new.size}", old_note, new_note
+                )
+            return
+        try:
+            proof = log.consistency(old.size, new.size)
+            verify_consistency(old.size, new.size, proof.hashes, old.root, new.root)
+        except (InvalidProof, LedgerError) as e:
+            raise InconsistentLog(
+                f"checkpoint at size {new.size} is not consistent with the one at size "
+                f"{old.size} this witness holds: {e}",
+                old_note,
+                new_note,
+            ) from None
