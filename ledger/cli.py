@@ -382,6 +382,39 @@ def cmd_log_witness(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .bundle import export_bundle
+
+    bundle = export_bundle(ledger, args.case_id)
+    out = Path(args.output)
+    try:
+        out.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    _emit(
+        args,
+        {
+            "file": str(out),
+            "entries": len(bundle["entries"]),
+            "tree_size": bundle["tree_size"],
+            "log_key": bundle["log"]["verifier_key"],
+        },
+        f"wrote {out}: {len(bundle['entries'])} entries proved in a checkpoint of "
+        f"{bundle['tree_size']} events; verify with: ledger verify-bundle {out} "
+        f"--log-key {bundle['log']['verifier_key']}",
+    )
+    return 0
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from .verify import main as verify_main
+
+    argv = [args.bundle, "--log-key", args.log_key]
+    for key in args.witness_key or []:
+        argv += ["--witness-key", key]
+    return verify_main(argv)
+
+
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
     from .demo import load_demo
 
@@ -492,6 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-key", help="log verifier key to pin (default: the ledger's own)")
     p.set_defaults(func=cmd_log_witness)
 
+    p = sub.add_parser("export", parents=[common], help="write a case's evidence bundle")
+    p.add_argument("case_id")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify-bundle", parents=[common], help="verify a bundle offline")
+    p.add_argument("bundle")
+    p.add_argument("--log-key", required=True, help="the log's note verifier key")
+    p.add_argument("--witness-key", action="append", help="require this witness's cosignature")
+    p.set_defaults(func=cmd_verify_bundle, offline=True)
+
     p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -505,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 setattr(args, name, default)
         if args.command == "import" and args.batch < 1:
             raise UsageError("--batch must be at least 1")
+        if getattr(args, "offline", False):
+            return int(args.func(args))  # needs no database
         ledger = _open(args)
         try:
             return int(args.func(args, ledger))

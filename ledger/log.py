@@ -188,6 +188,23 @@ class VerifiableLog:
                 note = add_signature_lines(note, lines)
             return note
 
+    def note_at(self, size: int) -> str:
+        """The checkpoint at `size` with the cosignatures witnesses have added to it."""
+        with self.db.read() as cur:
+            row = cur.execute(
+                "SELECT note FROM log_checkpoints WHERE tree_size = ?", (size,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no checkpoint at size {size}")
+            lines = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT line FROM log_cosignatures WHERE tree_size = ? ORDER BY witness",
+                    (size,),
+                ).fetchall()
+            ]
+        return add_signature_lines(str(row[0]), lines)
+
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
         with self.db.read() as cur:
             return [

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,3 +339,121 @@ class KeyRegistry:
         if record.revoked_at is not None and env.recorded_at >= record.revoked_at:
             return None, f"signed with key {env.key_id}, revoked at {record.revoked_at}"
         return record.public_key, None
+
+
+# --- evidence bundles -------------------------------------------------------------
+BUNDLE_FORMAT = "response-ledger-bundle/v1"
+
+
+@dataclass
+class BundleReport:
+    case_id: str
+    tree_size: int
+    events: int
+    entries: int
+    witnesses: list[str]
+
+
+def verify_bundle(
+    bundle: dict[str, Any], log_key: str, witness_keys: Sequence[str] = ()
+) -> BundleReport:
+    """Check an evidence bundle offline; raise FormatError naming the first problem.
+
+    The log key is the only trusted input: the checkpoint must be signed by it,
+    every entry must be proved included in that checkpoint, the genesis entry
+    must name the same key, every stream in the bundle must be complete from seq 1
+    and correctly chained, and every signature must verify with a key valid when
+    the event was recorded. Witness keys, if given, must each have cosigned.
+    """
+    from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
+    from .merkle import InvalidProof, leaf_hash, verify_inclusion
+
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise FormatError(f"not a {BUNDLE_FORMAT} bundle")
+    try:
+        verifier = NoteVerifier.parse(log_key)
+        checkpoint = verify_checkpoint(bundle["checkpoint"], verifier)
+        witnesses = []
+        for wk in witness_keys:
+            w = NoteVerifier.parse(wk)
+            verify_cosignature(bundle["checkpoint"], w)
+            witnesses.append(w.name)
+    except (NoteError, KeyError, TypeError) as e:
+        raise FormatError(f"checkpoint: {e}") from None
+    envelopes: dict[str, list[Envelope]] = {}
+    for n, entry in enumerate(bundle.get("entries", [])):
+        where = f"entry {n} ({entry.get('stream')} seq {entry.get('seq')})"
+        try:
+            raw = entry["envelope"].encode("utf-8")
+            verify_inclusion(
+                entry["leaf_index"],
+                checkpoint.size,
+                leaf_hash(raw),
+                [b64decode(h) for h in entry["inclusion"]],
+                checkpoint.root,
+            )
+            env = parse_envelope(raw)
+        except (InvalidProof, FormatError, KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{where}: {e}") from None
+        envelopes.setdefault(env.stream, []).append(env)
+    genesis = envelopes.get(LEDGER_STREAM, [])
+    if not genesis or genesis[0].body["payload"].get("public_key") != b64encode(verifier.public):
+        raise FormatError("the bundle's genesis event does not name the log key")
+    registry = KeyRegistry(key_id_of(verifier.public), verifier.key())
+    case_stream = f"case/{bundle.get('case_id')}"
+    if case_stream not in envelopes:
+        raise FormatError(f"the bundle holds no events of {case_stream}")
+    order = [LEDGER_STREAM, *sorted(s for s in envelopes if s.startswith("agency/"))]
+    order += [s for s in envelopes if s not in order]
+    for stream in order:
+        chain = ChainState(stream)
+        for env in sorted(envelopes[stream], key=lambda e: e.seq):
+            where = f"{stream} seq {env.seq} (event {env.event_id})"
+            problems = chain.check(env, env.seq)
+            if problems:
+                raise FormatError(f"{where}: {problems[0]}")
+            key, why = registry.key_for(env)
+            if key is None:
+                raise FormatError(f"{where}: {why}")
+            if not signature_ok(key, env.sig, env.body_bytes):
+                raise FormatError(f"{where}: signature does not verify")
+            registry.apply(env)
+    return BundleReport(
+        str(bundle["case_id"]),
+        checkpoint.size,
+        len(envelopes[case_stream]),
+        sum(len(v) for v in envelopes.values()),
+        witnesses,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ledger.verify BUNDLE --log-key VKEY [--witness-key VKEY]...`"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ledger.verify", description="Verify an evidence bundle offline."
+    )
+    parser.add_argument("bundle")
+    parser.add_argument("--log-key", required=True)
+    parser.add_argument("--witness-key", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        with open(args.bundle, encoding="utf-8") as f:
+            bundle = json.load(f)
+        report = verify_bundle(bundle, args.log_key, args.witness_key)
+    except (OSError, ValueError) as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"OK: case {report.case_id}: {report.events} events and "
+        f"{report.entries - report.events} registry events proved in a checkpoint of "
+        f"{report.tree_size} events"
+        + (f", cosigned by {', '.join(report.witnesses)}" if report.witnesses else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -177,3 +177,42 @@ def test_demo_is_deterministic_and_verifies(
         )
     finally:
         ledger.close()
+
+
+def test_log_verbs_print_proofs_that_verify(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base64
+
+    from ledger.checkpoint import NoteVerifier, verify_checkpoint
+    from ledger.merkle import verify_consistency, verify_inclusion
+
+    first = world.append("police-a")
+    assert main(run(world, "log", "checkpoint")) == 0
+    old_note = capsys.readouterr().out
+    world.append("csc-b")
+    assert main(run(world, "log", "checkpoint")) == 0
+    note = capsys.readouterr().out
+    assert main(run(world, "log", "key")) == 0
+    key = NoteVerifier.parse(capsys.readouterr().out.strip())
+    old, new = verify_checkpoint(old_note, key), verify_checkpoint(note, key)
+    assert main(run(world, "log", "inclusion", "--event-hash", first.event_hash)) == 0
+    p = json.loads(capsys.readouterr().out)
+    verify_inclusion(
+        p["leaf_index"],
+        p["tree_size"],
+        base64.b64decode(p["leaf_hash"]),
+        [base64.b64decode(h) for h in p["proof"]],
+        new.root,
+    )
+    assert (
+        main(run(world, "log", "consistency", "--first", str(old.size), "--second", str(new.size)))
+        == 0
+    )
+    c = json.loads(capsys.readouterr().out)
+    verify_consistency(
+        old.size, new.size, [base64.b64decode(h) for h in c["proof"]], old.root, new.root
+    )
+    assert main(run(world, "log", "inclusion", "--index", "0", "--event-hash", "x")) == 2
+    assert main(run(world, "log", "consistency", "--first", "0", "--second", "1")) == 2
+    assert main(run(world, "log", "inclusion", "--index", "999")) == 2
