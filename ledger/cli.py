@@ -129,6 +129,7 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger) -> int:
         parse_time(occurred, "--occurred-at")
     except ValidationError as e:
         raise UsageError(str(e)) from None
+    ledger.agency(args.agency)  # an unknown agency is named before any key is looked for
     key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
     signer = load_key_file(key_path)
     event_id = args.event_id or f"{args.agency}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"

@@ -46,7 +46,11 @@ def run(world: World, *argv: str) -> list[str]:
             2,
             "not a UTC time",
         ),
-        (["append", "C-1", "--type", "CHILD_SEEN", "--agency", "nobody"], 1, "does not exist"),
+        (
+            ["append", "C-1", "--type", "CHILD_SEEN", "--agency", "nobody"],
+            1,
+            "unknown agency 'nobody'",
+        ),
         (
             ["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--key", "/no/file"],
             1,
