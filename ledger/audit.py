@@ -28,7 +28,7 @@ from eventsourcing.utils import get_topic
 
 from .case import Agency, LedgerRoot
 from .log import VerifiableLog, log_verifier
-from .logaudit import LogAuditor
+from .logaudit import LogAuditor, audit_log_elsewhere
 from .store import Store
 from .verify import (
     LEDGER_STREAM,
@@ -193,6 +193,7 @@ class Auditor:
             else ThreadPoolExecutor(cores)
         )
         self.slots = cores
+        self.processes = processes
         self.in_flight: deque[tuple[Future[list[bool]], list[tuple[Problem, str]]]] = deque()
         self.batch: list[tuple[bytes, bytes, bytes]] = []
         self.batch_ctx: list[tuple[Problem, str]] = []
@@ -222,6 +223,14 @@ class Auditor:
                     self._verify_stream(oid, (0, order[oid]), registry=True)
                     registry_done.add(oid)
             self.report.agencies = len(self.registry.agencies)
+            # With worker processes, the Merkle pass runs in one of its own, in
+            # parallel with the per-stream pass below.
+            log_job = None
+            if self.processes and self.origin is not None:
+                log_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                log_job = log_pool.submit(
+                    audit_log_elsewhere, self.store.url.text, self.origin, self.ledger_public_key
+                )
             for oid, _ in counts:
                 if oid not in registry_done:
                     self._verify_stream(oid, (1, order[oid]), registry=False)
@@ -235,7 +244,13 @@ class Auditor:
                     f"event id {event_id} was already used by {first}",
                 )
             self.report.streams = len(counts)
-            if self.origin is not None:
+            if log_job is not None:
+                leaves, checkpoints, problems = log_job.result()
+                log_pool.shutdown()
+                self.report.leaves, self.report.checkpoints = leaves, checkpoints
+                for problem in problems:
+                    self._log_problem(*problem)
+            elif self.origin is not None:
                 self._verify_log(self.origin)
             self.report.sort()
             return self.report
@@ -311,15 +326,18 @@ class Auditor:
                 self.store,
                 log,
                 log_verifier(origin, self.ledger_public_key),
-                self.names,
-                lambda order, stream, seq, event_id, message: self._problem(
-                    (2, 0, order), stream, seq, event_id, message
-                ),
+                lambda oid: self.names.get(oid) or f"stream {oid}",
+                self._log_problem,
             )
             auditor.run()
             self.report.leaves, self.report.checkpoints = auditor.leaves, auditor.checkpoints
         finally:
             log.close()
+
+    def _log_problem(
+        self, order: int, stream: str, seq: int, event_id: str | None, message: str
+    ) -> None:
+        self._problem((2, 0, order), stream, seq, event_id, message)
 
     @staticmethod
     def _stream_name(oid: UUID, rows: Sequence[Any]) -> str | None:

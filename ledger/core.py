@@ -474,7 +474,15 @@ class Ledger:
             recorded_at = now if agg is None or agg.recorded_at <= now else agg.recorded_at
             raw = envelope_bytes(item.body_bytes, item.sig, seq, recorded_at, prev)
             env = Envelope(
-                raw, sha256_hex(raw), item.body_bytes, item.body, item.sig, seq, recorded_at, prev
+                raw,
+                sha256_hex(raw),
+                item.body_bytes,
+                item.body,
+                item.sig,
+                seq,
+                recorded_at,
+                prev,
+                item.stream,
             )
             if agg is None:
                 if item.stream.startswith("agency/") and item.body["type"] != "AGENCY_REGISTERED":

@@ -29,19 +29,19 @@ class LogAuditor:
         store: Store,
         log: VerifiableLog,
         verifier: NoteVerifier,
-        names: dict[str, str],
+        name_of: Callable[[str], str],
         report: Report,
     ) -> None:
         self.store = store
         self.log = log
         self.verifier = verifier
-        self.names = names  # originator id (hex) -> stream name
+        self.name_of = name_of  # originator id (hex) -> stream name, for messages
         self.report = report
         self.leaves = 0
         self.checkpoints = 0
 
     def _where(self, oid: str, seq: int) -> str:
-        return f"{self.names.get(oid, 'stream ' + oid)} seq {seq}"
+        return f"{self.name_of(oid)} seq {seq}"
 
     def _notifications(self) -> Iterator[tuple[int, str, int, bytes]]:
         start = 1
@@ -192,3 +192,50 @@ class LogAuditor:
                     size, "log", size, None, f"cosignature by {witness} at size {size}: {e}"
                 )
         return out
+
+
+def stream_namer(store: Store) -> Callable[[str], str]:
+    """Names streams for messages from their first stored event (cached)."""
+    from uuid import UUID
+
+    from .verify import FormatError, parse_envelope
+
+    cache: dict[str, str] = {}
+
+    def name_of(oid: str) -> str:
+        if oid not in cache:
+            rows = store.app.recorder.select_events(UUID(oid), limit=1)
+            try:
+                cache[oid] = (
+                    parse_envelope(bytes(rows[0].state)).stream if rows else f"stream {oid}"
+                )
+            except (FormatError, KeyError):
+                cache[oid] = f"stream {oid}"
+        return cache[oid]
+
+    return name_of
+
+
+def audit_log_elsewhere(
+    url: str, origin: str, ledger_public_key: bytes
+) -> tuple[int, int, list[tuple[int, str, int, str | None, str]]]:
+    """The Merkle pass in a worker process, alongside the signature checks."""
+    from .log import log_verifier
+    from .store import open_store
+
+    store = open_store(url, create=False)
+    log = VerifiableLog(store)
+    problems: list[tuple[int, str, int, str | None, str]] = []
+    try:
+        auditor = LogAuditor(
+            store,
+            log,
+            log_verifier(origin, ledger_public_key),
+            stream_namer(store),
+            lambda *p: problems.append(p),
+        )
+        auditor.run()
+        return auditor.leaves, auditor.checkpoints, problems
+    finally:
+        log.close()
+        store.close()

@@ -48,6 +48,7 @@ class DatabaseURL:
     password: str = ""
     dbname: str = ""
     schema: str = "public"
+    text: str = ""  # the URL as given, to reopen the same store elsewhere
 
     @property
     def is_sqlite(self) -> bool:
@@ -73,7 +74,7 @@ def parse_db_url(url: str) -> DatabaseURL:
                 f"malformed SQLite URL {url!r}: use sqlite:///relative/path or sqlite:////abs/path"
             )
         path = path[1:]
-        return DatabaseURL("sqlite", path=path)
+        return DatabaseURL("sqlite", path=path, text=url)
     if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         dbname = unquote(parts.path.lstrip("/"))
         if not parts.hostname or not dbname or "/" in dbname:
@@ -89,6 +90,7 @@ def parse_db_url(url: str) -> DatabaseURL:
             password=unquote(parts.password or ""),
             dbname=dbname,
             schema=schema,
+            text=url,
         )
     raise UsageError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 

@@ -104,6 +104,7 @@ class Envelope:
     seq: int
     recorded_at: str
     prev_hash: str | None
+    stream_name: str = ""  # filled in by the parser; derived from the body otherwise
 
     @property
     def event_id(self) -> str:
@@ -123,7 +124,7 @@ class Envelope:
 
     @property
     def stream(self) -> str:
-        return stream_of(self.body)
+        return self.stream_name or stream_of(self.body)
 
     @property
     def case_id(self) -> str | None:
@@ -140,9 +141,12 @@ class Envelope:
         }
 
 
-def parse_body(body_bytes: bytes) -> dict[str, Any]:
+_decode = json.JSONDecoder().decode  # skips json.loads's per-call encoding detection
+
+
+def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     try:
-        body = json.loads(body_bytes)
+        body = _decode(body_bytes.decode("utf-8") if text is None else text)
     except (ValueError, UnicodeDecodeError) as e:
         raise FormatError(f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
@@ -169,7 +173,7 @@ def parse_body(body_bytes: bytes) -> dict[str, Any]:
 def parse_envelope(raw: bytes) -> Envelope:
     """Parse stored bytes strictly; raise FormatError saying what is wrong."""
     try:
-        env = json.loads(raw)
+        env = _decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise FormatError(f"envelope is not JSON: {e}") from None
     if not isinstance(env, dict) or env.keys() != ENVELOPE_KEYS:
@@ -195,15 +199,17 @@ def parse_envelope(raw: bytes) -> Envelope:
     except (ValueError, AttributeError, TypeError):
         raise FormatError("sig is not base64") from None
     body_bytes = body_text.encode("utf-8")
+    body = parse_body(body_bytes, body_text)
     return Envelope(
         raw=raw,
         event_hash=hashlib.sha256(raw).hexdigest(),
         body_bytes=body_bytes,
-        body=parse_body(body_bytes),
+        body=body,
         sig=sig,
         seq=seq,
         recorded_at=recorded_at,
         prev_hash=prev,
+        stream_name=stream_of(body),
     )
 
 

@@ -260,3 +260,13 @@ def test_witness_refuses_a_shrunken_log(
     code, out = witness(world, state, capsys)
     assert code == 1
     assert "shrank" in out
+
+
+def test_merkle_pass_in_a_worker_process_names_a_deletion(world: World) -> None:
+    some_events(world, 3)
+    world.ledger.checkpoint()
+    world.raw.delete(CASE, 3)
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes, processes=True)
+    messages = [p.describe() for p in report.problems]
+    assert any("case/C-1 seq 3" in m and "no longer stored (deleted)" in m for m in messages)
+    assert report.checkpoints == 1
