@@ -7,8 +7,6 @@ Errors are one line on stderr, never a traceback; `--json` gives machine output.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -219,17 +217,44 @@ def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
 
 
 def cmd_cases(args: argparse.Namespace, ledger: Ledger) -> int:
-    cases = ledger.cases()
+    from .policy import load_policy
+    from .replay import replay
+
+    policy = load_policy(args.policy)
+    kinds = ledger.agency_kinds()
+    cases = []
+    for c in ledger.cases():
+        if args.borough and args.borough not in c["boroughs"]:
+            continue
+        if args.agency and args.agency not in c["agencies"]:
+            continue
+        r = replay(c["case_id"], ledger.case_envelopes(c["case_id"]), kinds, policy, lexicon=[])
+        statuses = [o.status for o in r.obligations]
+        c["open_obligations"] = statuses.count("open")
+        c["breached_obligations"] = statuses.count("breached")
+        c["met_late"] = statuses.count("met_late")
+        cases.append(c)
     if args.json:
         _emit(args, cases, "")
         return 0
-    table = Table("case", "boroughs", "agencies", "events", "first occurred", "last occurred")
+    table = Table(
+        "case",
+        "boroughs",
+        "agencies",
+        "events",
+        "open",
+        "breached",
+        "first occurred",
+        "last occurred",
+    )
     for c in cases:
         table.add_row(
             c["case_id"],
             ", ".join(c["boroughs"]),
             ", ".join(c["agencies"]),
             str(c["events"]),
+            str(c["open_obligations"]),
+            str(c["breached_obligations"]),
             c["first_occurred_at"],
             c["last_occurred_at"],
         )
@@ -237,52 +262,76 @@ def cmd_cases(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
-def _summary(payload: dict[str, Any]) -> str:
-    parts = [
-        f"{k}={v}"
-        for k, v in payload.items()
-        if k not in ("rationale", "summary") and isinstance(v, str | int | bool)
-    ]
-    text = payload.get("rationale") or payload.get("summary") or ""
-    return "; ".join([*parts, *([str(text)] if text else [])])
-
-
-def chronology_rows(ledger: Ledger, case_id: str) -> list[dict[str, Any]]:
-    rows = [
-        {
-            "seq": e.seq,
-            "occurred_at": e.body["occurred_at"],
-            "recorded_at": e.recorded_at,
-            "agency": e.agency,
-            "type": e.type,
-            "event_id": e.event_id,
-            "responds_to": e.body["responds_to"],
-            "corrects": e.body["corrects"],
-            "detail": _summary(e.body["payload"]),
-            "event_hash": e.event_hash,
-        }
-        for e in ledger.case_envelopes(case_id)
-    ]
-    return sorted(rows, key=lambda r: (r["occurred_at"], r["seq"]))
+def _instant(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: {text!r} is not a date or time like 2024-03-04T09:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def cmd_replay(args: argparse.Namespace, ledger: Ledger) -> int:
-    rows = chronology_rows(ledger, args.case_id)
+    from .policy import load_policy
+    from .report import replay_case, replay_dict, to_csv, to_html
+
+    policy = load_policy(args.policy)
+    r = replay_case(ledger, args.case_id, policy, _instant(args.as_of, "--as-of"), args.basis)
     fmt = "json" if args.json else args.format
     if fmt == "json":
-        print(json.dumps({"case_id": args.case_id, "chronology": rows}, indent=2))
+        print(json.dumps(replay_dict(r), indent=2, ensure_ascii=False))
     elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, "responds_to": " ".join(r["responds_to"])})
-        sys.stdout.write(out.getvalue())
+        sys.stdout.write(to_csv(r))
+    elif fmt == "html":
+        sys.stdout.write(to_html(r))
     else:
-        table = Table("occurred", "agency", "event", "detail", "seq", title=f"case {args.case_id}")
-        for r in rows:
-            table.add_row(r["occurred_at"], r["agency"], r["type"], r["detail"], str(r["seq"]))
-        Console(width=160).print(table)
+        console = Console(width=160)
+        table = Table(
+            "date and time",
+            "agency",
+            "event",
+            "action / why none",
+            "outcome",
+            title=f"case {args.case_id} as of {r.as_of:%d %b %Y %H:%M} ({r.basis})",
+        )
+        for row in r.chronology:
+            table.add_row(
+                row["date_time"], row["agency"], row["event"], row["action"], row["outcome"]
+            )
+        console.print(table)
+        first = r.stall.get("first_stall")
+        console.print(f"First stall: {first['sentence']}" if first else "No stall.")
+        for o in replay_dict(r)["obligations"]:
+            console.print(
+                f"  {o['rule']} {o['status']:<9} {o['owing_agency']:<20} due {o['due']}"
+                f"  {o['title']}"
+            )
+        for f in r.flags:
+            console.print(f"  flag {f.kind} ({f.severity}): {f.detail}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .policy import load_policy
+    from .sweep import sweep
+
+    policy = load_policy(args.policy)
+    now = _instant(args.now, "--now") or datetime.now(UTC)
+    with _progress(not args.json and sys.stderr.isatty()) as progress:
+        task = progress.add_task("sweeping cases", total=None)
+        summary = sweep(ledger, policy, now, lambda n: progress.advance(task, n))
+    data = {**summary.as_dict(), "now": now.isoformat(), "policy": policy.id}
+    _emit(
+        args,
+        data,
+        f"swept {summary.cases} cases: {summary.breached} breached obligations, "
+        f"{summary.appended} DEADLINE_BREACHED appended, "
+        f"{summary.already_recorded} already recorded, "
+        f"{summary.retrospective} retrospective (historic, not appended)",
+    )
     return 0
 
 
@@ -492,13 +541,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=500, help="events per transaction")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("cases", parents=[common], help="list cases")
+    p = sub.add_parser("cases", parents=[common], help="list cases with obligations")
+    p.add_argument("--borough")
+    p.add_argument("--agency")
+    p.add_argument("--policy", help="response-standards policy file (default $LEDGER_POLICY)")
     p.set_defaults(func=cmd_cases)
 
-    p = sub.add_parser("replay", parents=[common], help="a case's chronology")
+    p = sub.add_parser("replay", parents=[common], help="chronology, obligations and stalls")
     p.add_argument("case_id")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--as-of", help="replay as of this instant (default now)")
+    p.add_argument(
+        "--basis",
+        choices=["recorded", "occurred"],
+        default="recorded",
+        help="what the ledger knew by then, or what had happened by then",
+    )
+    p.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    p.add_argument("--policy", help="response-standards policy file (default $LEDGER_POLICY)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("sweep", parents=[common], help="append DEADLINE_BREACHED for overdue")
+    p.add_argument("--now", help="sweep as of this instant (default now)")
+    p.add_argument("--policy", help="response-standards policy file (default $LEDGER_POLICY)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("verify", parents=[common], help="verify every stored event")
     p.add_argument("--ledger-key", help="pinned ledger public key (base64 or PEM file)")

@@ -137,6 +137,8 @@ class Ledger:
         self._ledger_signer: Signer | None = None
         self._public_keys: dict[str, Ed25519PublicKey] = {}
         self._log: VerifiableLog | None = None
+        # The ledger clock; tests and simulations replace it, nothing else should.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     @classmethod
     def open(cls, db_url: str, keys_dir: Path, create: bool = True) -> Ledger:
@@ -266,10 +268,10 @@ class Ledger:
         stream = {"agency_id": agency_id}
         self.append_many(
             [
-                self._system_submission(
+                self.system_submission(
                     stream, "AGENCY_REGISTERED", payload, f"agency-{agency_id}-registered"
                 ),
-                self._system_submission(
+                self.system_submission(
                     stream,
                     "AGENCY_KEY_ADDED",
                     {"public_key": b64encode(public_key)},
@@ -317,15 +319,21 @@ class Ledger:
         )
 
     # --- signing helpers --------------------------------------------------------
-    def _system_submission(
-        self, stream: dict[str, Any], event_type: str, payload: dict[str, Any], event_id: str
+    def system_submission(
+        self,
+        stream: dict[str, Any],
+        event_type: str,
+        payload: dict[str, Any],
+        event_id: str,
+        occurred_at: datetime | None = None,
     ) -> Submission:
+        """A body the ledger itself signs (registry, genesis, watchdog)."""
         signer = self.ledger_signer()
         body: dict[str, Any] = {
             "v": 1,
             "event_id": event_id,
             "type": event_type,
-            "occurred_at": format_time(datetime.now(UTC)),
+            "occurred_at": format_time(occurred_at or self.clock()),
             "agency": LEDGER_AGENCY,
             "actor": {"role": "ledger"},
             "payload": payload,
@@ -341,7 +349,7 @@ class Ledger:
     ) -> Receipt:
         """Append an event the ledger itself signs (registry, genesis, watchdog)."""
         return self.append_many(
-            [self._system_submission(stream, event_type, payload, event_id)], system=True
+            [self.system_submission(stream, event_type, payload, event_id)], system=True
         )[0]
 
     # --- the append path ----------------------------------------------------------
@@ -354,7 +362,7 @@ class Ledger:
         """Validate and save a batch in one transaction; all or nothing."""
         if not submissions:
             return []
-        now = datetime.now(UTC)
+        now = self.clock()
         items = [self._prepare(s, now, system) for s in submissions]
         signatures_checked = self._start_signature_checks(items)
         for attempt in range(MAX_ATTEMPTS):
@@ -464,7 +472,7 @@ class Ledger:
             pending.append((n, item))
             streams.setdefault(item.stream, None)
         self._load_streams(streams)
-        now = format_recorded_at(datetime.now(UTC))
+        now = format_recorded_at(self.clock())
         index_rows: list[tuple[Any, ...]] = []
         envelopes: dict[str, Envelope] = {}
         for n, item in pending:
@@ -579,6 +587,26 @@ class Ledger:
         if not envs:
             raise NotFound(f"no case {case_id!r} in this ledger")
         return envs
+
+    def agency_kinds(self) -> dict[str, str]:
+        """Each registered agency's kind (police, csc, ...), read from the registry."""
+        kinds: dict[str, str] = {}
+        for row in self.store.catalog.index_rows("agency/"):
+            if row[4] == "AGENCY_REGISTERED":
+                agency_id = row[1].removeprefix("agency/")
+                kinds[agency_id] = self.agency(agency_id).kind
+        return kinds
+
+    def iter_case_ids(self, page: int = 1000) -> Iterable[str]:
+        """Every case id, a page at a time, in id order."""
+        after = "case/"
+        while True:
+            streams = self.store.catalog.streams_after(after, "case/", page)
+            for stream in streams:
+                yield stream.removeprefix("case/")
+            if len(streams) < page:
+                return
+            after = streams[-1]
 
     def cases(self) -> list[dict[str, Any]]:
         """One summary per case from the index (a listing, not a verification)."""

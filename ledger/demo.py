@@ -94,6 +94,7 @@ def scripts() -> list[CaseScript]:
         "DISCLOSURE_RECEIVED",
         "response officer",
         child_ref=CHILD_A,
+        child_age=16,
         basis="direct",
         offence="rape",
         sexual_offence=True,
@@ -175,6 +176,7 @@ def scripts() -> list[CaseScript]:
         "REFERRAL_RECEIVED",
         "MASH screener",
         child_ref=CHILD_B,
+        child_age=11,
         referral_source="2A",
         factors=["11A", "10A"],
     )
@@ -256,7 +258,12 @@ def scripts() -> list[CaseScript]:
         m = CaseScript(case_id)
         for day in dates:
             mr = m.add(
-                f"{day}T21:30:00Z", police, "MISSING_REPORTED", "call handler", child_ref=child
+                f"{day}T21:30:00Z",
+                police,
+                "MISSING_REPORTED",
+                "call handler",
+                child_ref=child,
+                child_age=14 if child == CHILD_C else 13,
             )
             f = m.add(
                 f"{day[:8]}{int(day[8:]) + 1:02d}T06:15:00Z",
@@ -279,6 +286,17 @@ def scripts() -> list[CaseScript]:
                     responds_to=[f],
                     child_ref=child,
                 )
+        if case_id == "DEMO-LAM-0003":
+            # The child, not the adult she was found with, is arrested.
+            m.add(
+                "2024-06-15T07:00:00Z",
+                police,
+                "ARREST",
+                "response officer",
+                person_ref=child,
+                as_role="suspect",
+                rationale="Arrested for obstruction; she refused to engage and was streetwise.",
+            )
         out.append(m)
 
     # A case handled well, for contrast.
@@ -289,6 +307,7 @@ def scripts() -> list[CaseScript]:
         "REFERRAL_RECEIVED",
         "duty social worker",
         child_ref=CHILD_E,
+        child_age=15,
         referral_source="3F",
         factors=["19C", "11A"],
     )
@@ -410,6 +429,59 @@ def scripts() -> list[CaseScript]:
         "social worker",
         child_ref=CHILD_E,
     )
+    arrest = next(n for n, e in enumerate(w.events, 1) if e["type"] == "ARREST")
+    w.add(
+        "2024-02-07T15:00:00Z",
+        "met-police-south",
+        "VICTIM_NOTIFIED",
+        "investigator",
+        responds_to=[arrest],
+        child_ref=CHILD_E,
+        decision="suspect arrested",
+        channel="via_parent",
+    )
+    bail = w.add(
+        "2024-02-08T09:00:00Z",
+        "met-police-south",
+        "BAIL_GRANTED",
+        "custody sergeant",
+        responds_to=[arrest],
+    )
+    w.add(
+        "2024-02-08T12:00:00Z",
+        "met-police-south",
+        "VICTIM_NOTIFIED",
+        "investigator",
+        responds_to=[bail],
+        child_ref=CHILD_E,
+        decision="suspect bailed with conditions",
+        channel="via_parent",
+    )
+    w.add(
+        "2024-03-15T15:00:00Z",
+        "southwark-csc",
+        "ASSESSMENT_AUTHORISED",
+        "team manager",
+        child_ref=CHILD_E,
+        factors=["19C", "11A"],
+        primary_need="N1",
+    )
+    rcpc = w.add(
+        "2024-05-16T10:00:00Z",
+        "southwark-csc",
+        "RCPC_HELD",
+        "CP chair",
+        child_ref=CHILD_E,
+        outcome="plan_continues",
+    )
+    w.add(
+        "2024-10-30T10:00:00Z",
+        "southwark-csc",
+        "CP_PLAN_ENDED",
+        "CP chair",
+        responds_to=[rcpc],
+        child_ref=CHILD_E,
+    )
     out.append(w)
 
     # An allegation about a member of staff, with a correction to the record.
@@ -420,6 +492,7 @@ def scripts() -> list[CaseScript]:
         "ALLEGATION_RECEIVED",
         "LADO",
         child_ref=CHILD_D,
+        child_age=13,
         staff_ref=STAFF_1,
     )
     x.add(

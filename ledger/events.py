@@ -120,6 +120,11 @@ class Payload(Model):
     rationale: Text | None = None
     summary: Text | None = None
     rule_ids: list[Label] = Field(default_factory=list)
+    # Facts response standards turn on (an age, never a date of birth).
+    child_age: Annotated[int, Field(ge=0, le=25)] | None = None
+    significant_harm_suspected: bool | None = None
+    enhanced_rights: bool | None = None
+    cp_plan_active: bool | None = None
 
 
 # --- intake -----------------------------------------------------------------
@@ -280,11 +285,12 @@ class DeadlineBreached(Payload):
     trigger_event_id: EventId
     owing_agency: AgencyId
     due_at: str
+    policy_id: Label
     policy_hash: Label
 
 
 class FlagRaised(Payload):
-    kind: Literal["language", "pattern", "completeness", "linkage"]
+    kind: Literal["language", "pattern", "completeness", "linkage", "serious_harm_or_death"]
 
 
 class RecordCorrected(Payload):

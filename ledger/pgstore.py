@@ -95,6 +95,16 @@ class PostgresCatalog:
             [stream_prefix + "%"],
         )
 
+    def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
+        rows = self._query(
+            SQL(
+                "SELECT DISTINCT stream FROM {} WHERE stream > %s AND stream LIKE %s "
+                "ORDER BY stream LIMIT %s"
+            ).format(self._index()),
+            [after, prefix + "%", limit],
+        )
+        return [str(r[0]) for r in rows]
+
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
         rows = self._query(
             SQL(

@@ -162,6 +162,7 @@ class Catalog(Protocol):
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
+    def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
 
 
 class SQLiteCatalog:
@@ -202,6 +203,14 @@ class SQLiteCatalog:
 
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
+
+    def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
+        rows = self._query(
+            f"SELECT DISTINCT stream FROM {INDEX_TABLE} WHERE stream > ? AND stream LIKE ? "
+            "ORDER BY stream LIMIT ?",
+            [after, prefix + "%", limit],
+        )
+        return [str(r[0]) for r in rows]
 
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
         found: dict[UUID, int] = {}
