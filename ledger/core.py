@@ -394,6 +394,8 @@ class Ledger:
         if agency is None:
             agency = agencies[agency_id] = self.agency(agency_id)
         b64 = agency.active_key(key_id)
+        if b64 is not None and agency.keys[key_id]["added_at"] > format_recorded_at(self.clock()):
+            raise SignatureError(f"event {event_id}: key {key_id} is not valid yet")
         if b64 is None:
             state = "was revoked" if key_id in agency.keys else "is not a key of this agency"
             raise SignatureError(

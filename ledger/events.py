@@ -500,10 +500,11 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     except PydanticValidationError as e:
         raise ValidationError(_describe(e, "body")) from None
     where = f"event {body.event_id}"
-    models = LEDGER_TYPES if body.agency == "ledger" else CASE_TYPES
+    registry = body.case_id is None
+    models = LEDGER_TYPES if registry else CASE_TYPES
     model = models.get(body.type)
     if model is None:
-        known = "a ledger type" if body.agency == "ledger" else "one of the case event types"
+        known = "a ledger type" if registry else "one of the case event types"
         raise ValidationError(f"{where}: unknown event type {body.type!r} (expected {known})")
     if body.type in REGISTRY_TYPES:
         if body.agency_id is None or body.case_id is not None:
