@@ -57,6 +57,7 @@ from .verify import (
 )
 
 MAX_ATTEMPTS = 30
+PARSED_CACHE_STREAMS = 64
 _VERIFY_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ed25519")
 
 
@@ -137,6 +138,7 @@ class Ledger:
         self._ledger_signer: Signer | None = None
         self._public_keys: dict[str, Ed25519PublicKey] = {}
         self._log: VerifiableLog | None = None
+        self._parsed: dict[str, list[Envelope]] = {}  # recently read cases, oldest first
         # The ledger clock; tests and simulations replace it, nothing else should.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -584,11 +586,32 @@ class Ledger:
                 return
             after = rows[-1].originator_version
 
-    def case_envelopes(self, case_id: str) -> list[Envelope]:
-        envs = list(self.stream_envelopes(f"case/{case_id}"))
+    def case_envelopes(self, case_id: str, cached: bool = True) -> list[Envelope]:
+        """A case's events in seq order.
+
+        Stored events never change, so parsed ones are kept for recently read cases
+        and only events after the cached head are read again (one query finds the
+        head). Verification never uses this cache; it reads the stored bytes.
+        """
+        stream = f"case/{case_id}"
+        oid = stream_id(stream)
+        if not cached:
+            envs = list(self.stream_envelopes(stream))
+        else:
+            head = self.store.catalog.heads([oid]).get(oid, 0)
+            envs = self._parsed.pop(stream, [])
+            if len(envs) > head:  # the store was changed behind our back: start again
+                envs = []
+            if len(envs) < head:
+                after = envs[-1].seq if envs else 0
+                rows = self.app.recorder.select_events(oid, gt=after)
+                envs = envs + [parse_envelope(bytes(r.state)) for r in rows]
+            self._parsed[stream] = envs
+            while len(self._parsed) > PARSED_CACHE_STREAMS:
+                self._parsed.pop(next(iter(self._parsed)))
         if not envs:
             raise NotFound(f"no case {case_id!r} in this ledger")
-        return envs
+        return list(envs)
 
     def agency_kinds(self) -> dict[str, str]:
         """Each registered agency's kind (police, csc, ...), read from the registry."""

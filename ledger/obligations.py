@@ -122,13 +122,37 @@ def compute_obligations(
     by_id = {e.event_id: e for e in ordered}
     case_agencies = {e.agency: e.agency_kind for e in ordered}
     child_age: int | None = None
-    all_obligations: list[Obligation] = []
+    obligations: list[Obligation] = []
     open_by_rule: dict[str, list[Obligation]] = {}
+
+    def open_obligation(rule: Rule, trigger: CaseEvent, start: datetime, owing: str) -> None:
+        period = rule.period(_context(trigger, child_age))
+        ob = Obligation(
+            rule, trigger, owing, start, deadline(start, period.value, period.clock), period
+        )
+        obligations.append(ob)
+        open_by_rule.setdefault(rule.id, []).append(ob)
+
     for event in ordered:
         age = event.payload.get("child_age")
         if isinstance(age, int):
             child_age = age
-        _discharge(event, open_by_rule)
+        # A satisfying event later in the case discharges an open obligation, whether
+        # or not it names the trigger in responds_to (a link only makes it explicit).
+        for rule in policy.by_satisfier.get(event.type, ()):
+            for ob in list(open_by_rule.get(rule.id, ())):
+                if event is ob.trigger or event.occurred < ob.trigger.occurred:
+                    continue
+                ob.satisfied.setdefault(event.type, event)
+                needed = rule.satisfied_by if rule.require_all else [event.type]
+                if all(t in ob.satisfied for t in needed):
+                    ob.discharged_at = max(e.occurred for e in ob.satisfied.values())
+                    open_by_rule[rule.id].remove(ob)
+                    if rule.recurring and not open_by_rule[rule.id]:
+                        open_obligation(rule, event, event.occurred, ob.owing_agency)
+        for rule in policy.by_until.get(event.type, ()):
+            for ob in open_by_rule.pop(rule.id, []):
+                ob.ended_by = event
         for rule in policy.by_trigger.get(event.type, ()):
             ctx = _context(event, child_age)
             if rule.condition is not None and not rule.condition(ctx):
@@ -138,66 +162,12 @@ def compute_obligations(
                 earlier = [by_id[r].occurred for r in event.responds_to if r in by_id]
                 start = min(earlier) if earlier else start
             if rule.clock_from == "latest_trigger":
-                for stale in open_by_rule.get(rule.id, []):
-                    all_obligations.remove(stale)
-                open_by_rule[rule.id] = []
-            period = rule.period(ctx)
-            ob = Obligation(
-                rule,
-                event,
-                _owing(rule, event, case_agencies),
-                start,
-                deadline(start, period.value, period.clock),
-                period,
-            )
-            all_obligations.append(ob)
-            open_by_rule.setdefault(rule.id, []).append(ob)
-        # Recurring obligations re-open from each discharge, until an ending event.
-        for ob in list(all_obligations):
-            rule = ob.rule
-            if not rule.recurring or ob.ended_by is not None:
-                continue
-            if event.type in rule.until and ob.discharged_at is None:
-                ob.ended_by = event
-                open_by_rule[rule.id].remove(ob)
-            elif (
-                ob.discharged_at is not None
-                and ob.discharged_at == event.occurred
-                and event.event_id in ob.discharged_by
-                and not any(o.trigger is event and o.rule.id == rule.id for o in all_obligations)
-            ):
-                period = rule.period(_context(event, child_age))
-                nxt = Obligation(
-                    rule,
-                    event,
-                    ob.owing_agency,
-                    event.occurred,
-                    deadline(event.occurred, period.value, period.clock),
-                    period,
-                )
-                all_obligations.append(nxt)
-                open_by_rule.setdefault(rule.id, []).append(nxt)
-    for ob in all_obligations:
+                for stale in open_by_rule.pop(rule.id, []):
+                    obligations.remove(stale)
+            open_obligation(rule, event, start, _owing(rule, event, case_agencies))
+    for ob in obligations:
         ob.status = _status(ob, as_of)
-    return all_obligations
-
-
-def _discharge(event: CaseEvent, open_by_rule: dict[str, list[Obligation]]) -> None:
-    for rule_id, obligations in open_by_rule.items():
-        for ob in list(obligations):
-            rule = ob.rule
-            if event.type not in rule.satisfied_by or event is ob.trigger:
-                continue
-            if event.occurred < ob.trigger.occurred:
-                continue
-            # A satisfying event later in the case discharges it, whether or not it
-            # names the trigger in responds_to (a link only makes the match explicit).
-            ob.satisfied.setdefault(event.type, event)
-            needed = set(rule.satisfied_by) if rule.require_all else {event.type}
-            if needed <= set(ob.satisfied):
-                ob.discharged_at = max(e.occurred for e in ob.satisfied.values())
-                obligations.remove(ob)
-        open_by_rule[rule_id] = obligations
+    return obligations
 
 
 def _status(ob: Obligation, as_of: datetime) -> str:

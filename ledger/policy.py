@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -252,13 +252,24 @@ class Policy:
     def id(self) -> str:
         return f"{self.document.id}@{self.document.version}"
 
-    @cached_property
-    def by_trigger(self) -> dict[str, list[Rule]]:
+    def _index(self, field: str) -> dict[str, list[Rule]]:
         out: dict[str, list[Rule]] = {}
         for rule in self.document.rules:
-            for t in rule.trigger:
+            for t in getattr(rule, field):
                 out.setdefault(t, []).append(rule)
         return out
+
+    @cached_property
+    def by_trigger(self) -> dict[str, list[Rule]]:
+        return self._index("trigger")
+
+    @cached_property
+    def by_satisfier(self) -> dict[str, list[Rule]]:
+        return self._index("satisfied_by")
+
+    @cached_property
+    def by_until(self) -> dict[str, list[Rule]]:
+        return self._index("until")
 
 
 def _describe(e: PydanticValidationError, raw: Any) -> str:
@@ -294,6 +305,12 @@ def load_policy(path: Path | str | None = None) -> Policy:
     return Policy(document, digest)
 
 
-def load_language_flags(path: Path = LANGUAGE_FLAGS) -> list[dict[str, Any]]:
+@lru_cache(maxsize=8)
+def _language_flags(path: Path) -> tuple[dict[str, Any], ...]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return list(data["terms"])
+    return tuple(data["terms"])
+
+
+def load_language_flags(path: Path = LANGUAGE_FLAGS) -> list[dict[str, Any]]:
+    """The victim-blaming lexicon (read once per process)."""
+    return list(_language_flags(path))

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from .clock import LONDON, days_between, describe
@@ -329,9 +330,14 @@ def stall_analysis(
     }
 
 
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
 def language_flags(events: Sequence[CaseEvent], lexicon: list[dict[str, Any]]) -> list[Flag]:
     """Victim-blaming language in decision rationales, for a human to review."""
-    compiled = [(re.compile(t["pattern"], re.IGNORECASE), t) for t in lexicon]
+    compiled = [(_compiled(t["pattern"]), t) for t in lexicon]
     flags: list[Flag] = []
     child_age: int | None = None
     for e in events:

@@ -72,16 +72,17 @@ def to_csv(r: Replay) -> str:
 
 
 def _highlight(text: str, flags: list[dict[str, Any]]) -> Markup:
+    """The text, escaped, with each flagged span marked."""
     spans = sorted({tuple(f["span"]) for f in flags if f.get("span")})
-    out, at = Markup(""), 0
+    pieces: list[str] = []
+    at = 0
     for start, end in spans:
         if start < at:
             continue
-        out += (
-            escape(text[at:start]) + Markup("<mark>") + escape(text[start:end]) + Markup("</mark>")
-        )
+        pieces += [str(escape(text[at:start])), "<mark>", str(escape(text[start:end])), "</mark>"]
         at = end
-    return out + escape(text[at:])
+    pieces.append(str(escape(text[at:])))
+    return Markup("".join(pieces))  # noqa: S704 - every piece of text above is escaped
 
 
 _ENV = Environment(
@@ -89,9 +90,18 @@ _ENV = Environment(
 )
 
 
-def to_html(r: Replay) -> str:
-    data = replay_dict(r)
-    rows = [{**row, "action_html": _highlight(row["action"], row["flags"])} for row in r.chronology]
+def to_html(r: Replay, data: dict[str, Any] | None = None) -> str:
+    """The printable chronology; `data` is `replay_dict(r)` if the caller already has it."""
+    data = data or replay_dict(r)
+    rows = [
+        {
+            **row,
+            "action_html": _highlight(row["action"], row["flags"])
+            if row["flags"]
+            else row["action"],
+        }
+        for row in r.chronology
+    ]
     return _ENV.get_template("chronology.html.j2").render(
         r=r, rows=rows, stall=_Obj(r.stall), obligations=data["obligations"], flags=data["flags"]
     )

@@ -77,7 +77,7 @@ def sweep(
 
     for case_id in ledger.iter_case_ids():
         summary.cases += 1
-        envelopes = ledger.case_envelopes(case_id)
+        envelopes = ledger.case_envelopes(case_id, cached=False)
         recorded = {
             (e.body["payload"]["rule"], e.body["payload"]["trigger_event_id"])
             for e in envelopes

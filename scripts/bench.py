@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,168 @@ def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
     return result
 
 
+SWEEP_CHILD = """
+import json, resource, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from ledger.core import Ledger
+from ledger.policy import load_policy
+from ledger.sweep import sweep
+ledger = Ledger.open(sys.argv[1], Path(sys.argv[2]), create=False)
+t = time.perf_counter()
+summary = sweep(ledger, load_policy(), datetime.now(UTC))
+elapsed = time.perf_counter() - t
+print(json.dumps({"cases": summary.cases, "open": summary.obligations - summary.breached,
+                  "seconds": elapsed, "cases_per_s": summary.cases / elapsed,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def found_body(n: int, signer: Signer, agency: str, when: str) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "case_id": f"S-{n:07d}",
+        "event_id": f"found-{n:08d}",
+        "type": "FOUND",
+        "occurred_at": when,
+        "agency": agency,
+        "actor": {"role": "officer"},
+        "payload": {"child_ref": CHILD, "child_age": 14},
+        "responds_to": [],
+        "corrects": None,
+        "key_id": signer.key_id,
+    }
+
+
+def add_cases(ledger: Ledger, signer: Signer, agency: str, start: int, count: int) -> None:
+    """Cases each holding one event with an obligation still open (a child found now)."""
+    from ledger.events import format_time
+
+    when = format_time(datetime.now(UTC))
+    for offset in range(start, start + count, 1000):
+        batch = []
+        for n in range(offset, min(offset + 1000, start + count)):
+            b = found_body(n, signer, agency, when)
+            batch.append(Submission(b, signer.sign_body(canonical(b))))
+        ledger.append_many(batch)
+
+
+def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
+    from statistics import median
+
+    from ledger.policy import load_policy
+    from ledger.report import replay_case, replay_dict, to_csv, to_html
+
+    ledger = Ledger.open(url, tmp / "keys")
+    ledger.init("bench/log")
+    _, path = ledger.register_agency("bench-police", "police", borough="Bench")
+    assert path is not None
+    signer = load_key_file(path)
+    # A 1,000-event case: disclosures, records and referrals over a year.
+    types = [
+        "DISCLOSURE_RECEIVED",
+        "CRIME_RECORDED",
+        "REFERRAL_RECEIVED",
+        "MISSING_REPORTED",
+        "FOUND",
+        "ARREST",
+        "VICTIM_NOTIFIED",
+        "INCIDENT_LOGGED",
+    ]
+    subs = []
+    for n in range(1000):
+        t = types[n % len(types)]
+        payload: dict[str, Any] = {
+            "child_ref": CHILD,
+            "child_age": 14,
+            "rationale": "She is streetwise and chose to go.",
+        }
+        if t == "DISCLOSURE_RECEIVED":
+            payload["sexual_offence"] = True
+        if t == "REFERRAL_RECEIVED":
+            payload["referral_source"] = "6"
+        if t == "ARREST":
+            payload["person_ref"] = CHILD
+        if t == "VICTIM_NOTIFIED":
+            payload["decision"] = "update"
+        b = {
+            "v": 1,
+            "case_id": "BIG",
+            "event_id": f"big-{n:05d}",
+            "type": t,
+            "occurred_at": f"2024-{1 + n // 90:02d}-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+            "agency": "bench-police",
+            "actor": {"role": "officer"},
+            "payload": payload,
+            "responds_to": [],
+            "corrects": None,
+            "key_id": signer.key_id,
+        }
+        subs.append(Submission(b, signer.sign_body(canonical(b))))
+    ledger.append_many(subs)
+    policy = load_policy()
+    timings = []
+    for _ in range(15):
+        t = time.perf_counter()
+        r = replay_case(ledger, "BIG", policy)
+        data = replay_dict(r)
+        to_csv(r), to_html(r, data)
+        timings.append((time.perf_counter() - t) * 1000)
+    tenth = max(cases // 10, 100)
+    add_cases(ledger, signer, "bench-police", 0, tenth)
+    sweep_small = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", SWEEP_CHILD, url, str(tmp / "keys")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    add_cases(ledger, signer, "bench-police", tenth, cases - tenth)
+    sweep_full = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", SWEEP_CHILD, url, str(tmp / "keys")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    ledger.close()
+    return {
+        "replay_case_events": 1000,
+        "replay_ms_p50": round(median(timings), 1),
+        "replay_ms_first_uncached": round(timings[0], 1),
+        "replay_target_ms": 50,
+        "sweep_cases": sweep_full["cases"],
+        "sweep_cases_per_s": round(sweep_full["cases_per_s"]),
+        "sweep_target_cases_per_s": 5000,
+        "sweep_peak_rss_mb": round(sweep_full["peak_rss_mb"], 1),
+        "sweep_peak_rss_mb_at_tenth": round(sweep_small["peak_rss_mb"], 1),
+        "sweep_cases_at_tenth": sweep_small["cases"],
+        "sweep_targets_met": {
+            "replay": median(timings) < 50,
+            "sweep": sweep_full["cases_per_s"] >= 5000,
+            "sweep_memory_flat": sweep_full["peak_rss_mb"] <= sweep_small["peak_rss_mb"] * 1.1,
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--cases", type=int, default=100_000, help="cases for the sweep bench")
+    parser.add_argument("--part", choices=["core", "inaction", "all"], default="all")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--json", action="store_true", help="(output is always JSON)")
     args = parser.parse_args()
+    if args.part in ("inaction", "all"):
+        with tempfile.TemporaryDirectory() as d:
+            inaction = bench_inaction(Path(d), f"sqlite:///{d}/inaction.sqlite", args.cases)
+        if args.part == "inaction":
+            print(json.dumps(inaction, indent=2))
+            return
+    else:
+        inaction = {}
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -226,7 +383,7 @@ def main() -> None:
             "verify_memory_flat": verify_full["peak_rss_mb"] <= verify_small["peak_rss_mb"] * 1.1,
         },
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps({**result, **inaction}, indent=2))
 
 
 if __name__ == "__main__":
