@@ -154,6 +154,18 @@ class Case(LedgerStream):
         super().__init__(envelope)
 
 
+class AccessLog(LedgerStream):
+    """Who read a case, when and through which route: hash-chained like the case."""
+
+    class Opened(LedgerStream.Opened):
+        @classmethod
+        def aggregate_class(cls) -> type[LedgerStream]:
+            return AccessLog
+
+    def __init__(self, envelope: bytes) -> None:  # eventsourcing would generate one otherwise
+        super().__init__(envelope)
+
+
 class Agency(LedgerStream):
     """An agency's registry stream: registration, keys added and revoked."""
 
@@ -228,4 +240,6 @@ def stream_class(stream: str) -> type[LedgerStream]:
         return Case
     if stream.startswith("agency/"):
         return Agency
+    if stream.startswith("access/"):
+        return AccessLog
     return LedgerRoot

@@ -81,7 +81,9 @@ def cmd_agency_add(args: argparse.Namespace, ledger: Ledger) -> int:
     key_id, path = ledger.register_agency(
         args.agency_id, args.kind, args.borough, args.name, public
     )
+    token = ledger.tokens.issue(f"agency:{args.agency_id}", "agency", args.agency_id)
     data = {
+        "token": token,
         "agency": args.agency_id,
         "kind": args.kind,
         "borough": args.borough,
@@ -89,7 +91,12 @@ def cmd_agency_add(args: argparse.Namespace, ledger: Ledger) -> int:
         "key_file": str(path) if path else None,
     }
     where = f", private key in {path} (mode 600)" if path else ", agency holds the private key"
-    _emit(args, data, f"registered {args.agency_id} ({args.kind}) with key {key_id}{where}")
+    _emit(
+        args,
+        data,
+        f"registered {args.agency_id} ({args.kind}) with key {key_id}{where}\n"
+        f"API token (shown once): {token}",
+    )
     return 0
 
 
@@ -120,15 +127,21 @@ def _json_arg(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {e.msg} at column {e.colno}") from None
 
 
-def cmd_append(args: argparse.Namespace, ledger: Ledger) -> int:
+def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
     payload = _json_arg(args.payload, "--payload")
     occurred = args.occurred_at or format_time(datetime.now(UTC))
     try:
         parse_time(occurred, "--occurred-at")
     except ValidationError as e:
         raise UsageError(str(e)) from None
-    ledger.agency(args.agency)  # an unknown agency is named before any key is looked for
-    key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
+    if args.server:
+        if not (args.token and args.key):
+            raise UsageError("--server needs --token and --key (the agency's private key file)")
+        key_path = Path(args.key)
+    else:
+        assert ledger is not None
+        ledger.agency(args.agency)  # an unknown agency is named before any key is looked for
+        key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
     signer = load_key_file(key_path)
     event_id = args.event_id or f"{args.agency}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
     body: dict[str, Any] = {
@@ -145,9 +158,43 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger) -> int:
         "key_id": signer.key_id,
     }
     validate_body(body, datetime.now(UTC))
+    if args.server:
+        from .client import LedgerClient
+
+        client = LedgerClient(args.server, args.token, signer)
+        try:
+            data = client.append(body)
+        finally:
+            client.close()
+        _emit(
+            args,
+            data,
+            f"case/{data['case_id']} seq {data['seq']} {data['event_hash']}"
+            + (" (already recorded: original receipt)" if data["duplicate"] else ""),
+        )
+        return 0
+    assert ledger is not None
     receipt = ledger.append(Submission(body, signer.sign_body(canonical(body))))
     note = " (already recorded: original receipt)" if receipt.duplicate else ""
     _emit(args, receipt.as_dict(), f"{receipt.stream} seq {receipt.seq} {receipt.event_hash}{note}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    db = args.db or default_db_url()
+    Ledger.open(db, _keys_dir(args), create=False).close()  # refuse a missing ledger early
+    os.environ["LEDGER_DB"] = db
+    os.environ["LEDGER_KEYS"] = str(_keys_dir(args))
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
     return 0
 
 
@@ -465,6 +512,36 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     return verify_main(argv)
 
 
+def cmd_token_add(args: argparse.Namespace, ledger: Ledger) -> int:
+    token = ledger.tokens.issue(args.name, args.role, args.agency)
+    _emit(
+        args,
+        {"name": args.name, "role": args.role, "token": token},
+        f"token {args.name} ({args.role}), shown once: {token}",
+    )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, ledger: Ledger) -> int:
+    ledger.tokens.revoke(args.name)
+    _emit(args, {"name": args.name, "revoked": True}, f"revoked token {args.name}")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, ledger: Ledger) -> int:
+    tokens = ledger.tokens.list()
+    _emit(
+        args,
+        tokens,
+        "\n".join(
+            f"{t['name']}\t{t['role']}\t{t['agency'] or ''}\t"
+            f"{'revoked ' + str(t['revoked_at']) if t['revoked_at'] else 'active'}"
+            for t in tokens
+        ),
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
     from .demo import load_demo
 
@@ -531,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responds-to", action="append")
     p.add_argument("--corrects")
     p.add_argument("--key", help="agency private key file (default KEYS/agencies/AGENCY.key)")
+    p.add_argument("--server", help="append over HTTP to this ledger (with --token and --key)")
+    p.add_argument("--token", help="the agency's API token (for --server)")
     p.set_defaults(func=cmd_append)
 
     p = sub.add_parser("import", parents=[common], help="bulk-append events from JSONL")
@@ -602,6 +681,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--witness-key", action="append", help="require this witness's cosignature")
     p.set_defaults(func=cmd_verify_bundle, offline=True)
 
+    token = sub.add_parser("token", parents=[common], help="API tokens for readers and admins")
+    tsub = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    p = tsub.add_parser("add", parents=[common], help="issue a token (shown once)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["panel", "auditor", "admin", "agency"])
+    p.add_argument("--agency", help="for --role agency: the agency it writes as")
+    p.set_defaults(func=cmd_token_add)
+    p = tsub.add_parser("revoke", parents=[common], help="revoke a token by name")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_token_revoke)
+    p = tsub.add_parser("list", parents=[common], help="list tokens (never their secrets)")
+    p.set_defaults(func=cmd_token_list)
+
+    p = sub.add_parser("serve", parents=[common], help="HTTP API (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve, offline=True)
+
     p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -616,7 +714,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "import" and args.batch < 1:
             raise UsageError("--batch must be at least 1")
         if getattr(args, "offline", False):
-            return int(args.func(args))  # needs no database
+            return int(args.func(args))  # opens no ledger of its own
+        if args.command == "append" and args.server:
+            return int(args.func(args, None))
         ledger = _open(args)
         try:
             return int(args.func(args, ledger))

@@ -28,7 +28,7 @@ from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import PersistenceError
 
 from .canonical import canonical, envelope_bytes, format_recorded_at, sha256_hex
-from .case import Agency, Case, LedgerRoot, LedgerStream, stream_class
+from .case import Agency, LedgerRoot, LedgerStream, stream_class
 from .checkpoint import NoteVerifier
 from .errors import (
     Conflict,
@@ -42,6 +42,7 @@ from .events import AgencyKind, format_time, validate_body
 from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
 from .store import Store, open_store
+from .tokens import TokenStore
 from .verify import (
     GENESIS_TYPE,
     LEDGER_AGENCY,
@@ -157,6 +158,10 @@ class Ledger:
         if self._log is None:
             self._log = VerifiableLog(self.store)
         return self._log
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.log.db)
 
     def origin(self) -> str:
         root = self.root()
@@ -550,9 +555,9 @@ class Ledger:
                     cached = None
             if cached is not None and cached.version == heads[oid]:
                 streams[name] = copy.deepcopy(cached)
-            elif name.startswith("case/"):
+            elif name.startswith(("case/", "access/")):  # state is only the chain head
                 newest = self.stored_envelope(oid, heads[oid])
-                streams[name] = Case.at_head(oid, newest)
+                streams[name] = stream_class(name).at_head(oid, newest)
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
 
@@ -612,6 +617,25 @@ class Ledger:
         if not envs:
             raise NotFound(f"no case {case_id!r} in this ledger")
         return list(envs)
+
+    def record_access(self, case_id: str, reader: str, role: str, route: str) -> Receipt:
+        """Put a panel's or auditor's read of a case on record (the access log stream)."""
+        moment = self.clock()
+        event_id = (
+            "access-"
+            + sha256_hex(
+                f"{case_id}\0{reader}\0{route}\0{moment.isoformat()}\0{os.urandom(8).hex()}".encode()
+            )[:40]
+        )
+        return self.append_system(
+            {"case_id": case_id},
+            "ACCESS_READ",
+            {"reader": reader, "summary": f"{role} {route}"},
+            event_id=event_id,
+        )
+
+    def access_log(self, case_id: str) -> list[Envelope]:
+        return list(self.stream_envelopes(f"access/{case_id}"))
 
     def agency_kinds(self) -> dict[str, str]:
         """Each registered agency's kind (police, csc, ...), read from the registry."""

@@ -274,6 +274,32 @@ class VerifiableLog:
                 range_hash(tree, 0, size),
             )
 
+    def entries(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Integrated leaves [start, end) with the stored bytes each one hashes."""
+        with self.db.read() as cur:
+            rows = cur.execute(
+                "SELECT leaf_index, notification_id, event_hash FROM merkle_leaves "
+                "WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+                (start, end),
+            ).fetchall()
+        if not rows:
+            return []
+        first, last = int(rows[0][1]), int(rows[-1][1])
+        states = {
+            n.id: bytes(n.state)
+            for n in self.store.app.recorder.select_notifications(
+                first, last - first + 1, stop=last
+            )
+        }
+        return [
+            {
+                "leaf_index": int(r[0]),
+                "event_hash": str(r[2]),
+                "envelope": states[int(r[1])].decode("utf-8") if int(r[1]) in states else None,
+            }
+            for r in rows
+        ]
+
     def consistency(self, first: int, second: int) -> ConsistencyProof:
         self._check_size(second)
         if not 1 <= first <= second:

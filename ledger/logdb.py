@@ -1,4 +1,5 @@
-"""Tables of the verifiable log (tree nodes, leaves, checkpoints, cosignatures), on either store.
+"""Side tables beside the event store (the Merkle log's nodes, leaves, checkpoints and
+cosignatures; API token hashes), on either store.
 
 They live in the ledger's database beside the eventsourcing tables. One
 integrator writes at a time: on PostgreSQL a transaction-scoped advisory lock,
@@ -31,6 +32,8 @@ TABLES = (
     "CREATE TABLE IF NOT EXISTS log_cosignatures (tree_size BIGINT NOT NULL, "
     "witness TEXT NOT NULL, verifier_key TEXT NOT NULL, line TEXT NOT NULL, "
     "created_at TEXT NOT NULL, PRIMARY KEY (tree_size, witness))",
+    "CREATE TABLE IF NOT EXISTS api_tokens (token_hash TEXT PRIMARY KEY, name TEXT NOT NULL "
+    "UNIQUE, role TEXT NOT NULL, agency TEXT, created_at TEXT NOT NULL, revoked_at TEXT)",
 )
 
 

@@ -33,6 +33,7 @@ STREAM_NAMESPACE = uuid.UUID("6f1c8a52-3c1e-5d0b-9a57-2f4f1c0de5a1")
 LEDGER_AGENCY = "ledger"
 LEDGER_STREAM = "ledger"
 GENESIS_TYPE = "LEDGER_INITIALISED"
+ACCESS_TYPE = "ACCESS_READ"  # kept in the case's access log stream, not its chronology
 REGISTRY_TYPES = frozenset({"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"})
 
 ENVELOPE_KEYS = frozenset({"v", "body", "sig", "seq", "recorded_at", "prev_hash"})
@@ -89,6 +90,8 @@ def stream_of(body: dict[str, Any]) -> str:
         return LEDGER_STREAM
     if kind in REGISTRY_TYPES:
         return f"agency/{body['agency_id']}"
+    if kind == ACCESS_TYPE:
+        return f"access/{body['case_id']}"
     return f"case/{body['case_id']}"
 
 

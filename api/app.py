@@ -1,0 +1,97 @@
+"""The FastAPI application: agencies append, panels read, auditors check.
+
+`create_app()` opens the ledger named by the settings once per process, starts
+the group committer and, if configured, the background integrator and watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from ledger.core import Ledger
+from ledger.groupcommit import GroupCommitter
+from ledger.policy import load_policy
+from ledger.sweep import sweep
+
+from . import problems
+from .deps import RateLimiter, Server
+from .middleware import Limits, SecurityHeaders
+from .routes import admin, cases, events, health, log
+from .settings import Settings
+
+logger = logging.getLogger("ledger.api")
+
+
+def _every(seconds: float, stop: threading.Event, name: str, work: Callable[[], object]) -> None:
+    def loop() -> None:
+        while not stop.wait(seconds):
+            try:
+                work()
+            except Exception:  # keep running; the next round retries
+                logger.exception("%s failed", name)
+
+    if seconds > 0:
+        threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger = Ledger.open(settings.db, settings.keys, create=False)
+        policy = load_policy(settings.policy)
+        committer = GroupCommitter(
+            ledger, settings.group_commit_max, settings.group_commit_window_ms / 1000
+        )
+        app.state.server = Server(
+            settings,
+            ledger,
+            ledger.tokens,
+            policy,
+            committer,
+            RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        )
+        stop = threading.Event()
+        _every(settings.integrate_every_s, stop, "integrator", ledger.log.integrate_all)
+        _every(
+            settings.sweep_every_s,
+            stop,
+            "watchdog",
+            lambda: sweep(ledger, policy, datetime.now(UTC)),
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            committer.close()
+            ledger.close()
+
+    app = FastAPI(
+        title="Response Ledger",
+        version="1",
+        summary="Tamper-evident record of how agencies respond to child-protection cases",
+        description="Agencies append signed events; panels replay cases; auditors verify. "
+        "Errors are RFC 9457 application/problem+json.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (events, cases, log, admin, health):
+        app.include_router(module.router, responses=problems.ERROR_RESPONSES)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(Limits, max_body=settings.max_body_bytes, max_batch=settings.max_batch_bytes)
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,101 @@
+"""Dependencies: the open ledger, who is asking, and whether their role may."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ledger.core import Ledger
+from ledger.groupcommit import GroupCommitter
+from ledger.policy import Policy
+from ledger.tokens import Principal, Role, TokenStore
+
+from .settings import Settings
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per API token name (in this process)."""
+
+    rate: float
+    burst: int
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            tokens, last = self.buckets.get(key, (float(self.burst), now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self.buckets[key] = (tokens, now)
+                return False
+            self.buckets[key] = (tokens - 1, now)
+            return True
+
+
+@dataclass
+class Server:
+    settings: Settings
+    ledger: Ledger
+    tokens: TokenStore
+    policy: Policy
+    committer: GroupCommitter
+    limiter: RateLimiter
+
+
+def server(request: Request) -> Server:
+    srv: Server = request.app.state.server
+    return srv
+
+
+_bearer = HTTPBearer(
+    auto_error=False, description="API token from `ledger token add` or `ledger agency add`"
+)
+
+
+def principal(
+    request: Request,
+    srv: Annotated[Server, Depends(server)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    who = srv.tokens.lookup(credentials.credentials)
+    if who is None:
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    if not srv.limiter.allow(who.name):
+        raise HTTPException(
+            429, "rate limit exceeded for this token; slow down", headers={"Retry-After": "1"}
+        )
+    request.state.principal = who
+    return who
+
+
+def requires(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting only the given roles."""
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise HTTPException(403, f"role {who.role.value} may not do this (needs {allowed})")
+        return who
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(requires(Role.PANEL, Role.AUDITOR))]
+Panel = Annotated[Principal, Depends(requires(Role.PANEL))]
+Auditor = Annotated[Principal, Depends(requires(Role.AUDITOR))]
+Agency = Annotated[Principal, Depends(requires(Role.AGENCY))]
+Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
+AnyRole = Annotated[Principal, Depends(principal)]
+Srv = Annotated[Server, Depends(server)]

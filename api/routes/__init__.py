@@ -1,0 +1,1 @@
+"""One module per resource; routes translate HTTP to calls on `ledger` and back."""

@@ -1,0 +1,171 @@
+"""Appending events: one at a time (group-committed) or in atomic batches."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger.core import Receipt, Submission
+from ledger.tokens import Principal
+from ledger.verify import b64decode
+
+from ..deps import Agency, Server, Srv
+
+router = APIRouter(tags=["events"])
+
+EXAMPLE_BODY: dict[str, Any] = {
+    "v": 1,
+    "case_id": "DEMO-LAM-0001",
+    "event_id": "met-2024-000123",
+    "type": "CRIME_RECORDED",
+    "occurred_at": "2024-03-04T09:00:00Z",
+    "agency": "met-police-south",
+    "actor": {"role": "investigator"},
+    "payload": {"child_ref": "child_awlkmltuwbsmx7skxa3s5unaba", "ho_class": "Rape"},
+    "responds_to": ["DEMO-LAM-0001-001"],
+    "corrects": None,
+    "key_id": "2aa025ccd4a0462a5ca0d41dc9e6b85e",
+}
+
+
+class SignedEvent(BaseModel):
+    """A body as the agency signed it (RFC 8785 form is computed by the ledger) and the
+    base64 Ed25519 signature over `response-ledger/v1/event-body\\n` + canonical body."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"body": EXAMPLE_BODY, "sig": "base64 signature (88 characters)"}]
+        },
+    )
+    body: dict[str, Any]
+    sig: Annotated[str, Field(max_length=200)]
+
+
+class ReceiptOut(BaseModel):
+    """What the agency keeps: where the event sits in its case's chain, and its hash."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": "DEMO-LAM-0001",
+                    "event_id": "met-2024-000123",
+                    "seq": 9,
+                    "event_hash": "65ce5af2da7017d924d81a73b3288598"
+                    "98f2fcbe703394ff9b2df005e557d795",
+                    "recorded_at": "2026-11-25T11:46:03.677086Z",
+                    "leaf_index": None,
+                    "duplicate": False,
+                }
+            ]
+        }
+    )
+    case_id: str | None
+    event_id: str
+    seq: int
+    event_hash: str
+    recorded_at: str
+    leaf_index: int | None = None
+    duplicate: bool = False
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[list[SignedEvent], Field(min_length=1, max_length=1000)]
+
+
+class BatchReceipts(BaseModel):
+    receipts: list[ReceiptOut]
+
+
+def to_submission(
+    event: SignedEvent, who: Principal, case_id: str | None, n: int | None = None
+) -> Submission:
+    where = "" if n is None else f"events[{n}]: "
+    body = event.body
+    if body.get("agency") != who.agency:
+        raise HTTPException(
+            403, f"{where}this token writes as {who.agency!r}, not as {body.get('agency')!r}"
+        )
+    if case_id is not None and body.get("case_id") != case_id:
+        raise HTTPException(
+            422,
+            f"{where}body.case_id {body.get('case_id')!r} is not the "
+            f"case in the path ({case_id!r})",
+        )
+    if not isinstance(body.get("case_id"), str):
+        raise HTTPException(422, f"{where}body.case_id is required")
+    try:
+        sig = b64decode(event.sig)
+    except (ValueError, TypeError):
+        raise HTTPException(422, f"{where}sig is not base64") from None
+    return Submission(body, sig)
+
+
+def receipt_out(srv: Server, r: Receipt) -> ReceiptOut:
+    leaf: int | None
+    try:
+        leaf = srv.ledger.log.leaf_index_of(r.event_hash)
+    except Exception:  # not integrated yet
+        leaf = None
+    return ReceiptOut(
+        case_id=r.case_id,
+        event_id=r.event_id,
+        seq=r.seq,
+        event_hash=r.event_hash,
+        recorded_at=r.recorded_at,
+        leaf_index=leaf,
+        duplicate=r.duplicate,
+    )
+
+
+@router.post(
+    "/v1/cases/{case_id}/events",
+    status_code=201,
+    response_model=ReceiptOut,
+    summary="Append one signed event (retries with the same event_id are safe)",
+    responses={
+        200: {
+            "description": "Already recorded with this body: the original receipt",
+            "model": ReceiptOut,
+        },
+        409: {"description": "event_id already used with a different body"},
+    },
+)
+async def append_event(
+    case_id: str, event: Annotated[SignedEvent, Body()], who: Agency, srv: Srv, response: Response
+) -> ReceiptOut:
+    submission = to_submission(event, who, case_id)
+    receipt = await asyncio.wrap_future(srv.committer.submit(submission))
+    if receipt.duplicate:
+        response.status_code = 200
+    return await run_in_threadpool(receipt_out, srv, receipt)
+
+
+@router.post(
+    "/v1/events:batch",
+    status_code=201,
+    response_model=BatchReceipts,
+    summary="Append up to 1,000 signed events atomically: all are recorded, or none",
+)
+async def append_batch(batch: Batch, who: Agency, srv: Srv) -> BatchReceipts:
+    submissions = [to_submission(e, who, None, n) for n, e in enumerate(batch.events)]
+    receipts = await run_in_threadpool(srv.ledger.append_many, submissions)
+    return BatchReceipts(
+        receipts=[
+            ReceiptOut(
+                case_id=r.case_id,
+                event_id=r.event_id,
+                seq=r.seq,
+                event_hash=r.event_hash,
+                recorded_at=r.recorded_at,
+                duplicate=r.duplicate,
+            )
+            for r in receipts
+        ]
+    )

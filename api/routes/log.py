@@ -1,0 +1,66 @@
+"""The verifiable log: checkpoints for anyone with a token; proofs and entries for auditors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from ..deps import AnyRole, Auditor, Srv
+
+router = APIRouter(tags=["log"])
+NonNegative = Annotated[int, Query(ge=0, le=2**53)]
+
+
+@router.get(
+    "/v1/log/checkpoint",
+    response_class=PlainTextResponse,
+    summary="Latest signed checkpoint (C2SP signed note, with cosignatures)",
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "example": "response-ledger.local/log\n67\nVBrKm9Sd...=\n\n"
+                    "— response-ledger.local/log iFa3...\n"
+                }
+            }
+        }
+    },
+)
+async def checkpoint(who: AnyRole, srv: Srv) -> PlainTextResponse:
+    note = await run_in_threadpool(srv.ledger.log.latest_checkpoint)
+    return PlainTextResponse(note)
+
+
+@router.get("/v1/log/proof/inclusion", summary="RFC 9162 inclusion proof")
+async def inclusion(
+    who: Auditor,
+    srv: Srv,
+    index: NonNegative | None = None,
+    tree_size: NonNegative | None = None,
+    event_hash: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None,
+) -> dict[str, Any]:
+    if (index is None) == (event_hash is None):
+        raise HTTPException(400, "give exactly one of index and event_hash")
+
+    def work() -> dict[str, Any]:
+        leaf = index if index is not None else srv.ledger.log.leaf_index_of(str(event_hash))
+        return srv.ledger.log.inclusion(leaf, tree_size).as_dict()
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/v1/log/proof/consistency", summary="RFC 9162 consistency proof")
+async def consistency(
+    who: Auditor, srv: Srv, first: NonNegative, second: NonNegative
+) -> dict[str, Any]:
+    return (await run_in_threadpool(srv.ledger.log.consistency, first, second)).as_dict()
+
+
+@router.get("/v1/log/entries", summary="Log entries [start, end) with their stored bytes")
+async def entries(who: Auditor, srv: Srv, start: NonNegative, end: NonNegative) -> dict[str, Any]:
+    if end <= start or end - start > 1000:
+        raise HTTPException(400, "need start < end and at most 1000 entries")
+    return {"entries": await run_in_threadpool(srv.ledger.log.entries, start, end)}

@@ -1,0 +1,100 @@
+"""The agency client: sign a body with the agency's key and post it, retrying safely.
+
+Retries after a timeout, a dropped connection or a 503 reuse the same signed body
+and `event_id`, so the ledger records the event once and answers the retry with
+the original receipt.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import time
+from typing import Any
+
+import httpx
+
+from .canonical import canonical
+from .errors import (
+    Conflict,
+    LedgerError,
+    NotFound,
+    SignatureError,
+    StoreUnavailable,
+    UsageError,
+    ValidationError,
+)
+from .keys import Signer
+
+ERRORS: dict[int, type[LedgerError]] = {
+    400: UsageError,
+    401: SignatureError,
+    403: SignatureError,
+    404: NotFound,
+    409: Conflict,
+    413: UsageError,
+    415: UsageError,
+    422: ValidationError,
+}
+
+
+class LedgerClient:
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        signer: Signer,
+        timeout: float = 10.0,
+        attempts: int = 8,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=server.rstrip("/"),
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+        )
+        self.signer = signer
+        self.attempts = attempts
+
+    def close(self) -> None:
+        self.http.close()
+
+    def signed(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "key_id": self.signer.key_id}
+        sig = self.signer.sign_body(canonical(body))
+        return {"body": body, "sig": base64.b64encode(sig).decode()}
+
+    def append(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Post one event; the receipt, from the first try or a retry."""
+        payload = self.signed(body)
+        path = f"/v1/cases/{body['case_id']}/events"
+        delay = 0.1
+        for attempt in range(self.attempts):
+            try:
+                response = self.http.post(path, json=payload)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                if attempt == self.attempts - 1:
+                    raise StoreUnavailable(
+                        f"cannot reach the ledger at {self.http.base_url}: {e}"
+                    ) from None
+            else:
+                if response.status_code in (200, 201):
+                    receipt: dict[str, Any] = response.json()
+                    return receipt
+                if response.status_code not in (429, 502, 503, 504):
+                    raise _error(response)
+                if attempt == self.attempts - 1:
+                    raise _error(response)
+            time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not security
+            delay = min(delay * 2, 5.0)
+        raise StoreUnavailable("gave up after retries")  # pragma: no cover - loop returns
+
+
+def _error(response: httpx.Response) -> LedgerError:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    cls = ERRORS.get(response.status_code, StoreUnavailable)
+    return cls(f"ledger refused ({response.status_code}): {detail}")

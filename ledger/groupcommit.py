@@ -1,0 +1,86 @@
+"""Group commit: concurrent single appends share one transaction.
+
+Request threads hand their submission to `GroupCommitter.submit` and wait on the
+returned future; one committer thread gathers whatever arrives within a few
+milliseconds (or up to a few hundred events) and saves it with one
+`append_many`. A request is answered only after its transaction has committed.
+If a batch is refused as a whole, its items are retried one by one so that each
+request gets its own answer and one bad event cannot fail another agency's.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from .core import Ledger, Receipt, Submission
+from .errors import LedgerError, StoreUnavailable
+
+
+class GroupCommitter:
+    def __init__(self, ledger: Ledger, max_batch: int = 500, window_s: float = 0.004) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self._queue: queue.Queue[tuple[Submission, Future[Receipt]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.events = 0
+
+    def submit(self, submission: Submission) -> Future[Receipt]:
+        future: Future[Receipt] = Future()
+        self._queue.put((submission, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.window_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = (
+                        self._queue.get(timeout=max(remaining, 0))
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._commit(batch)
+                    return
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Submission, Future[Receipt]]]) -> None:
+        self.batches += 1
+        self.events += len(batch)
+        try:
+            receipts = self.ledger.append_many([s for s, _ in batch])
+        except StoreUnavailable as e:
+            for _, future in batch:
+                future.set_exception(e)
+            return
+        except LedgerError:
+            for submission, future in batch:
+                try:
+                    future.set_result(self.ledger.append(submission))
+                except BaseException as e:  # each request gets its own answer
+                    future.set_exception(e)
+            return
+        except BaseException as e:
+            for _, future in batch:
+                future.set_exception(e)
+            return
+        for (_, future), receipt in zip(batch, receipts, strict=True):
+            future.set_result(receipt)

@@ -1,0 +1,106 @@
+"""API bearer tokens: random 256-bit secrets, stored only as SHA-256 hashes.
+
+A token is shown once, when issued. Each has a role (agency, panel, auditor,
+admin) and, for agencies, the agency it may write as. Revocation is immediate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from .canonical import format_recorded_at
+from .errors import Conflict, NotFound, UsageError
+from .logdb import LogDB
+
+TOKEN_PREFIX = "rl_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot
+
+
+class Role(StrEnum):
+    AGENCY = "agency"
+    PANEL = "panel"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is from."""
+
+    name: str
+    role: Role
+    agency: str | None = None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, db: LogDB) -> None:
+        self.db = db
+
+    def issue(self, name: str, role: Role | str, agency: str | None = None) -> str:
+        try:
+            role = Role(role)
+        except ValueError:
+            raise UsageError(
+                f"role {role!r} is not one of {', '.join(r.value for r in Role)}"
+            ) from None
+        if (role is Role.AGENCY) != (agency is not None):
+            raise UsageError("agency tokens, and only they, name an agency")
+        token = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip(
+            "="
+        )
+        with self.db.write() as cur:
+            if cur.execute("SELECT 1 FROM api_tokens WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"a token named {name!r} already exists")
+            cur.execute(
+                "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, NULL)",
+                (
+                    token_hash(token),
+                    name,
+                    role.value,
+                    agency,
+                    format_recorded_at(datetime.now(UTC)),
+                ),
+            )
+        return token
+
+    def revoke(self, name: str) -> None:
+        with self.db.write() as cur:
+            row = cur.execute(
+                "SELECT revoked_at FROM api_tokens WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no token named {name!r}")
+            if row[0] is not None:
+                raise Conflict(f"token {name!r} was already revoked at {row[0]}")
+            cur.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE name = ?",
+                (format_recorded_at(datetime.now(UTC)), name),
+            )
+
+    def lookup(self, token: str) -> Principal | None:
+        """The principal a presented token stands for, or None (unknown or revoked)."""
+        with self.db.read() as cur:
+            row = cur.execute(
+                "SELECT name, role, agency FROM api_tokens WHERE token_hash = ? AND "
+                "revoked_at IS NULL",
+                (token_hash(token),),
+            ).fetchone()
+        return None if row is None else Principal(str(row[0]), Role(row[1]), row[2])
+
+    def list(self) -> list[dict[str, str | None]]:
+        with self.db.read() as cur:
+            return [
+                {"name": r[0], "role": r[1], "agency": r[2], "created_at": r[3], "revoked_at": r[4]}
+                for r in cur.execute(
+                    "SELECT name, role, agency, created_at, revoked_at FROM api_tokens "
+                    "ORDER BY name"
+                ).fetchall()
+            ]

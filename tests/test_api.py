@@ -1,0 +1,279 @@
+"""The HTTP API on both stores: roles on every route, signed appends, errors as problems."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import Settings
+from ledger.audit import audit
+from ledger.canonical import canonical
+from ledger.core import Ledger
+from ledger.keys import Signer, load_key_file
+from tests.conftest import CHILD
+
+
+@dataclass
+class Api:
+    client: TestClient
+    tokens: dict[str, str]
+    signers: dict[str, Signer]
+    url: str
+    keys: Path
+    counter: int = 0
+
+    def auth(self, role: str | None) -> dict[str, str]:
+        return {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def signed(
+        self,
+        agency: str = "police-a",
+        case_id: str = "C-1",
+        signer: Signer | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        self.counter += 1
+        signer = signer or self.signers[agency]
+        body: dict[str, Any] = {
+            "v": 1,
+            "case_id": case_id,
+            "event_id": f"api-{self.counter:05d}",
+            "type": "CHILD_SEEN",
+            "occurred_at": "2024-03-03T14:05:00Z",
+            "agency": agency,
+            "actor": {"role": "officer"},
+            "payload": {"child_ref": CHILD},
+            "responds_to": [],
+            "corrects": None,
+            "key_id": signer.key_id,
+        }
+        body.update(fields)
+        return {"body": body, "sig": base64.b64encode(signer.sign_body(canonical(body))).decode()}
+
+    def post(self, event: dict[str, Any], role: str = "agency") -> Any:
+        return self.client.post(
+            f"/v1/cases/{event['body']['case_id']}/events", json=event, headers=self.auth(role)
+        )
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path: Path) -> Iterator[Api]:
+    keys = tmp_path / "keys"
+    ledger = Ledger.open(db_url, keys)
+    ledger.init("api.test/log")
+    signers = {}
+    for agency, kind in (("police-a", "police"), ("csc-b", "csc")):
+        _, path = ledger.register_agency(agency, kind, borough="Lambeth")
+        assert path is not None
+        signers[agency] = load_key_file(path)
+    tokens = {
+        "agency": ledger.tokens.issue("agency:police-a", "agency", "police-a"),
+        "agency-b": ledger.tokens.issue("agency:csc-b", "agency", "csc-b"),
+        "panel": ledger.tokens.issue("panel-1", "panel"),
+        "auditor": ledger.tokens.issue("auditor-1", "auditor"),
+        "admin": ledger.tokens.issue("admin-1", "admin"),
+    }
+    ledger.close()
+    app = create_app(
+        Settings(
+            db=db_url,
+            keys=keys,
+            integrate_every_s=0,
+            sweep_every_s=0,
+            rate_limit_per_s=10_000,
+            rate_limit_burst=10_000,
+        )
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        a = Api(client, tokens, signers, db_url, keys)
+        assert a.post(a.signed(case_id="C-1")).status_code == 201
+        a.client.app.state.server.ledger.checkpoint()  # type: ignore[attr-defined]
+        yield a
+
+
+ROUTES: list[tuple[str, str, set[str]]] = [
+    ("POST", "/v1/cases/C-1/events", {"agency"}),
+    ("POST", "/v1/events:batch", {"agency"}),
+    ("GET", "/v1/cases", {"panel", "auditor", "agency"}),
+    ("GET", "/v1/cases/C-1/events", {"panel", "auditor", "agency"}),
+    ("GET", "/v1/cases/C-1/replay", {"panel"}),
+    ("GET", "/v1/cases/C-1/chronology?format=csv", {"panel"}),
+    ("GET", "/v1/cases/C-1/stalls", {"panel"}),
+    ("GET", "/v1/cases/C-1/bundle", {"panel", "auditor"}),
+    ("GET", "/v1/log/checkpoint", {"panel", "auditor", "agency", "admin"}),
+    ("GET", "/v1/log/proof/inclusion?index=0", {"auditor"}),
+    ("GET", "/v1/log/proof/consistency?first=1&second=2", {"auditor"}),
+    ("GET", "/v1/log/entries?start=0&end=2", {"auditor"}),
+    ("GET", "/v1/agencies", {"admin"}),
+    ("POST", "/v1/tokens", {"admin"}),
+]
+
+
+def call(api: Api, method: str, path: str, role: str | None) -> Any:
+    if method == "GET":
+        return api.client.get(path, headers=api.auth(role))
+    if path.endswith(":batch"):
+        payload: Any = {"events": [api.signed()]}
+    elif path == "/v1/tokens":
+        payload = {"name": f"t-{api.counter}-{role}", "role": "panel"}
+        api.counter += 1
+    else:
+        payload = api.signed()
+    return api.client.post(path, json=payload, headers=api.auth(role))
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), ROUTES, ids=[r[1] for r in ROUTES])
+def test_every_role_boundary_both_ways(api: Api, method: str, path: str, allowed: set[str]) -> None:
+    for role in ("agency", "panel", "auditor", "admin"):
+        r = call(api, method, path, role)
+        if role in allowed:
+            assert r.status_code in (200, 201), (role, r.status_code, r.text)
+        else:
+            assert r.status_code == 403, (role, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+    r = call(api, method, path, None)
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_idempotent_retry_and_conflict(api: Api) -> None:
+    event = api.signed()
+    first = api.post(event)
+    assert first.status_code == 201
+    again = api.post(event)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert {k: v for k, v in again.json().items() if k != "duplicate"} == {
+        k: v for k, v in first.json().items() if k != "duplicate"
+    }
+    changed = api.signed(event_id=event["body"]["event_id"], occurred_at="2024-03-04T09:00:00Z")
+    clash = api.post(changed)
+    assert clash.status_code == 409 and clash.headers["content-type"] == "application/problem+json"
+
+
+def test_agency_cannot_write_as_another_or_without_its_key(api: Api) -> None:
+    # Its own token, another agency's body (even signed with that agency's key).
+    assert api.post(api.signed(agency="csc-b")).status_code == 403
+    # A stolen token without the key: a body signed by someone else's key.
+    thief = Signer(Ed25519PrivateKey.generate())
+    assert api.post(api.signed(signer=thief)).status_code == 403
+    forged = api.signed()
+    forged["sig"] = api.signed(signer=thief)["sig"]
+    assert api.post(forged).status_code == 403
+
+
+def test_revoked_key_and_revoked_token_are_refused(api: Api) -> None:
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    old = api.signers["police-a"]
+    _, path = ledger.add_agency_key("police-a")
+    ledger.revoke_agency_key("police-a", old.key_id, "device lost")
+    assert api.post(api.signed(signer=old)).status_code == 403
+    api.signers["police-a"] = load_key_file(path)
+    assert api.post(api.signed()).status_code == 201
+    r = api.client.delete("/v1/tokens/agency:police-a", headers=api.auth("admin"))
+    assert r.status_code == 204
+    r = api.post(api.signed())
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_batch_is_atomic(api: Api) -> None:
+    good = api.signed(case_id="B-1")
+    bad = api.signed(case_id="B-2", type="CASE_CLOSED", payload={"reason": "RC0"})
+    r = api.client.post(
+        "/v1/events:batch", json={"events": [good, bad]}, headers=api.auth("agency")
+    )
+    assert r.status_code == 422 and "payload.reason" in r.json()["detail"]
+    assert api.client.get("/v1/cases/B-1/events", headers=api.auth("panel")).status_code == 404
+    r = api.client.post("/v1/events:batch", json={"events": [good]}, headers=api.auth("agency"))
+    assert r.status_code == 201 and r.json()["receipts"][0]["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status"),
+    [
+        ({"content-type": "text/plain"}, b"{}", 415),
+        ({"content-type": "application/json"}, b"{" * (1 << 20) + b"}", 413),
+        ({"content-type": "application/json"}, b"not json", 422),
+        ({"content-type": "application/json"}, b'{"body": {}, "sig": "x"}', 403),
+        ({"content-type": "application/json"}, b'{"body": [], "sig": 1}', 422),
+    ],
+)
+def test_bad_requests_are_problems_never_500(
+    api: Api, headers: dict[str, str], content: bytes, status: int
+) -> None:
+    r = api.client.post(
+        "/v1/cases/C-1/events", content=content, headers={**headers, **api.auth("agency")}
+    )
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+
+
+def test_every_panel_read_is_on_the_hash_chained_access_log(api: Api) -> None:
+    for route in ("replay", "stalls", "chronology?format=html"):
+        assert (
+            api.client.get(f"/v1/cases/C-1/{route}", headers=api.auth("panel")).status_code == 200
+        )
+    assert api.client.get("/v1/cases/C-1/bundle", headers=api.auth("auditor")).status_code == 200
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    log = ledger.access_log("C-1")
+    assert [e.body["payload"]["reader"] for e in log] == ["panel-1"] * 3 + ["auditor-1"]
+    assert all(b.prev_hash == a.event_hash for a, b in itertools.pairwise(log))
+    report = audit(ledger.store, ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_auditor_sees_metadata_not_content(api: Api) -> None:
+    events = api.client.get("/v1/cases/C-1/events", headers=api.auth("auditor")).json()["events"]
+    assert events and all("envelope" not in e and e["event_hash"] for e in events)
+    own = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency-b")).json()["events"]
+    assert own == []  # csc-b wrote nothing in C-1
+
+
+def test_rate_limit_is_429(db_url: str, tmp_path: Path) -> None:
+    keys = tmp_path / "k"
+    ledger = Ledger.open(db_url, keys)
+    ledger.init("rl.test/log")
+    token = ledger.tokens.issue("panel-rl", "panel")
+    ledger.close()
+    app = create_app(
+        Settings(
+            db=db_url,
+            keys=keys,
+            integrate_every_s=0,
+            sweep_every_s=0,
+            rate_limit_per_s=0.001,
+            rate_limit_burst=3,
+        )
+    )
+    with TestClient(app) as client:
+        codes = [
+            client.get("/v1/cases", headers={"Authorization": f"Bearer {token}"}).status_code
+            for _ in range(5)
+        ]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+
+
+def test_health_and_security_headers(api: Api) -> None:
+    r = api.client.get("/v1/health")
+    assert r.status_code == 200 and r.json()["database"] == "ok"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    page = api.client.get("/v1/cases/C-1/chronology?format=html", headers=api.auth("panel"))
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "access-control-allow-origin" not in page.headers
+
+
+def test_openapi_has_an_example_for_every_route(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    text = json.dumps(spec)
+    assert "/v1/events:batch" in spec["paths"] and "examples" in text
