@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,9 +41,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+LOOKUP_TTL_S = 2.0  # a revocation reaches other processes within this time
+
+
 class TokenStore:
     def __init__(self, db: LogDB) -> None:
         self.db = db
+        self._seen: dict[str, tuple[float, Principal | None]] = {}
 
     def issue(self, name: str, role: Role | str, agency: str | None = None) -> str:
         try:
@@ -84,14 +89,31 @@ class TokenStore:
                 "UPDATE api_tokens SET revoked_at = ? WHERE name = ?",
                 (format_recorded_at(datetime.now(UTC)), name),
             )
+        self._seen.clear()  # takes effect in this process at once
 
     def lookup(self, token: str) -> Principal | None:
-        """The principal a presented token stands for, or None (unknown or revoked)."""
+        """The principal a presented token stands for, or None (unknown or revoked).
+
+        Answers are kept for two seconds, so a busy API does not query the database
+        on every request; revocation in this process takes effect at once.
+        """
+        digest = token_hash(token)
+        now = time.monotonic()
+        seen = self._seen.get(digest)
+        if seen is not None and now - seen[0] < LOOKUP_TTL_S:
+            return seen[1]
+        found = self._lookup(digest)
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[digest] = (now, found)
+        return found
+
+    def _lookup(self, digest: str) -> Principal | None:
         with self.db.read() as cur:
             row = cur.execute(
                 "SELECT name, role, agency FROM api_tokens WHERE token_hash = ? AND "
                 "revoked_at IS NULL",
-                (token_hash(token),),
+                (digest,),
             ).fetchone()
         return None if row is None else Principal(str(row[0]), Role(row[1]), row[2])
 

@@ -1,6 +1,7 @@
-"""Benchmarks for the core ledger, with the limits of the layers beneath measured in the same run.
+"""Benchmarks, with the limits of the layers beneath measured in the same run.
 
-    .venv/bin/python scripts/bench.py --json [--events 200000] [--store sqlite|postgres]
+    .venv/bin/python scripts/bench.py --json [--part core|inaction|http|all]
+        [--events 200000] [--cases 100000] [--http-seconds 60] [--store sqlite|postgres]
 
 Prints one JSON object: the bare eventsourcing batched append rate for events of
 the same size, Ed25519 verifications per second times cores, the ledger's
@@ -303,10 +304,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--cases", type=int, default=100_000, help="cases for the sweep bench")
-    parser.add_argument("--part", choices=["core", "inaction", "all"], default="all")
+    parser.add_argument("--part", choices=["core", "inaction", "http", "all"], default="all")
+    parser.add_argument("--http-seconds", type=float, default=60.0)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--json", action="store_true", help="(output is always JSON)")
     args = parser.parse_args()
+    if args.part == "http":
+        from bench_http import bench_http
+
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(bench_http(PG_URL, Path(d), args.http_seconds), indent=2))
+        return
     if args.part in ("inaction", "all"):
         with tempfile.TemporaryDirectory() as d:
             inaction = bench_inaction(Path(d), f"sqlite:///{d}/inaction.sqlite", args.cases)
@@ -383,7 +391,13 @@ def main() -> None:
             "verify_memory_flat": verify_full["peak_rss_mb"] <= verify_small["peak_rss_mb"] * 1.1,
         },
     }
-    print(json.dumps({**result, **inaction}, indent=2))
+    http: dict[str, Any] = {}
+    if args.part == "all":
+        from bench_http import bench_http
+
+        with tempfile.TemporaryDirectory() as d:
+            http = bench_http(PG_URL, Path(d), args.http_seconds)
+    print(json.dumps({**result, **inaction, **http}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.core import Receipt, Submission
+from ledger.errors import LedgerError
 from ledger.tokens import Principal
 from ledger.verify import b64decode
 
@@ -108,11 +109,13 @@ def to_submission(
 
 
 def receipt_out(srv: Server, r: Receipt) -> ReceiptOut:
-    leaf: int | None
-    try:
-        leaf = srv.ledger.log.leaf_index_of(r.event_hash)
-    except Exception:  # not integrated yet
-        leaf = None
+    """The receipt; a repeat of an event integrated since also gets its leaf index."""
+    leaf: int | None = None
+    if r.duplicate:
+        try:
+            leaf = srv.ledger.log.leaf_index_of(r.event_hash)
+        except LedgerError:  # not integrated yet
+            leaf = None
     return ReceiptOut(
         case_id=r.case_id,
         event_id=r.event_id,
@@ -142,8 +145,9 @@ async def append_event(
 ) -> ReceiptOut:
     submission = to_submission(event, who, case_id)
     receipt = await asyncio.wrap_future(srv.committer.submit(submission))
-    if receipt.duplicate:
-        response.status_code = 200
+    if not receipt.duplicate:
+        return receipt_out(srv, receipt)
+    response.status_code = 200
     return await run_in_threadpool(receipt_out, srv, receipt)
 
 

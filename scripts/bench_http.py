@@ -1,0 +1,323 @@
+"""HTTP load benchmark (loopback only, bounded): run by `scripts/bench.py --part http`.
+
+Starts `ledger serve --workers 2` on PostgreSQL, drives it with 32 client threads
+posting signed single events (then batches) to 500 cases for a fixed time, kills one
+worker with SIGKILL part-way through a second phase while clients retry with the
+same bodies, and checks afterwards that the stored events equal the receipts, with
+no duplicate and no fork, and that `ledger verify` passes. A bare FastAPI echo route
+under the same load is measured too: the ceiling of the HTTP layer on this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.canonical import canonical
+from ledger.core import Ledger
+from ledger.keys import Signer, load_key_file
+from ledger.refs import pseudonym
+
+CLIENTS = 32
+CASES = 500
+CHILD = pseudonym("child", "http bench child", b"bench")
+ECHO_APP = """
+from fastapi import FastAPI, Request
+app = FastAPI()
+@app.post("/echo")
+async def echo(request: Request) -> dict:
+    body = await request.json()
+    return {"event_id": body["body"]["event_id"], "seq": 1}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def signed(n: int, signer: Signer, tag: str) -> dict[str, Any]:
+    body = {
+        "v": 1,
+        "case_id": f"H-{n % CASES:03d}",
+        "event_id": f"{tag}-{n:08d}",
+        "type": "CHILD_SEEN",
+        "occurred_at": "2024-03-03T14:05:00Z",
+        "agency": "bench-police",
+        "actor": {"role": "officer"},
+        "payload": {"child_ref": CHILD},
+        "responds_to": [],
+        "corrects": None,
+        "key_id": signer.key_id,
+    }
+    return {"body": body, "sig": base64.b64encode(signer.sign_body(canonical(body))).decode()}
+
+
+class Load:
+    """Client threads posting until time is up, retrying failures with the same body."""
+
+    def __init__(
+        self,
+        base: str,
+        token: str,
+        events: list[dict[str, Any]],
+        seconds: float,
+        path: str | None = None,
+        batch: int = 1,
+    ) -> None:
+        self.base, self.token, self.events = base, token, events
+        self.seconds, self.path, self.batch = seconds, path, batch
+        self.latencies: list[float] = []
+        self.receipts: dict[str, tuple[str, int, str]] = {}
+        self.retries = 0
+        self.next = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock:
+            chunk = self.events[self.next : self.next + self.batch]
+            self.next += len(chunk)
+            return chunk
+
+    def run_client(self, deadline: float) -> None:
+        http = httpx.Client(
+            base_url=self.base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        while time.monotonic() < deadline:
+            chunk = self.take()
+            if not chunk:
+                return
+            if self.path is not None:
+                path, payload = self.path, chunk[0]
+            elif self.batch == 1:
+                path, payload = f"/v1/cases/{chunk[0]['body']['case_id']}/events", chunk[0]
+            else:
+                path, payload = "/v1/events:batch", {"events": chunk}
+            while True:
+                t = time.perf_counter()
+                try:
+                    r = http.post(path, json=payload)
+                except httpx.HTTPError:
+                    self.retries += 1
+                    time.sleep(0.05)
+                    continue
+                if r.status_code in (502, 503, 504):
+                    self.retries += 1
+                    time.sleep(0.05)
+                    continue
+                break
+            self.latencies.append((time.perf_counter() - t) * 1000)
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+            data = r.json()
+            for rec in data.get("receipts", [data]) if self.path is None else []:
+                self.receipts[rec["event_id"]] = (rec["case_id"], rec["seq"], rec["event_hash"])
+        http.close()
+
+    def run(self, during: Any = None) -> float:
+        deadline = time.monotonic() + self.seconds
+        threads = [
+            threading.Thread(target=self.run_client, args=(deadline,)) for _ in range(CLIENTS)
+        ]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        if during is not None:
+            during()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+    def p99(self) -> float:
+        return (
+            statistics.quantiles(self.latencies, n=100)[98]
+            if len(self.latencies) > 100
+            else max(self.latencies, default=0.0)
+        )
+
+
+def serve(url: str, keys: Path, port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LEDGER_DB": url,
+        "LEDGER_KEYS": str(keys),
+        "LEDGER_RATE_LIMIT_PER_S": "1000000",
+        "LEDGER_RATE_LIMIT_BURST": "1000000",
+        "LEDGER_SWEEP_EVERY_S": "0",
+        **env_extra,
+    }
+    exe = Path(sys.executable).parent / "ledger"
+    return subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
+    schema = f"http_{secrets.token_hex(4)}"
+    url = f"{pg_url}?schema={schema}"
+    keys = tmp / "keys"
+    ledger = Ledger.open(url, keys)
+    ledger.init("http-bench/log")
+    _, path = ledger.register_agency("bench-police", "police", borough="Bench")
+    assert path is not None
+    signer = load_key_file(path)
+    token = ledger.tokens.issue("bench-agency", "agency", "bench-police")
+    # Direct append_many rate on the same store, in the same run.
+    direct = [signed(n, signer, "direct") for n in range(20_000)]
+    from ledger.core import Submission
+
+    t = time.perf_counter()
+    for i in range(0, len(direct), 100):
+        ledger.append_many(
+            [Submission(e["body"], base64.b64decode(e["sig"])) for e in direct[i : i + 100]]
+        )
+    direct_rate = len(direct) / (time.perf_counter() - t)
+
+    budget = int(seconds * 2000) + 5_000  # more than 32 clients can post in the time
+    singles = [signed(n, signer, "single") for n in range(budget)]
+    batches = [signed(n, signer, "batch") for n in range(budget * 3)]
+    killed = [signed(n, signer, "kill") for n in range(budget // 2)]
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(url, keys, port, {})
+    try:
+        wait_ready(base + "/v1/health")
+        single = Load(base, token, singles, seconds)
+        single_time = single.run()
+        batch = Load(base, token, batches, seconds / 2, batch=100)
+        batch_time = batch.run()
+
+        def kill_a_worker() -> None:
+            time.sleep(seconds / 4)
+            children = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            workers = [int(c) for c in children]
+            if workers:
+                os.kill(workers[-1], signal.SIGKILL)
+
+        crash = Load(base, token, killed, seconds / 2)
+        crash.run(during=kill_a_worker)
+    finally:
+        stop(proc)
+
+    # What was acknowledged is what is stored: no loss, no duplicate, no fork.
+    stored: dict[str, tuple[str, int, str]] = {}
+    duplicates = 0
+    for case_id in ledger.iter_case_ids():
+        for e in ledger.case_envelopes(case_id, cached=False):
+            if e.event_id in stored:
+                duplicates += 1
+            stored[e.event_id] = (case_id, e.seq, e.event_hash)
+    acknowledged = {**single.receipts, **batch.receipts, **crash.receipts}
+    missing = [k for k, v in acknowledged.items() if stored.get(k) != v]
+    from ledger.audit import audit
+
+    report = audit(ledger.store, ledger.ledger_signer().public_bytes)
+    ledger.close()
+
+    echo_port = free_port()
+    echo_dir = tmp / "echo"
+    echo_dir.mkdir()
+    (echo_dir / "echo_app.py").write_text(ECHO_APP)
+    echo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "echo_app:app",
+            "--port",
+            str(echo_port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=echo_dir,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{echo_port}/docs")
+        bare = Load(f"http://127.0.0.1:{echo_port}", token, singles, seconds, path="/echo")
+        bare_time = bare.run()
+    finally:
+        stop(echo)
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA {schema} CASCADE")
+    single_rate = len(single.latencies) / single_time
+    batch_rate = len(batch.latencies) * 100 / batch_time
+    return {
+        "http_store": "postgresql",
+        "http_clients": CLIENTS,
+        "http_cases": CASES,
+        "http_seconds": seconds,
+        "http_direct_append_events_per_s": round(direct_rate),
+        "http_append_events_per_s": round(single_rate),
+        "http_batch_events_per_s": round(batch_rate),
+        "http_p99_ms": round(single.p99(), 1),
+        "http_bare_fastapi_echo_requests_per_s": round(len(bare.latencies) / bare_time),
+        "http_bare_fastapi_echo_p99_ms": round(bare.p99(), 1),
+        "http_kill_phase": {"acknowledged": len(crash.receipts), "client_retries": crash.retries},
+        "http_acknowledged": len(acknowledged),
+        "http_acknowledged_missing_or_different": len(missing),
+        "http_duplicate_event_ids": duplicates,
+        "http_verify_ok": report.ok,
+        "http_targets_met": {
+            "append": single_rate >= 0.5 * direct_rate,
+            "batch": batch_rate >= 0.8 * direct_rate,
+            "p99": single.p99() < 100,
+        },
+    }
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        pg = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+        print(
+            json.dumps(
+                bench_http(pg, Path(d), float(sys.argv[1]) if len(sys.argv) > 1 else 60.0), indent=2
+            )
+        )
