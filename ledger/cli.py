@@ -310,15 +310,9 @@ def cmd_cases(args: argparse.Namespace, ledger: Ledger) -> int:
 
 
 def _instant(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: {text!r} is not a date or time like 2024-03-04T09:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    from .clock import parse_instant
+
+    return None if text is None else parse_instant(text, option)
 
 
 def cmd_replay(args: argparse.Namespace, ledger: Ledger) -> int:
@@ -445,18 +439,33 @@ def cmd_log_consistency(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
-def cmd_log_witness(args: argparse.Namespace, ledger: Ledger) -> int:
+def cmd_log_witness(args: argparse.Namespace, ledger: Ledger | None) -> int:
     from .checkpoint import NoteVerifier
-    from .witness import InconsistentLog, Witness
+    from .witness import InconsistentLog, LogSource, RemoteLog, Witness
 
     witness = Witness(Path(args.state), args.name)
     offered = NoteVerifier.parse(args.log_key) if args.log_key else None
-    if offered is None and not (Path(args.state) / "log.vkey").exists():
-        offered = ledger.log_verifier()  # first use: pin the key this ledger names
-    log_key = witness.pinned_log_key(offered)
-    note = ledger.log.latest_checkpoint(with_cosignatures=False)
+    remote: RemoteLog | None = None
+    log: LogSource
+    note: str
+    if args.server:
+        if not args.token:
+            raise UsageError("--server needs --token (an auditor token)")
+        remote = RemoteLog(args.server, args.token)
+        log = remote
+    else:
+        assert ledger is not None
+        log = ledger.log
+        if offered is None and not (Path(args.state) / "log.vkey").exists():
+            offered = ledger.log_verifier()  # first use: pin the key this ledger names
     try:
-        result = witness.witness(ledger.log, note, log_key)
+        log_key = witness.pinned_log_key(offered)
+        if remote is not None:
+            note = remote.latest_checkpoint()
+        else:
+            assert ledger is not None
+            note = ledger.log.latest_checkpoint(with_cosignatures=False)
+        result = witness.witness(log, note, log_key)
     except InconsistentLog as e:
         print(f"ledger: REFUSED: {e}", file=sys.stderr)
         print("--- checkpoint this witness holds ---", file=sys.stderr)
@@ -464,6 +473,9 @@ def cmd_log_witness(args: argparse.Namespace, ledger: Ledger) -> int:
         print("--- checkpoint the log now serves ---", file=sys.stderr)
         sys.stderr.write(e.new_note)
         return 1
+    finally:
+        if remote is not None:
+            remote.close()
     data = {
         "witness": witness.name,
         "verifier_key": witness.verifier.encode(),
@@ -668,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True, help="the witness's state directory")
     p.add_argument("--name", help="witness name (first run; default witness.local/w1)")
     p.add_argument("--log-key", help="log verifier key to pin (default: the ledger's own)")
+    p.add_argument("--server", help="witness a ledger over HTTP instead of its database")
+    p.add_argument("--token", help="auditor token (for --server)")
     p.set_defaults(func=cmd_log_witness)
 
     p = sub.add_parser("export", parents=[common], help="write a case's evidence bundle")
@@ -715,8 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--batch must be at least 1")
         if getattr(args, "offline", False):
             return int(args.func(args))  # opens no ledger of its own
-        if args.command == "append" and args.server:
-            return int(args.func(args, None))
+        if getattr(args, "server", None) and args.command in ("append", "log"):
+            return int(args.func(args, None))  # talks to a server, opens no database
         ledger = _open(args)
         try:
             return int(args.func(args, ledger))

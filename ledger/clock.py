@@ -87,3 +87,16 @@ def describe(value: int, clock: Clock) -> str:
 def days_between(earlier: datetime, later: datetime) -> int:
     """Whole calendar days between two instants' London dates."""
     return (local_date(later) - local_date(earlier)).days
+
+
+def parse_instant(text: str, what: str) -> datetime:
+    """A user-given date or time (ISO 8601; UTC when no offset), or UsageError naming it."""
+    from .errors import UsageError
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{what}: {text!r} is not a date or time like 2024-03-04T09:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .canonical import format_recorded_at
-from .checkpoint import ED25519, Checkpoint, NoteVerifier, add_signature_lines, sign_note
+from .checkpoint import (
+    COSIGNATURE_V1,
+    ED25519,
+    Checkpoint,
+    NoteError,
+    NoteVerifier,
+    add_signature_lines,
+    sign_note,
+    verify_cosignature,
+)
 from .errors import NotFound, UsageError
 from .keys import Signer
 from .logdb import LogDB, _Adapted
@@ -188,21 +197,25 @@ class VerifiableLog:
                 note = add_signature_lines(note, lines)
             return note
 
-    def note_at(self, size: int) -> str:
-        """The checkpoint at `size` with the cosignatures witnesses have added to it."""
+    def note_at(self, size: int, with_cosignatures: bool = True) -> str:
+        """The checkpoint at `size`, with the cosignatures witnesses have added to it."""
         with self.db.read() as cur:
             row = cur.execute(
                 "SELECT note FROM log_checkpoints WHERE tree_size = ?", (size,)
             ).fetchone()
             if row is None:
                 raise NotFound(f"no checkpoint at size {size}")
-            lines = [
-                str(r[0])
-                for r in cur.execute(
-                    "SELECT line FROM log_cosignatures WHERE tree_size = ? ORDER BY witness",
-                    (size,),
-                ).fetchall()
-            ]
+            lines = (
+                []
+                if not with_cosignatures
+                else [
+                    str(r[0])
+                    for r in cur.execute(
+                        "SELECT line FROM log_cosignatures WHERE tree_size = ? ORDER BY witness",
+                        (size,),
+                    ).fetchall()
+                ]
+            )
         return add_signature_lines(str(row[0]), lines)
 
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
@@ -215,6 +228,14 @@ class VerifiableLog:
             ]
 
     def add_cosignature(self, size: int, witness: NoteVerifier, line: str) -> None:
+        """Store a witness's cosignature, after checking it signs our checkpoint."""
+        if witness.alg != COSIGNATURE_V1:
+            raise UsageError("a cosignature verifier key has signature type 0x04")
+        try:
+            bare = self.note_at(size, with_cosignatures=False)
+            verify_cosignature(add_signature_lines(bare, [line]), witness)
+        except NoteError as e:
+            raise UsageError(f"cosignature refused: {e}") from None
         with self.db.write() as cur:
             if (
                 cur.execute("SELECT 1 FROM log_checkpoints WHERE tree_size = ?", (size,)).fetchone()

@@ -78,15 +78,7 @@ class LogAuditor:
         for nid, oid, seq, state in self._notifications():
             # Leaves integrated earlier that are no longer in the log were deleted.
             while pending_leaf is not None and int(pending_leaf[1]) < nid:
-                index, _, l_oid, l_seq, l_hash = pending_leaf
-                self.report(
-                    int(index),
-                    "log",
-                    int(index),
-                    None,
-                    f"leaf {index} ({self._where(l_oid, int(l_seq))}, event hash "
-                    f"{l_hash}) was integrated but is no longer stored (deleted)",
-                )
+                self._deleted(pending_leaf)
                 pending_leaf = next(stored_leaves, None)
             event_hash = hashlib.sha256(state).hexdigest()
             if pending_leaf is not None and int(pending_leaf[1]) == nid:
@@ -142,15 +134,7 @@ class LogAuditor:
                     "before it were deleted, altered, reordered or inserted",
                 )
         while pending_leaf is not None:
-            index, _, l_oid, l_seq, l_hash = pending_leaf
-            self.report(
-                int(index),
-                "log",
-                int(index),
-                None,
-                f"leaf {index} ({self._where(l_oid, int(l_seq))}, event hash {l_hash}) "
-                "was integrated but is no longer stored (deleted)",
-            )
+            self._deleted(pending_leaf)
             pending_leaf = next(stored_leaves, None)
         for size, _ in checkpoints:
             if size > compact.size:
@@ -163,6 +147,17 @@ class LogAuditor:
                     "stored: events were deleted after it was published",
                 )
         self.leaves = compact.size
+
+    def _deleted(self, leaf: Any) -> None:
+        index, _, oid, seq, event_hash = leaf
+        self.report(
+            int(index),
+            "log",
+            int(index),
+            None,
+            f"leaf {index} ({self._where(oid, int(seq))}, event hash {event_hash}) "
+            "was integrated but is no longer stored (deleted)",
+        )
 
     def _checked_checkpoints(self) -> list[tuple[int, bytes]]:
         out = []

@@ -77,7 +77,7 @@ def signing_message(body_bytes: bytes) -> bytes:
     return SIGNING_CONTEXT + body_bytes
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def stream_id(stream: str) -> uuid.UUID:
     """The eventsourcing originator id of a stream name (`case/…`, `agency/…`, `ledger`)."""
     return uuid.uuid5(STREAM_NAMESPACE, stream)

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from .checkpoint import (
     COSIGNATURE_V1,
@@ -24,8 +25,65 @@ from .checkpoint import (
 )
 from .errors import IntegrityError, LedgerError
 from .keys import Signer, generate_key_file, load_key_file
-from .log import VerifiableLog
+from .log import ConsistencyProof
 from .merkle import InvalidProof, verify_consistency
+from .verify import b64decode
+
+
+class LogSource(Protocol):
+    """What a witness needs from a log, locally (VerifiableLog) or over HTTP (RemoteLog)."""
+
+    def consistency(self, first: int, second: int) -> ConsistencyProof: ...
+    def add_cosignature(self, size: int, witness: NoteVerifier, line: str) -> None: ...
+
+
+class RemoteLog:
+    """A ledger's log over its HTTP API (an auditor token)."""
+
+    def __init__(self, server: str, token: str, transport: Any = None) -> None:
+        import httpx
+
+        self.http = httpx.Client(
+            base_url=server.rstrip("/"),
+            timeout=30,
+            transport=transport,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def _check(self, response: Any) -> Any:
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise LedgerError(f"the log answered {response.status_code}: {detail}")
+        return response
+
+    def latest_checkpoint(self) -> str:
+        return str(self._check(self.http.get("/v1/log/checkpoint")).text)
+
+    def consistency(self, first: int, second: int) -> ConsistencyProof:
+        data = self._check(
+            self.http.get("/v1/log/proof/consistency", params={"first": first, "second": second})
+        ).json()
+        return ConsistencyProof(
+            first,
+            second,
+            [b64decode(h) for h in data["proof"]],
+            b64decode(data["first_root"]),
+            b64decode(data["second_root"]),
+        )
+
+    def add_cosignature(self, size: int, witness: NoteVerifier, line: str) -> None:
+        self._check(
+            self.http.post(
+                "/v1/log/cosignatures",
+                json={"tree_size": size, "verifier_key": witness.encode(), "line": line},
+            )
+        )
+
+    def close(self) -> None:
+        self.http.close()
 
 
 class InconsistentLog(IntegrityError):
@@ -82,7 +140,7 @@ class Witness:
         _write_atomically(path, offered.encode() + "\n")
         return offered
 
-    def witness(self, log: VerifiableLog, latest_note: str, log_key: NoteVerifier) -> WitnessResult:
+    def witness(self, log: LogSource, latest_note: str, log_key: NoteVerifier) -> WitnessResult:
         """Check `latest_note` against the stored checkpoint; cosign it if consistent."""
         try:
             new = verify_checkpoint(latest_note, log_key)
@@ -102,7 +160,7 @@ class Witness:
 
     @staticmethod
     def _check_consistent(
-        log: VerifiableLog, old: Checkpoint, new: Checkpoint, old_note: str, new_note: str
+        log: LogSource, old: Checkpoint, new: Checkpoint, old_note: str, new_note: str
     ) -> None:
         if new.size < old.size:
             raise InconsistentLog(

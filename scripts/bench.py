@@ -127,8 +127,16 @@ def populate(
     return count / elapsed
 
 
-VERIFY_CHILD = """
-import json, resource, sys, time
+# VmHWM, not ru_maxrss: on Linux the latter carries the parent's peak across fork and exec.
+PEAK = """
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+"""
+VERIFY_CHILD = PEAK + """
+import json, sys, time
 from pathlib import Path
 from ledger.audit import audit
 from ledger.core import Ledger
@@ -139,7 +147,7 @@ report = audit(ledger.store, public)
 elapsed = time.perf_counter() - t
 print(json.dumps({"ok": report.ok, "events": report.events, "seconds": elapsed,
                   "events_per_s": report.events / elapsed,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -154,8 +162,8 @@ def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
     return result
 
 
-SWEEP_CHILD = """
-import json, resource, sys, time
+SWEEP_CHILD = PEAK + """
+import json, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
 from ledger.core import Ledger
@@ -167,7 +175,7 @@ summary = sweep(ledger, load_policy(), datetime.now(UTC))
 elapsed = time.perf_counter() - t
 print(json.dumps({"cases": summary.cases, "open": summary.obligations - summary.breached,
                   "seconds": elapsed, "cases_per_s": summary.cases / elapsed,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,5 +276,45 @@ def test_health_and_security_headers(api: Api) -> None:
 
 def test_openapi_has_an_example_for_every_route(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
-    text = json.dumps(spec)
-    assert "/v1/events:batch" in spec["paths"] and "examples" in text
+    schemas = spec["components"]["schemas"]
+    missing = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            text = json.dumps(op)
+            refs = [
+                schemas[name]
+                for name in re.findall(r'"#/components/schemas/(\w+)"', text)
+                if name in schemas and name not in ("ProblemDetails", "HTTPValidationError")
+            ]
+            if '"example' not in text and not any("examples" in json.dumps(s) for s in refs):
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []
+
+
+def test_witness_over_http_cosigns_and_the_log_serves_it(api: Api, tmp_path: Path) -> None:
+    from ledger.checkpoint import NoteVerifier, verify_cosignature
+    from ledger.witness import RemoteLog, Witness
+
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    remote = RemoteLog("http://testserver", api.tokens["auditor"], transport=api.client._transport)
+    witness = Witness(tmp_path / "w", "witness.test/w1")
+    key = witness.pinned_log_key(NoteVerifier.parse(ledger.log_verifier().encode()))
+    first = witness.witness(remote, remote.latest_checkpoint(), key)
+    api.post(api.signed())
+    ledger.checkpoint()
+    second = witness.witness(remote, remote.latest_checkpoint(), key)
+    assert second.previous_size == first.size < second.size
+    served = api.client.get("/v1/log/checkpoint", headers=api.auth("panel")).text
+    assert verify_cosignature(served, witness.verifier) > 0
+    # A forged cosignature line is refused, not stored.
+    r = api.client.post(
+        "/v1/log/cosignatures",
+        headers=api.auth("auditor"),
+        json={
+            "tree_size": second.size,
+            "verifier_key": witness.verifier.encode(),
+            "line": first.cosignature,
+        },
+    )
+    assert r.status_code == 400 and "cosignature refused" in r.json()["detail"]
+    remote.close()

@@ -33,17 +33,26 @@ class Flaky(httpx.BaseTransport):
 
 
 def body(**fields: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"v": 1, "case_id": "CL-1", "event_id": "client-1", "type": "CHILD_SEEN",
-                           "occurred_at": "2024-03-03T14:05:00Z", "agency": "police-a",
-                           "actor": {"role": "officer"}, "payload": {"child_ref": CHILD},
-                           "responds_to": [], "corrects": None}
+    out: dict[str, Any] = {
+        "v": 1,
+        "case_id": "CL-1",
+        "event_id": "client-1",
+        "type": "CHILD_SEEN",
+        "occurred_at": "2024-03-03T14:05:00Z",
+        "agency": "police-a",
+        "actor": {"role": "officer"},
+        "payload": {"child_ref": CHILD},
+        "responds_to": [],
+        "corrects": None,
+    }
     out.update(fields)
     return out
 
 
 def client(api: Api, transport: httpx.BaseTransport, token: str = "agency") -> LedgerClient:  # noqa: F811
-    c = LedgerClient("http://testserver", api.tokens[token], api.signers["police-a"],
-                     transport=transport)
+    c = LedgerClient(
+        "http://testserver", api.tokens[token], api.signers["police-a"], transport=transport
+    )
     c.http.headers["content-type"] = "application/json"
     return c
 

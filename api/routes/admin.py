@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +24,33 @@ class TokenRequest(BaseModel):
     agency: str | None = None
 
 
-@router.get("/v1/agencies", summary="Registered agencies and their keys")
+@router.get(
+    "/v1/agencies",
+    summary="Registered agencies and their keys",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": [
+                        {
+                            "agency": "met-police-south",
+                            "kind": "police",
+                            "borough": "Lambeth",
+                            "name": "Metropolitan Police, South Area BCU",
+                            "keys": {
+                                "2aa025cc...": {
+                                    "public_key": "C9drHM3p...=",
+                                    "added_at": "2026-11-25T11:46:03.675437Z",
+                                    "revoked_at": None,
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        }
+    },
+)
 async def agencies(who: Admin, srv: Srv) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
         out = []
@@ -50,6 +77,8 @@ async def issue_token(request: TokenRequest, who: Admin, srv: Srv) -> dict[str, 
 
 
 @router.delete("/v1/tokens/{name}", status_code=204, summary="Revoke an API token")
-async def revoke_token(name: str, who: Admin, srv: Srv) -> Response:
+async def revoke_token(
+    name: Annotated[str, PathParam(examples=["panel-lambeth-cspr"])], who: Admin, srv: Srv
+) -> Response:
     await run_in_threadpool(srv.tokens.revoke, name)
     return Response(status_code=204)

@@ -6,14 +6,15 @@ log (a ledger-signed, hash-chained stream) before the answer is sent.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ledger.bundle import export_bundle
+from ledger.clock import parse_instant
 from ledger.replay import replay
 from ledger.report import replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
@@ -31,18 +32,34 @@ def _record(srv: Server, who: Principal, case_id: str, route: str) -> None:
 
 
 def _instant(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPException(
-            400, f"as_of: {text!r} is not a time like 2024-03-04T09:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None if text is None else parse_instant(text, "as_of")
 
 
-@router.get("/v1/cases", summary="List cases with their agencies and obligation counts")
+@router.get(
+    "/v1/cases",
+    summary="List cases with their agencies and obligation counts",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": [
+                        {
+                            "case_id": "DEMO-LAM-0001",
+                            "events": 8,
+                            "agencies": ["met-police-south"],
+                            "boroughs": ["Lambeth"],
+                            "first_occurred_at": "2024-03-03T14:05:00Z",
+                            "last_occurred_at": "2025-04-19T09:00:00Z",
+                            "last_recorded_at": "2026-11-25T11:46:03.677086Z",
+                            "open_obligations": 0,
+                            "breached_obligations": 3,
+                        }
+                    ]
+                }
+            }
+        }
+    },
+)
 async def list_cases(
     who: CaseReader,
     srv: Srv,
@@ -79,7 +96,33 @@ async def list_cases(
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/cases/{case_id}/events", summary="A case's stored events (role-filtered)")
+@router.get(
+    "/v1/cases/{case_id}/events",
+    summary="A case's stored events (role-filtered)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "case_id": "DEMO-LAM-0001",
+                        "events": [
+                            {
+                                "seq": 1,
+                                "event_id": "DEMO-LAM-0001-001",
+                                "type": "DISCLOSURE_RECEIVED",
+                                "agency": "met-police-south",
+                                "event_hash": "65ce5af2...",
+                                "prev_hash": None,
+                                "recorded_at": "2026-11-25T11:46:03.677086Z",
+                                "envelope": "{...}",
+                            }
+                        ],
+                    }
+                }
+            }
+        }
+    },
+)
 async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         _record(srv, who, case_id, "events")
@@ -106,7 +149,28 @@ async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/cases/{case_id}/replay", summary="The case as of an instant, with analysis")
+@router.get(
+    "/v1/cases/{case_id}/replay",
+    summary="The case as of an instant, with analysis",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "case_id": "DEMO-LAM-0001",
+                        "as_of": "2026-11-25T12:00:00+00:00",
+                        "basis": "recorded",
+                        "policy": {"id": "response-ledger-default@2026.1", "hash": "efef66da..."},
+                        "chronology": [],
+                        "obligations": [],
+                        "stall": {"first_stall": None},
+                        "flags": [],
+                    }
+                }
+            }
+        }
+    },
+)
 async def case_replay(
     case_id: str,
     who: Panel,
@@ -135,7 +199,28 @@ async def case_replay(
 @router.get(
     "/v1/cases/{case_id}/chronology",
     summary="Multi-agency chronology",
-    responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}}},
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "case_id": "DEMO-LAM-0001",
+                        "chronology": [
+                            {
+                                "date_time": "03 Mar 2024 14:05",
+                                "agency": "met-police-south",
+                                "event": "Disclosure received",
+                                "action": "",
+                                "outcome": "",
+                            }
+                        ],
+                    }
+                },
+                "text/csv": {"example": "date_time,agency_label,source,event,action,outcome,..."},
+                "text/html": {"example": '<!doctype html><html lang="en">...</html>'},
+            }
+        }
+    },
 )
 async def case_chronology(
     case_id: str,
@@ -164,7 +249,30 @@ async def case_chronology(
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/cases/{case_id}/stalls", summary="Where action stalled")
+@router.get(
+    "/v1/cases/{case_id}/stalls",
+    summary="Where action stalled",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "case_id": "DEMO-LAM-0001",
+                        "first_stall": {
+                            "rule": "RS10",
+                            "sentence": "Police (met-police-south) did not record the crime "
+                            "within 24 hours of the rape disclosure on 3 March 2024: never "
+                            "done (412 days)",
+                        },
+                        "longest_silence": {"days": 363.0},
+                        "agency_delays": [],
+                        "episodes": [],
+                    }
+                }
+            }
+        }
+    },
+)
 async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         _record(srv, who, case_id, "stalls")
@@ -176,7 +284,29 @@ async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/cases/{case_id}/bundle", summary="Evidence bundle, verifiable offline")
+@router.get(
+    "/v1/cases/{case_id}/bundle",
+    summary="Evidence bundle, verifiable offline",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "format": "response-ledger-bundle/v1",
+                        "case_id": "DEMO-LAM-0001",
+                        "log": {
+                            "origin": "response-ledger.local/log",
+                            "verifier_key": "response-ledger.local/log+8856b7f7+AT...",
+                        },
+                        "checkpoint": "response-ledger.local/log\n67\n...",
+                        "tree_size": 67,
+                        "entries": [],
+                    }
+                }
+            }
+        }
+    },
+)
 async def case_bundle(case_id: str, who: Reader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         _record(srv, who, case_id, "bundle")

@@ -76,7 +76,14 @@ class ReceiptOut(BaseModel):
 
 
 class Batch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"events": [{"body": EXAMPLE_BODY, "sig": "base64 signature (88 characters)"}]}
+            ]
+        },
+    )
     events: Annotated[list[SignedEvent], Field(min_length=1, max_length=1000)]
 
 

@@ -14,7 +14,24 @@ from ..problems import problem
 router = APIRouter(tags=["health"])
 
 
-@router.get("/v1/health", summary="Process and database health")
+@router.get(
+    "/v1/health",
+    summary="Process and database health",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ok",
+                        "database": "ok",
+                        "events": 67,
+                        "group_commit": {"batches": 12, "events": 340},
+                    }
+                }
+            }
+        }
+    },
+)
 async def health(srv: Srv) -> Any:
     try:
         events = await run_in_threadpool(srv.ledger.store.catalog.count_events)

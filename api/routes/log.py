@@ -7,6 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger.checkpoint import NoteError, NoteVerifier
 
 from ..deps import AnyRole, Auditor, Srv
 
@@ -34,7 +37,26 @@ async def checkpoint(who: AnyRole, srv: Srv) -> PlainTextResponse:
     return PlainTextResponse(note)
 
 
-@router.get("/v1/log/proof/inclusion", summary="RFC 9162 inclusion proof")
+@router.get(
+    "/v1/log/proof/inclusion",
+    summary="RFC 9162 inclusion proof",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "leaf_index": 5,
+                        "tree_size": 67,
+                        "leaf_hash": "eay5so5M...=",
+                        "event_hash": "80d10568...",
+                        "proof": ["SsxdVa0i...="],
+                        "root": "VBrKm9Sd...=",
+                    }
+                }
+            }
+        }
+    },
+)
 async def inclusion(
     who: Auditor,
     srv: Srv,
@@ -52,14 +74,86 @@ async def inclusion(
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/log/proof/consistency", summary="RFC 9162 consistency proof")
+@router.get(
+    "/v1/log/proof/consistency",
+    summary="RFC 9162 consistency proof",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "first": 10,
+                        "second": 67,
+                        "proof": ["jsRkrDyi...="],
+                        "first_root": "...=",
+                        "second_root": "VBrKm9Sd...=",
+                    }
+                }
+            }
+        }
+    },
+)
 async def consistency(
     who: Auditor, srv: Srv, first: NonNegative, second: NonNegative
 ) -> dict[str, Any]:
     return (await run_in_threadpool(srv.ledger.log.consistency, first, second)).as_dict()
 
 
-@router.get("/v1/log/entries", summary="Log entries [start, end) with their stored bytes")
+class Cosignature(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "tree_size": 67,
+                    "verifier_key": "witness.example/w1+a1b2c3d4+BB...=",
+                    "line": "— witness.example/w1 obPP...==",
+                }
+            ]
+        },
+    )
+    tree_size: Annotated[int, Field(ge=1)]
+    verifier_key: Annotated[str, Field(max_length=500)]
+    line: Annotated[str, Field(max_length=500)]
+
+
+@router.post(
+    "/v1/log/cosignatures",
+    status_code=201,
+    summary="A witness's C2SP cosignature of a checkpoint (checked, then served)",
+)
+async def add_cosignature(cosignature: Cosignature, who: Auditor, srv: Srv) -> dict[str, Any]:
+    try:
+        witness = NoteVerifier.parse(cosignature.verifier_key)
+    except NoteError as e:
+        raise HTTPException(422, f"verifier_key: {e}") from None
+    await run_in_threadpool(
+        srv.ledger.log.add_cosignature, cosignature.tree_size, witness, cosignature.line
+    )
+    return {"tree_size": cosignature.tree_size, "witness": witness.name}
+
+
+@router.get(
+    "/v1/log/entries",
+    summary="Log entries [start, end) with their stored bytes",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "entries": [
+                            {
+                                "leaf_index": 0,
+                                "event_hash": "0e554608...",
+                                "envelope": '{"body":...}',
+                            }
+                        ]
+                    }
+                }
+            }
+        }
+    },
+)
 async def entries(who: Auditor, srv: Srv, start: NonNegative, end: NonNegative) -> dict[str, Any]:
     if end <= start or end - start > 1000:
         raise HTTPException(400, "need start < end and at most 1000 entries")
