@@ -34,7 +34,7 @@ def export_bundle(ledger: Ledger, case_id: str) -> dict[str, Any]:
             {
                 "stream": env.stream,
                 "seq": env.seq,
-                "envelope": env.raw.decode("utf-8"),
+                "bytes": b64encode(env.raw),  # the stored canonical bytes
                 "leaf_index": index,
                 "inclusion": [b64encode(h) for h in proof.hashes],
             }

@@ -2,8 +2,8 @@
 
 Hashes and proves, nothing else: no storage, no I/O. Proof construction reads
 complete-subtree hashes through a `SubtreeSource`, so a stored tree answers any
-proof with O(log n) reads. Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2
-and needs only the standard library.
+proof with O(log n) reads. Verification (RFC 9162 §2.1.3.2 and §2.1.4.2) lives in
+`ledger.verify`, the standalone verifier, and is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,29 +12,23 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
-HASH_SIZE = 32
+from .verify import (  # verification lives in the standalone verifier
+    HASH_SIZE,
+    InvalidProof,
+    is_power_of_two,
+    leaf_hash,
+    node_hash,
+    root_from_inclusion,
+    verify_consistency,
+    verify_inclusion,
+)
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-class InvalidProof(ValueError):
-    """A proof does not show what it claims; the message says what was expected."""
-
-
-def leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 def split_point(n: int) -> int:
     """The largest power of two strictly less than n (n > 1)."""
     return 1 << ((n - 1).bit_length() - 1)
-
-
-def is_power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 class SubtreeSource(Protocol):
@@ -120,95 +114,6 @@ def consistency_proof(source: SubtreeSource, first: int, second: int) -> list[by
     return proof
 
 
-def _check_hashes(proof: Sequence[bytes]) -> None:
-    for n, h in enumerate(proof):
-        if len(h) != HASH_SIZE:
-            raise InvalidProof(f"proof element {n} has {len(h)} bytes, expected {HASH_SIZE}")
-
-
-def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
-    """The root an inclusion proof implies, RFC 9162 §2.1.3.2 steps 1 to 4."""
-    if index >= size:
-        raise InvalidProof(f"leaf index {index} is not below tree size {size}")
-    if len(leaf) != HASH_SIZE:
-        raise InvalidProof(f"leaf hash has {len(leaf)} bytes, expected {HASH_SIZE}")
-    _check_hashes(proof)
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            raise InvalidProof(f"inclusion proof too long: {len(proof)} hashes")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise InvalidProof(f"inclusion proof too short: {len(proof)} hashes")
-    return r
-
-
-def verify_inclusion(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
-) -> None:
-    computed = root_from_inclusion(index, size, leaf, proof)
-    if computed != root:
-        raise InvalidProof(f"inclusion proof gives root {computed.hex()}, expected {root.hex()}")
-
-
-def verify_consistency(
-    first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes
-) -> None:
-    """RFC 9162 §2.1.4.2, with the edge cases of transparency-dev/merkle's vectors.
-
-    Equal sizes need an empty proof and equal roots (compared as given, whatever
-    their length); a first size of 0 is refused, since it proves nothing.
-    """
-    if second < first:
-        raise InvalidProof(f"tree shrank from size {first} to {second}")
-    if first == 0:
-        raise InvalidProof("consistency with an empty tree proves nothing")
-    if first == second:
-        if proof:
-            raise InvalidProof("sizes are equal but the proof is not empty")
-        if first_root != second_root:
-            raise InvalidProof("sizes are equal but the roots differ")
-        return
-    if not proof:
-        raise InvalidProof("consistency proof is empty")
-    _check_hashes(proof)
-    path = list(proof)
-    if is_power_of_two(first):
-        path.insert(0, first_root)
-    fn, sn = first - 1, second - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise InvalidProof(f"consistency proof too long: {len(proof)} hashes")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise InvalidProof(f"consistency proof too short: {len(proof)} hashes")
-    if fr != first_root:
-        raise InvalidProof(f"proof gives first root {fr.hex()}, expected {first_root.hex()}")
-    if sr != second_root:
-        raise InvalidProof(f"proof gives second root {sr.hex()}, expected {second_root.hex()}")
-
-
 class CompactRange:
     """The right frontier of a growing tree: O(log n) hashes give the root at any size.
 
@@ -252,3 +157,25 @@ def frontier_positions(size: int) -> list[tuple[int, int]]:
             out.append((level, start >> level))
             start += 1 << level
     return out
+
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "CompactRange",
+    "InvalidProof",
+    "LeafList",
+    "SubtreeSource",
+    "consistency_proof",
+    "frontier_positions",
+    "inclusion_proof",
+    "is_power_of_two",
+    "leaf_hash",
+    "node_hash",
+    "range_hash",
+    "root_from_inclusion",
+    "root_of",
+    "split_point",
+    "verify_consistency",
+    "verify_inclusion",
+]

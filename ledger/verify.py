@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import re
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -350,8 +351,276 @@ class KeyRegistry:
         return record.public_key, None
 
 
+# --- RFC 9162 proof verification (also used by ledger.merkle) ------------------------
+HASH_SIZE = 32
+
+
+class InvalidProof(ValueError):
+    """A proof does not show what it claims; the message says what was expected."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _check_hashes(proof: Sequence[bytes]) -> None:
+    for n, h in enumerate(proof):
+        if len(h) != HASH_SIZE:
+            raise InvalidProof(f"proof element {n} has {len(h)} bytes, expected {HASH_SIZE}")
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root an inclusion proof implies, RFC 9162 §2.1.3.2 steps 1 to 4."""
+    if index >= size:
+        raise InvalidProof(f"leaf index {index} is not below tree size {size}")
+    if len(leaf) != HASH_SIZE:
+        raise InvalidProof(f"leaf hash has {len(leaf)} bytes, expected {HASH_SIZE}")
+    _check_hashes(proof)
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise InvalidProof(f"inclusion proof too long: {len(proof)} hashes")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof(f"inclusion proof too short: {len(proof)} hashes")
+    return r
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    computed = root_from_inclusion(index, size, leaf, proof)
+    if computed != root:
+        raise InvalidProof(f"inclusion proof gives root {computed.hex()}, expected {root.hex()}")
+
+
+def verify_consistency(
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes
+) -> None:
+    """RFC 9162 §2.1.4.2, with the edge cases of transparency-dev/merkle's vectors.
+
+    Equal sizes need an empty proof and equal roots (compared as given, whatever
+    their length); a first size of 0 is refused, since it proves nothing.
+    """
+    if second < first:
+        raise InvalidProof(f"tree shrank from size {first} to {second}")
+    if first == 0:
+        raise InvalidProof("consistency with an empty tree proves nothing")
+    if first == second:
+        if proof:
+            raise InvalidProof("sizes are equal but the proof is not empty")
+        if first_root != second_root:
+            raise InvalidProof("sizes are equal but the roots differ")
+        return
+    if not proof:
+        raise InvalidProof("consistency proof is empty")
+    _check_hashes(proof)
+    path = list(proof)
+    if is_power_of_two(first):
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise InvalidProof(f"consistency proof too long: {len(proof)} hashes")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof(f"consistency proof too short: {len(proof)} hashes")
+    if fr != first_root:
+        raise InvalidProof(f"proof gives first root {fr.hex()}, expected {first_root.hex()}")
+    if sr != second_root:
+        raise InvalidProof(f"proof gives second root {sr.hex()}, expected {second_root.hex()}")
+
+
+# --- C2SP signed notes, checkpoints, cosignatures (also used by ledger.checkpoint) ------
+ED25519 = 0x01
+COSIGNATURE_V1 = 0x04
+DASH = "\u2014"
+_SIG_LINE = re.compile(rf"^{DASH} (\S+) ([A-Za-z0-9+/=]+)$")
+
+
+class NoteError(ValueError):
+    """A note, checkpoint or key is malformed or a signature does not verify."""
+
+
+def key_hash(name: str, alg: int, public: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + public).digest()[:4]
+
+
+@dataclass(frozen=True)
+class NoteVerifier:
+    """A verifier key: `name+hash+base64(alg || public key)`."""
+
+    name: str
+    alg: int
+    public: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_hash(self.name, self.alg, self.public)
+
+    def encode(self) -> str:
+        payload = base64.b64encode(bytes([self.alg]) + self.public).decode()
+        return f"{self.name}+{self.key_id.hex()}+{payload}"
+
+    @classmethod
+    def parse(cls, text: str) -> NoteVerifier:
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0] or len(parts[1]) != 8:
+            raise NoteError(f"verifier key {text!r} is not name+hash+key")
+        try:
+            raw = base64.b64decode(parts[2], validate=True)
+            wanted = bytes.fromhex(parts[1])
+        except ValueError:
+            raise NoteError(f"verifier key {text!r} has bad hex or base64") from None
+        if len(raw) != 33 or raw[0] not in (ED25519, COSIGNATURE_V1):
+            raise NoteError("verifier key is not an Ed25519 (0x01) or cosignature (0x04) key")
+        verifier = cls(parts[0], raw[0], raw[1:])
+        if verifier.key_id != wanted:
+            raise NoteError(f"verifier key hash {parts[1]} does not match its name and key")
+        return verifier
+
+    def key(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.public)
+
+
+@dataclass(frozen=True)
+class NoteSignature:
+    name: str
+    key_id: bytes
+    sig: bytes  # for cosignatures: 8-byte timestamp then the signature
+
+
+def split_note(note: str) -> tuple[str, list[NoteSignature]]:
+    """Separate a signed note's text from its signature lines."""
+    if not note.endswith("\n"):
+        raise NoteError("note does not end with a newline")
+    at = note.rfind("\n\n")
+    if at < 0:
+        raise NoteError("note has no blank line before its signatures")
+    text, block = note[: at + 1], note[at + 2 :]
+    signatures = []
+    for line in block[:-1].split("\n"):
+        match = _SIG_LINE.match(line)
+        if match is None:
+            raise NoteError(f"malformed signature line {line!r}")
+        try:
+            blob = base64.b64decode(match.group(2), validate=True)
+        except ValueError:
+            raise NoteError(f"signature line {line!r} is not base64") from None
+        if len(blob) < 5:
+            raise NoteError(f"signature line {line!r} is too short")
+        signatures.append(NoteSignature(match.group(1), blob[:4], blob[4:]))
+    if not signatures:
+        raise NoteError("note has no signatures")
+    return text, signatures
+
+
+def open_note(note: str, verifier: NoteVerifier) -> str:
+    """The note's text, if a signature by `verifier` on it verifies."""
+    text, signatures = split_note(note)
+    for s in signatures:
+        if s.name == verifier.name and s.key_id == verifier.key_id:
+            try:
+                verifier.key().verify(s.sig, text.encode())
+            except InvalidSignature:
+                raise NoteError(f"signature by {verifier.name} does not verify") from None
+            return text
+    raise NoteError(f"note is not signed by {verifier.name} ({verifier.key_id.hex()})")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+
+    def body(self) -> str:
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        lines = text.split("\n")
+        if len(lines) < 4 or lines[-1] != "":
+            raise NoteError("checkpoint body needs origin, size and root lines")
+        origin, size, root = lines[0], lines[1], lines[2]
+        if not origin or not size.isdigit() or (size != "0" and size.startswith("0")):
+            raise NoteError(f"bad checkpoint origin or size {size!r}")
+        try:
+            raw = base64.b64decode(root, validate=True)
+        except ValueError:
+            raise NoteError("checkpoint root is not base64") from None
+        if len(raw) != 32:
+            raise NoteError(f"checkpoint root has {len(raw)} bytes, expected 32")
+        return cls(origin, int(size), raw)
+
+
+def verify_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
+    checkpoint = Checkpoint.parse(open_note(note, verifier))
+    if checkpoint.origin != verifier.name:
+        raise NoteError(f"checkpoint origin {checkpoint.origin!r} is not {verifier.name!r}")
+    return checkpoint
+
+
+def cosignature_message(checkpoint_text: str, timestamp: int) -> bytes:
+    return f"cosignature/v1\ntime {timestamp}\n{checkpoint_text}".encode()
+
+
+def verify_cosignature(note: str, verifier: NoteVerifier) -> int:
+    """The timestamp of `verifier`'s valid cosignature on the note's checkpoint."""
+    text, signatures = split_note(note)
+    for s in signatures:
+        if s.name == verifier.name and s.key_id == verifier.key_id:
+            if len(s.sig) != 72:
+                raise NoteError("cosignature is not 8 + 64 bytes")
+            (timestamp,) = struct.unpack(">Q", s.sig[:8])
+            try:
+                verifier.key().verify(s.sig[8:], cosignature_message(text, timestamp))
+            except InvalidSignature:
+                raise NoteError(f"cosignature by {verifier.name} does not verify") from None
+            return int(timestamp)
+    raise NoteError(f"no cosignature by {verifier.name}")
+
+
+def add_signature_lines(note: str, lines: list[str]) -> str:
+    """The note with extra signature lines appended (cosignatures served beside it)."""
+    return note + "".join(line + "\n" for line in lines)
+
+
 # --- evidence bundles -------------------------------------------------------------
 BUNDLE_FORMAT = "response-ledger-bundle/v1"
+BUNDLE_KEYS = frozenset(
+    {"format", "case_id", "stream_id", "log", "checkpoint", "tree_size", "entries"}
+)
+ENTRY_KEYS = frozenset({"stream", "seq", "bytes", "leaf_index", "inclusion"})
 
 
 @dataclass
@@ -374,11 +643,10 @@ def verify_bundle(
     and correctly chained, and every signature must verify with a key valid when
     the event was recorded. Witness keys, if given, must each have cosigned.
     """
-    from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
-    from .merkle import InvalidProof, leaf_hash, verify_inclusion
-
-    if bundle.get("format") != BUNDLE_FORMAT:
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise FormatError(f"not a {BUNDLE_FORMAT} bundle")
+    if bundle.keys() != BUNDLE_KEYS:
+        raise FormatError("bundle fields are not exactly " + ", ".join(sorted(BUNDLE_KEYS)))
     try:
         verifier = NoteVerifier.parse(log_key)
         checkpoint = verify_checkpoint(bundle["checkpoint"], verifier)
@@ -389,11 +657,23 @@ def verify_bundle(
             witnesses.append(w.name)
     except (NoteError, KeyError, TypeError) as e:
         raise FormatError(f"checkpoint: {e}") from None
+    case_id = bundle["case_id"]
+    if bundle["log"] != {"origin": verifier.name, "verifier_key": verifier.encode()}:
+        raise FormatError("bundle names a different log than the key it is checked with")
+    if bundle["tree_size"] != checkpoint.size:
+        raise FormatError(
+            f"tree_size {bundle['tree_size']!r} is not the checkpoint's {checkpoint.size}"
+        )
+    if not isinstance(case_id, str) or bundle["stream_id"] != str(stream_id(f"case/{case_id}")):
+        raise FormatError("stream_id does not belong to the bundle's case_id")
     envelopes: dict[str, list[Envelope]] = {}
-    for n, entry in enumerate(bundle.get("entries", [])):
-        where = f"entry {n} ({entry.get('stream')} seq {entry.get('seq')})"
+    for n, entry in enumerate(bundle["entries"]):
+        where = f"entry {n}"
         try:
-            raw = entry["envelope"].encode("utf-8")
+            where = f"entry {n} ({entry.get('stream')} seq {entry.get('seq')})"
+            if entry.keys() != ENTRY_KEYS:
+                raise FormatError("entry fields are not exactly " + ", ".join(sorted(ENTRY_KEYS)))
+            raw = b64decode(entry["bytes"])
             verify_inclusion(
                 entry["leaf_index"],
                 checkpoint.size,
@@ -402,14 +682,16 @@ def verify_bundle(
                 checkpoint.root,
             )
             env = parse_envelope(raw)
-        except (InvalidProof, FormatError, KeyError, TypeError, ValueError) as e:
+            if (entry["stream"], entry["seq"]) != (env.stream, env.seq):
+                raise FormatError("its stream and seq do not match its bytes")
+        except (InvalidProof, FormatError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise FormatError(f"{where}: {e}") from None
         envelopes.setdefault(env.stream, []).append(env)
     genesis = envelopes.get(LEDGER_STREAM, [])
     if not genesis or genesis[0].body["payload"].get("public_key") != b64encode(verifier.public):
         raise FormatError("the bundle's genesis event does not name the log key")
     registry = KeyRegistry(key_id_of(verifier.public), verifier.key())
-    case_stream = f"case/{bundle.get('case_id')}"
+    case_stream = f"case/{case_id}"
     if case_stream not in envelopes:
         raise FormatError(f"the bundle holds no events of {case_stream}")
     order = [LEDGER_STREAM, *sorted(s for s in envelopes if s.startswith("agency/"))]

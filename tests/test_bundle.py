@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ledger.bundle import export_bundle
 from ledger.checkpoint import NoteVerifier
@@ -42,9 +45,8 @@ def test_tampered_bundle_fails(world: World, attack: str) -> None:
     bad = copy.deepcopy(bundle)
     case_entries = [e for e in bad["entries"] if e["stream"] == "case/C-1"]
     if attack == "edit-byte":
-        case_entries[1]["envelope"] = case_entries[1]["envelope"].replace(
-            "CHILD_SEEN", "CHILD_SEEM"
-        )
+        raw = base64.b64decode(case_entries[1]["bytes"]).replace(b"CHILD_SEEN", b"CHILD_SEEM")
+        case_entries[1]["bytes"] = base64.b64encode(raw).decode()
     elif attack == "drop-event":
         bad["entries"].remove(case_entries[1])
     elif attack == "wrong-key":
@@ -62,21 +64,74 @@ def test_tampered_bundle_fails(world: World, attack: str) -> None:
         verify_bundle(bad, key)
 
 
-def test_verify_module_needs_only_stdlib_and_cryptography(world: World, tmp_path: Path) -> None:
+def test_verify_module_runs_alone_with_only_cryptography(world: World, tmp_path: Path) -> None:
+    """ledger/verify.py copied on its own beside nothing but `cryptography`: no site-packages,
+    no rest of the project, still verifies a bundle."""
+    import cryptography
+
     bundle, key = bundle_for(world)
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
-    probe = (
-        "import sys, runpy\n"
-        "sys.argv = ['ledger.verify', sys.argv[1], '--log-key', sys.argv[2]]\n"
-        "try:\n    runpy.run_module('ledger.verify', run_name='__main__')\n"
-        "except SystemExit as e:\n    code = e.code\n"
-        "third = sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'eventsourcing', "
-        "'rfc8785', 'rich', 'yaml', 'psycopg', 'fastapi'})\n"
-        "print('THIRD', third, 'CODE', code)\n"
+    site = Path(cryptography.__file__).parent.parent
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "cryptography").symlink_to(site / "cryptography")
+    for backend in site.glob("_cffi_backend*"):
+        (lib / backend.name).symlink_to(backend)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    verifier = alone / "verify.py"
+    verifier.write_bytes((Path(__file__).parent.parent / "ledger" / "verify.py").read_bytes())
+    env = {"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin"}
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", "import ledger"],
+        env=env,
+        cwd=alone,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(path), key], capture_output=True, text=True, check=True
-    ).stdout
-    assert "OK: case C-1" in out
-    assert "THIRD [] CODE 0" in out
+    assert probe.returncode != 0  # the rest of the project really is out of reach
+    ok = subprocess.run(
+        [sys.executable, "-S", str(verifier), str(path), "--log-key", key],
+        env=env,
+        cwd=alone,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: case C-1" in ok.stdout
+    bundle["entries"][-1]["bytes"] = base64.b64encode(b"{}").decode()
+    path.write_text(json.dumps(bundle))
+    bad = subprocess.run(
+        [sys.executable, "-S", str(verifier), str(path), "--log-key", key],
+        env=env,
+        cwd=alone,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("FAIL: entry")
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_byte_change_in_a_bundle_fails(world: World, data: st.DataObject) -> None:
+    if not hasattr(world, "bundle"):
+        world.bundle = bundle_for(world)  # type: ignore[attr-defined]
+    bundle, key = world.bundle  # type: ignore[attr-defined]
+    text = json.dumps(bundle).encode()
+    position = data.draw(st.integers(0, len(text) - 1))
+    value = data.draw(st.integers(0, 255).filter(lambda b: b != text[position]))
+    changed = text[:position] + bytes([value]) + text[position + 1 :]
+    try:
+        candidate = json.loads(changed)
+    except (ValueError, UnicodeDecodeError):
+        return  # not even JSON: the CLI refuses it as a malformed file
+    if candidate == bundle:
+        return  # a change JSON does not see (say, in insignificant formatting)
+    with pytest.raises(FormatError):
+        verify_bundle(candidate, key)
