@@ -135,7 +135,9 @@ def peak_rss_mb():
             return int(line.split()[1]) / 1024
     return 0.0
 """
-VERIFY_CHILD = PEAK + """
+VERIFY_CHILD = (
+    PEAK
+    + """
 import json, sys, time
 from pathlib import Path
 from ledger.audit import audit
@@ -149,6 +151,7 @@ print(json.dumps({"ok": report.ok, "events": report.events, "seconds": elapsed,
                   "events_per_s": report.events / elapsed,
                   "peak_rss_mb": peak_rss_mb()}))
 """
+)
 
 
 def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
@@ -162,7 +165,9 @@ def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
     return result
 
 
-SWEEP_CHILD = PEAK + """
+SWEEP_CHILD = (
+    PEAK
+    + """
 import json, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +182,7 @@ print(json.dumps({"cases": summary.cases, "open": summary.obligations - summary.
                   "seconds": elapsed, "cases_per_s": summary.cases / elapsed,
                   "peak_rss_mb": peak_rss_mb()}))
 """
+)
 
 
 def found_body(n: int, signer: Signer, agency: str, when: str) -> dict[str, Any]:

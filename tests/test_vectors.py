@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,113 @@ def test_canonical_matches_rfc8785_library(value: Any) -> None:
             canonical(value)
     else:
         assert canonical(value) == expected
+
+
+OURS = HERE / "vectors"
+
+
+@pytest.mark.parametrize(
+    "case",
+    json.loads((OURS / "rfc9162" / "inclusion.json").read_text()),
+    ids=lambda c: f"{c['treeSize']}-{c['leafIdx']}-{c['desc']}",
+)
+def test_our_inclusion_vectors(case: dict[str, Any]) -> None:
+    from ledger.merkle import InvalidProof, verify_inclusion
+
+    args = (
+        case["leafIdx"],
+        case["treeSize"],
+        b64decode(case["leafHash"]),
+        [b64decode(h) for h in case["proof"]],
+        b64decode(case["root"]),
+    )
+    if case["wantErr"]:
+        with pytest.raises(InvalidProof):
+            verify_inclusion(*args)
+    else:
+        verify_inclusion(*args)
+
+
+@pytest.mark.parametrize(
+    "case",
+    json.loads((OURS / "rfc9162" / "consistency.json").read_text()),
+    ids=lambda c: f"{c['size1']}-{c['size2']}-{c['desc']}",
+)
+def test_our_consistency_vectors(case: dict[str, Any]) -> None:
+    from ledger.merkle import InvalidProof, verify_consistency
+
+    args = (
+        case["size1"],
+        case["size2"],
+        [b64decode(h) for h in case["proof"]],
+        b64decode(case["root1"]),
+        b64decode(case["root2"]),
+    )
+    if case["wantErr"]:
+        with pytest.raises(InvalidProof):
+            verify_consistency(*args)
+    else:
+        verify_consistency(*args)
+
+
+@pytest.mark.parametrize(
+    "case", json.loads((OURS / "signed-note.json").read_text()), ids=lambda c: c["desc"]
+)
+def test_our_signed_note_vectors(case: dict[str, Any]) -> None:
+    from ledger.checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
+
+    check = verify_cosignature if case.get("cosignature") else verify_checkpoint
+    key = NoteVerifier.parse(case["vkey"])
+    if case["wantErr"]:
+        with pytest.raises(NoteError):
+            check(case["note"], key)
+    else:
+        check(case["note"], key)
+
+
+BUNDLE_KEY = (OURS / "bundles" / "log-key.txt").read_text().strip()
+
+
+def test_valid_bundle_vector_verifies() -> None:
+    from ledger.verify import verify_bundle
+
+    report = verify_bundle(json.loads((OURS / "bundles" / "valid.json").read_text()), BUNDLE_KEY)
+    assert (report.case_id, report.events) == ("V-1", 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("tampered-byte", "entry 5 (case/V-1 seq 3): inclusion proof gives root"),
+        ("tampered-dropped-event", "case/V-1 seq 3 (event v-2): seq 2 missing"),
+        ("tampered-foreign-checkpoint", "checkpoint: note is not signed by"),
+    ],
+)
+def test_tampered_bundle_vectors_fail_naming_what(name: str, needle: str) -> None:
+    from ledger.verify import verify_bundle
+
+    bundle = json.loads((OURS / "bundles" / f"{name}.json").read_text())
+    with pytest.raises(FormatError, match=re.escape(needle)):
+        verify_bundle(bundle, BUNDLE_KEY)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "No such file"),
+        ("not json", "Expecting value"),
+        ("[]", "not a response-ledger"),
+        ('{"format": "response-ledger-bundle/v1"}', "bundle fields are not exactly"),
+    ],
+)
+def test_malformed_bundle_files_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, needle: str
+) -> None:
+    from ledger.cli import main
+
+    path = tmp_path / "b.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["verify-bundle", str(path), "--log-key", BUNDLE_KEY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("FAIL:") and needle in err
