@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from .canonical import format_recorded_at
 from .checkpoint import (
@@ -40,7 +41,25 @@ from .merkle import (
 from .store import Store
 from .verify import b64encode
 
-PAGE = 2000
+PAGE = 10_000
+
+
+def _hash_bytes(event_hash: str) -> bytes:
+    try:
+        raw = bytes.fromhex(event_hash)
+    except ValueError:
+        raise UsageError(f"event hash {event_hash!r} is not 64 hex digits") from None
+    if len(raw) != 32:
+        raise UsageError(f"event hash {event_hash!r} is not 64 hex digits")
+    return raw
+
+
+def _tail(cur: _Adapted) -> tuple[int, int]:
+    """(tree size, last integrated notification id), from the newest leaf alone."""
+    row = cur.execute(
+        "SELECT leaf_index, notification_id FROM merkle_leaves ORDER BY leaf_index DESC LIMIT 1"
+    ).fetchone()
+    return (0, 0) if row is None else (int(row[0]) + 1, int(row[1]))
 
 
 class StoredTree:
@@ -50,9 +69,14 @@ class StoredTree:
         self.cur = cur
 
     def subtree(self, level: int, index: int) -> bytes:
-        row = self.cur.execute(
-            "SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?", (level, index)
-        ).fetchone()
+        if level == 0:  # leaf hashes live with the leaves
+            row = self.cur.execute(
+                "SELECT leaf_hash FROM merkle_leaves WHERE leaf_index = ?", (index,)
+            ).fetchone()
+        else:
+            row = self.cur.execute(
+                "SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?", (level, index)
+            ).fetchone()
         if row is None:
             raise NotFound(f"tree node ({level}, {index}) is not stored")
         return bytes(row[0])
@@ -113,15 +137,12 @@ class VerifiableLog:
     # --- integration --------------------------------------------------------------
     def size(self) -> int:
         with self.db.read() as cur:
-            return int(cur.execute("SELECT COUNT(*) FROM merkle_leaves").fetchone()[0])
+            return _tail(cur)[0]
 
     def integrate(self, limit: int = PAGE) -> int:
         """Integrate up to `limit` new events in one transaction; returns how many."""
         with self.db.write() as cur:
-            size, last = cur.execute(
-                "SELECT COUNT(*), COALESCE(MAX(notification_id), 0) FROM merkle_leaves"
-            ).fetchone()
-            size, last = int(size), int(last)
+            size, last = _tail(cur)
             notifications = self.store.app.recorder.select_notifications(last + 1, limit)
             if not notifications:
                 return 0
@@ -132,17 +153,20 @@ class VerifiableLog:
             leaves, nodes = [], []
             for n, note in enumerate(notifications):
                 state = bytes(note.state)
+                oid = note.originator_id
+                leaf = leaf_hash(state)
                 leaves.append(
                     (
                         size + n,
                         note.id,
-                        str(note.originator_id).replace("-", ""),
+                        oid.hex if isinstance(oid, UUID) else str(oid).replace("-", ""),
                         note.originator_version,
-                        hashlib.sha256(state).hexdigest(),
+                        hashlib.sha256(state).digest(),
+                        leaf,
                     )
                 )
-                nodes.extend(compact.append(leaf_hash(state)))
-            cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?)", leaves)
+                nodes.extend(compact.append(leaf)[1:])  # level 0 is the leaf row itself
+            cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
             cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)
             return len(leaves)
 
@@ -164,7 +188,7 @@ class VerifiableLog:
         """Integrate everything, then sign and store a checkpoint at the new size."""
         self.integrate_all()
         with self.db.write() as cur:
-            size = int(cur.execute("SELECT COUNT(*) FROM merkle_leaves").fetchone()[0])
+            size = _tail(cur)[0]
             row = cur.execute(
                 "SELECT note FROM log_checkpoints WHERE tree_size = ?", (size,)
             ).fetchone()
@@ -270,7 +294,8 @@ class VerifiableLog:
     def leaf_index_of(self, event_hash: str) -> int:
         with self.db.read() as cur:
             row = cur.execute(
-                "SELECT leaf_index FROM merkle_leaves WHERE event_hash = ?", (event_hash.lower(),)
+                "SELECT leaf_index FROM merkle_leaves WHERE event_hash = ?",
+                (_hash_bytes(event_hash),),
             ).fetchone()
         if row is None:
             raise NotFound(f"no integrated event with hash {event_hash}")
@@ -290,7 +315,7 @@ class VerifiableLog:
                 index,
                 size,
                 tree.subtree(0, index),
-                str(row[0]),
+                bytes(row[0]).hex(),
                 inclusion_proof(tree, index, size),
                 range_hash(tree, 0, size),
             )
@@ -315,7 +340,7 @@ class VerifiableLog:
         return [
             {
                 "leaf_index": int(r[0]),
-                "event_hash": str(r[2]),
+                "event_hash": bytes(r[2]).hex(),
                 "envelope": states[int(r[1])].decode("utf-8") if int(r[1]) in states else None,
             }
             for r in rows

@@ -65,7 +65,7 @@ class LogAuditor:
         checkpoints = self._checked_checkpoints()
         by_size = {size: root for size, root in checkpoints}
         stored_leaves = self._stored(
-            "SELECT leaf_index, notification_id, originator_id, seq, event_hash "
+            "SELECT leaf_index, notification_id, originator_id, seq, event_hash, leaf_hash "
             "FROM merkle_leaves ORDER BY leaf_index"
         )
         stored_nodes = self._stored(
@@ -80,17 +80,22 @@ class LogAuditor:
             while pending_leaf is not None and int(pending_leaf[1]) < nid:
                 self._deleted(pending_leaf)
                 pending_leaf = next(stored_leaves, None)
-            event_hash = hashlib.sha256(state).hexdigest()
+            event_hash = hashlib.sha256(state).digest()
             if pending_leaf is not None and int(pending_leaf[1]) == nid:
-                index, _, l_oid, l_seq, l_hash = pending_leaf
-                if l_hash != event_hash or l_oid != oid or int(l_seq) != seq:
+                index, _, l_oid, l_seq, l_hash, l_leaf = pending_leaf
+                if (
+                    bytes(l_hash) != event_hash
+                    or l_oid != oid
+                    or int(l_seq) != seq
+                    or bytes(l_leaf) != leaf_hash(state)
+                ):
                     self.report(
                         int(index),
                         "log",
                         int(index),
                         None,
                         f"leaf {index} ({self._where(oid, seq)}) was altered after "
-                        f"integration: hash {l_hash} then, {event_hash} now",
+                        f"integration: hash {bytes(l_hash).hex()} then, {event_hash.hex()} now",
                     )
                 pending_leaf = next(stored_leaves, None)
             elif pending_leaf is not None:
@@ -102,7 +107,7 @@ class LogAuditor:
                     f"{self._where(oid, seq)} (notification {nid}) appears between "
                     "integrated leaves: inserted after integration",
                 )
-            finished = compact.append(leaf_hash(state))
+            finished = compact.append(leaf_hash(state))[1:]  # leaf hashes: checked above
             if compact.size <= integrated:
                 for level, idx, h in finished:
                     stored = next(stored_nodes, None)
@@ -149,13 +154,13 @@ class LogAuditor:
         self.leaves = compact.size
 
     def _deleted(self, leaf: Any) -> None:
-        index, _, oid, seq, event_hash = leaf
+        index, _, oid, seq, event_hash, _ = leaf
         self.report(
             int(index),
             "log",
             int(index),
             None,
-            f"leaf {index} ({self._where(oid, int(seq))}, event hash {event_hash}) "
+            f"leaf {index} ({self._where(oid, int(seq))}, event hash {bytes(event_hash).hex()}) "
             "was integrated but is no longer stored (deleted)",
         )
 

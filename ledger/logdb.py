@@ -22,8 +22,8 @@ from .store import DatabaseURL
 
 TABLES = (
     "CREATE TABLE IF NOT EXISTS merkle_leaves (leaf_index BIGINT PRIMARY KEY, "
-    "notification_id BIGINT NOT NULL UNIQUE, originator_id TEXT NOT NULL, seq BIGINT NOT NULL, "
-    "event_hash TEXT NOT NULL)",
+    "notification_id BIGINT NOT NULL, originator_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+    "event_hash {blob} NOT NULL, leaf_hash {blob} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS merkle_leaves_event_hash ON merkle_leaves (event_hash)",
     "CREATE TABLE IF NOT EXISTS merkle_nodes (level INTEGER NOT NULL, idx BIGINT NOT NULL, "
     "hash {blob} NOT NULL, PRIMARY KEY (level, idx))",

@@ -1,7 +1,8 @@
 """Benchmarks, with the limits of the layers beneath measured in the same run.
 
-    .venv/bin/python scripts/bench.py --json [--part core|inaction|http|all]
-        [--events 200000] [--cases 100000] [--http-seconds 60] [--store sqlite|postgres]
+    .venv/bin/python scripts/bench.py --json [--part core|log|inaction|http|all]
+        [--events 200000] [--leaves 1000000] [--cases 100000] [--http-seconds 60]
+        [--store sqlite|postgres]
 
 Prints one JSON object: the bare eventsourcing batched append rate for events of
 the same size, Ed25519 verifications per second times cores, the ledger's
@@ -314,15 +315,76 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
     }
 
 
+def bench_log(tmp: Path, leaves: int) -> dict[str, Any]:
+    """Integrator rate, proof latency and checkpoint time at `leaves` leaves (SQLite file).
+
+    The events are stored through the eventsourcing recorder directly (the integrator
+    hashes bytes; it does not care what they say), so a million leaves take seconds.
+    """
+    import random
+    import uuid
+    from statistics import median
+
+    from eventsourcing.persistence import StoredEvent
+
+    ledger = Ledger.open(f"sqlite:///{tmp}/log.sqlite", tmp / "keys")
+    ledger.init("bench/log")
+    state = os.urandom(344).hex().encode()
+    streams = [uuid.uuid4() for _ in range(leaves // 100 + 1)]
+    for start in range(0, leaves, 10_000):
+        ledger.app.recorder.insert_events(
+            [
+                StoredEvent(streams[n // 100], n % 100 + 1, "bench", state)
+                for n in range(start, min(start + 10_000, leaves))
+            ]
+        )
+    t = time.perf_counter()
+    integrated = ledger.log.integrate_all()
+    rate = integrated / (time.perf_counter() - t)
+    t = time.perf_counter()
+    ledger.checkpoint()
+    checkpoint_ms = (time.perf_counter() - t) * 1000
+    size = ledger.log.size()
+    inclusion, consistency = [], []
+    for _ in range(500):
+        index, first = random.randrange(size), random.randrange(1, size)
+        t = time.perf_counter()
+        ledger.log.inclusion(index, size)
+        inclusion.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        ledger.log.consistency(first, size)
+        consistency.append((time.perf_counter() - t) * 1000)
+    ledger.close()
+    return {
+        "log_leaves": size,
+        "integrate_leaves_per_s": round(rate),
+        "integrate_target_per_s": 100_000,
+        "inclusion_proof_ms_p50": round(median(inclusion), 3),
+        "consistency_proof_ms_p50": round(median(consistency), 3),
+        "checkpoint_ms": round(checkpoint_ms, 2),
+        "log_targets_met": {
+            "integrate": rate >= 100_000,
+            "inclusion": median(inclusion) < 1,
+            "consistency": median(consistency) < 1,
+            "checkpoint": checkpoint_ms < 50,
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--cases", type=int, default=100_000, help="cases for the sweep bench")
-    parser.add_argument("--part", choices=["core", "inaction", "http", "all"], default="all")
+    parser.add_argument("--part", choices=["core", "log", "inaction", "http", "all"], default="all")
+    parser.add_argument("--leaves", type=int, default=1_000_000, help="leaves for the log bench")
     parser.add_argument("--http-seconds", type=float, default=60.0)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--json", action="store_true", help="(output is always JSON)")
     args = parser.parse_args()
+    if args.part == "log":
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(bench_log(Path(d), args.leaves), indent=2))
+        return
     if args.part == "http":
         from bench_http import bench_http
 
@@ -407,6 +469,8 @@ def main() -> None:
     }
     http: dict[str, Any] = {}
     if args.part == "all":
+        with tempfile.TemporaryDirectory() as d:
+            inaction.update(bench_log(Path(d), args.leaves))
         from bench_http import bench_http
 
         with tempfile.TemporaryDirectory() as d:
