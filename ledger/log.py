@@ -14,7 +14,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from .canonical import format_recorded_at
 from .checkpoint import (
@@ -143,7 +142,7 @@ class VerifiableLog:
         """Integrate up to `limit` new events in one transaction; returns how many."""
         with self.db.write() as cur:
             size, last = _tail(cur)
-            notifications = self.store.app.recorder.select_notifications(last + 1, limit)
+            notifications = self.store.catalog.notifications_after(last, limit)
             if not notifications:
                 return 0
             tree = StoredTree(cur)
@@ -151,20 +150,9 @@ class VerifiableLog:
                 size, [tree.subtree(lv, ix) for lv, ix in frontier_positions(size)]
             )
             leaves, nodes = [], []
-            for n, note in enumerate(notifications):
-                state = bytes(note.state)
-                oid = note.originator_id
+            for n, (nid, oid, version, state) in enumerate(notifications):
                 leaf = leaf_hash(state)
-                leaves.append(
-                    (
-                        size + n,
-                        note.id,
-                        oid.hex if isinstance(oid, UUID) else str(oid).replace("-", ""),
-                        note.originator_version,
-                        hashlib.sha256(state).digest(),
-                        leaf,
-                    )
-                )
+                leaves.append((size + n, nid, oid, version, hashlib.sha256(state).digest(), leaf))
                 nodes.extend(compact.append(leaf)[1:])  # level 0 is the leaf row itself
             cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
             cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)

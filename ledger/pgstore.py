@@ -95,6 +95,16 @@ class PostgresCatalog:
             [stream_prefix + "%"],
         )
 
+    def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        rows = self._query(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, state FROM {} "
+                "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ).format(self._events()),
+            [last, limit],
+        )
+        return [(int(r[0]), UUID(str(r[1])).hex, int(r[2]), bytes(r[3])) for r in rows]
+
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
         rows = self._query(
             SQL(

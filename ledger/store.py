@@ -163,6 +163,7 @@ class Catalog(Protocol):
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
+    def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]: ...
 
 
 class SQLiteCatalog:
@@ -203,6 +204,16 @@ class SQLiteCatalog:
 
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
+
+    def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        """The notification log's next rows (id, originator hex, version, state), read raw
+        for the integrator: the same rows, in the same order, as select_notifications."""
+        rows = self._query(
+            f"SELECT rowid, originator_id, originator_version, state FROM {self.events_table} "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            [last, limit],
+        )
+        return [(int(r[0]), str(r[1]), int(r[2]), bytes(r[3])) for r in rows]
 
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
         rows = self._query(
