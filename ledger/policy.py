@@ -203,19 +203,28 @@ class Rule(_Model):
         return None if self.when is None else compile_condition(self.when)
 
     @cached_property
-    def override_conditions(self) -> list[tuple[Condition, int]]:
-        return [(compile_condition(o.when), o.value) for o in self.deadline.overrides]
+    def override_conditions(self) -> list[tuple[Condition, Period]]:
+        clock = self.deadline.clock
+        return [
+            (compile_condition(o.when), Period(value=o.value, clock=clock))
+            for o in self.deadline.overrides
+        ]
+
+    @cached_property
+    def default_period(self) -> Period:
+        return Period(value=self.deadline.value, clock=self.deadline.clock)
 
     def period(self, ctx: Mapping[str, Any]) -> Period:
+        """The deadline that applies given the trigger's context (RAG rating, age...)."""
         d = self.deadline
         if d.by_field is not None:
             chosen = d.by_field.values.get(str(ctx.get(d.by_field.field)))
             if chosen is not None:
                 return chosen
-        for check, value in self.override_conditions:
+        for check, period in self.override_conditions:
             if check(ctx):
-                return Period(value=value, clock=d.clock)
-        return Period(value=d.value, clock=d.clock)
+                return period
+        return self.default_period
 
 
 class Pattern(_Model):

@@ -335,22 +335,34 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
+@lru_cache(maxsize=16)
+def _prepared(
+    terms: tuple[tuple[str, int | None, bool, str], ...],
+) -> list[tuple[re.Pattern[str], str, int | None, bool, str]]:
+    return [(_compiled(p), p, limit, bool(when), source) for p, limit, when, source in terms]
+
+
 def language_flags(events: Sequence[CaseEvent], lexicon: list[dict[str, Any]]) -> list[Flag]:
     """Victim-blaming language in decision rationales, for a human to review."""
-    compiled = [(_compiled(t["pattern"]), t) for t in lexicon]
+    terms = _prepared(
+        tuple(
+            (t["pattern"], t.get("age_lt"), bool(t.get("when")), str(t.get("source", "")))
+            for t in lexicon
+        )
+    )
     flags: list[Flag] = []
     child_age: int | None = None
     for e in events:
-        if isinstance(e.payload.get("child_age"), int):
-            child_age = e.payload["child_age"]
+        age = e.payload.get("child_age")
+        if isinstance(age, int):
+            child_age = age
         text = e.payload.get("rationale")
         if not isinstance(text, str):
             continue
-        for pattern, term in compiled:
-            limit = term.get("age_lt")
+        for pattern, name, limit, conditional, source in terms:
             if limit is not None and child_age is not None and child_age >= limit:
                 continue
-            if term.get("when") and (child_age is None or child_age >= 18):
+            if conditional and (child_age is None or child_age >= 18):
                 continue
             for m in pattern.finditer(text):
                 severe = child_age is not None and (
@@ -359,11 +371,11 @@ def language_flags(events: Sequence[CaseEvent], lexicon: list[dict[str, Any]]) -
                 flags.append(
                     Flag(
                         "language",
-                        term["pattern"],
+                        name,
                         e.event_id,
                         f"'{m.group(0)}' in the rationale "
                         f"(child's age band {age_band(child_age)}); "
-                        f"source: {term.get('source', '')}",
+                        f"source: {source}",
                         "high" if severe else "medium",
                         (m.start(), m.end()),
                         m.group(0),
