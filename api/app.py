@@ -11,16 +11,18 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from ledger.core import Ledger
 from ledger.groupcommit import GroupCommitter
 from ledger.policy import load_policy
 from ledger.sweep import sweep
 
-from . import problems
+from . import pages, problems
 from .deps import RateLimiter, Server
 from .middleware import Limits, SecurityHeaders
 from .routes import admin, cases, events, health, log
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for module in (events, cases, log, admin, health):
         app.include_router(module.router, responses=problems.ERROR_RESPONSES)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -16,7 +16,10 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    ),
     (b"cache-control", b"no-store"),
 ]
 
@@ -54,7 +57,13 @@ class Limits:
         headers = dict(scope.get("headers") or [])
         limit = self.max_batch if scope["path"].endswith(":batch") else self.max_body
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
+        forms = not scope["path"].startswith("/v1/")  # the panel pages post HTML forms
+        allowed = (
+            (b"application/json", b"application/x-www-form-urlencoded")
+            if forms
+            else (b"application/json",)
+        )
+        if ctype not in allowed:
             await _problem(send, 415, "Unsupported media type", "send the body as application/json")
             return
         length = headers.get(b"content-length")

@@ -25,3 +25,5 @@ class Settings(BaseSettings):
     integrate_every_s: float = 5.0  # background integrator; 0 disables
     sweep_every_s: float = 300.0  # background watchdog; 0 disables
     cors_origins: list[str] = []
+    # Test-only: serve one corrupted proof byte on the case page, to show verification fail.
+    test_tamper_proof: bool = False
