@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from .clock import LONDON, days_between, describe
@@ -35,6 +35,7 @@ KIND_LABELS = {
 EPISODE_GAP_DAYS = 14
 
 
+@lru_cache(maxsize=1024)
 def agency_label(agency: str, kind: str) -> str:
     return f"{KIND_LABELS.get(kind, kind)} ({agency})"
 
@@ -48,6 +49,7 @@ def date_text(moment: datetime) -> str:
     return f"{local.day} {local.strftime('%B %Y')}"
 
 
+@lru_cache(maxsize=512)
 def humanise(event_type: str) -> str:
     return event_type.replace("_", " ").capitalize()
 
@@ -100,7 +102,8 @@ class Flag:
     span: tuple[int, int] | None = None
     text: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    @cached_property
+    def _dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "rule": self.rule,
@@ -110,6 +113,10 @@ class Flag:
             "span": list(self.span) if self.span else None,
             "text": self.text,
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flag as JSON data (built once: a flagged case asks for it repeatedly)."""
+        return self._dict
 
 
 @dataclass
@@ -352,6 +359,7 @@ def language_flags(events: Sequence[CaseEvent], lexicon: list[dict[str, Any]]) -
     )
     flags: list[Flag] = []
     child_age: int | None = None
+    applicable: dict[int | None, list[Any]] = {}  # terms that apply at each age, built once
     for e in events:
         age = e.payload.get("child_age")
         if isinstance(age, int):
@@ -359,11 +367,14 @@ def language_flags(events: Sequence[CaseEvent], lexicon: list[dict[str, Any]]) -
         text = e.payload.get("rationale")
         if not isinstance(text, str):
             continue
-        for pattern, name, limit, conditional, source in terms:
-            if limit is not None and child_age is not None and child_age >= limit:
-                continue
-            if conditional and (child_age is None or child_age >= 18):
-                continue
+        if child_age not in applicable:
+            applicable[child_age] = [
+                t
+                for t in terms
+                if not (t[2] is not None and child_age is not None and child_age >= t[2])
+                and not (t[3] and (child_age is None or child_age >= 18))
+            ]
+        for pattern, name, limit, _conditional, source in applicable[child_age]:
             for m in pattern.finditer(text):
                 severe = child_age is not None and (
                     child_age < 16 or (limit is not None and child_age < limit)

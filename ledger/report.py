@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 from typing import TYPE_CHECKING, Any
 
@@ -64,10 +65,13 @@ def replay_dict(r: Replay) -> dict[str, Any]:
 
 def to_csv(r: Replay) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in r.chronology:
-        writer.writerow({**row, "flags": "; ".join(f["detail"] for f in row["flags"])})
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    columns = CSV_COLUMNS[:-1]
+    writer.writerows(
+        [*(row[c] for c in columns), "; ".join(f["detail"] for f in row["flags"])]
+        for row in r.chronology
+    )
     return out.getvalue()
 
 
@@ -90,20 +94,55 @@ _ENV = Environment(
 )
 
 
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _rows_html(rows: list[dict[str, Any]]) -> Markup:
+    """The chronology's rows, escaped once per cell (a large case has thousands)."""
+    out = []
+    for row in rows:
+        action = str(_highlight(row["action"], row["flags"])) if row["flags"] else _e(row["action"])
+        corrects = (
+            f"<br><em>Corrects {_e(row['corrects'])}: {_e(row['correction'])}</em>"
+            if row["corrects"]
+            else ""
+        )
+        corrected = (
+            f"<br><em>Corrected by {_e(row['corrected_by'])}</em>" if row["corrected_by"] else ""
+        )
+        out.append(
+            f'<tr id="{_e(row["event_id"])}">\n<td>{_e(row["date_time"])}</td>'
+            f"<td>{_e(row['agency_label'])}</td><td>{_e(row['source'])}</td>\n"
+            f"<td>{_e(row['event'])}{corrects}\n{corrected}</td>\n<td>{action}</td>"
+            f"<td>{_e(row['outcome'])}</td><td>{_e(row['decision_maker'])}</td>\n</tr>\n"
+        )
+    return Markup("".join(out))  # noqa: S704 - every value above is escaped
+
+
+def _obligations_html(obligations: list[dict[str, Any]]) -> Markup:
+    out = []
+    for o in obligations:
+        retro = " (retrospective)" if o["retrospective"] else ""
+        late = o["late_days"] or o["outstanding_days"] or ""
+        out.append(
+            f'<tr class="{_e(o["status"])}"><td>{_e(o["rule"])}: {_e(o["title"])}</td>'
+            f"<td>{_e(o['owing_agency'])}</td>\n<td>{_e(o['trigger_event_id'])}</td>"
+            f"<td>{_e(o['due'])}</td>\n<td>{_e(o['status'].replace('_', ' '))}{retro}</td>\n"
+            f"<td>{_e(late)}</td></tr>\n"
+        )
+    return Markup("".join(out))  # noqa: S704 - every value above is escaped
+
+
 def to_html(r: Replay, data: dict[str, Any] | None = None) -> str:
     """The printable chronology; `data` is `replay_dict(r)` if the caller already has it."""
     data = data or replay_dict(r)
-    rows = [
-        {
-            **row,
-            "action_html": _highlight(row["action"], row["flags"])
-            if row["flags"]
-            else row["action"],
-        }
-        for row in r.chronology
-    ]
     return _ENV.get_template("chronology.html.j2").render(
-        r=r, rows=rows, stall=_Obj(r.stall), obligations=data["obligations"], flags=data["flags"]
+        r=r,
+        rows_html=_rows_html(r.chronology),
+        stall=_Obj(r.stall),
+        obligations_html=_obligations_html(data["obligations"]),
+        flags=data["flags"],
     )
 
 
