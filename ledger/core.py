@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -140,6 +141,7 @@ class Ledger:
         self._public_keys: dict[str, Ed25519PublicKey] = {}
         self._log: VerifiableLog | None = None
         self._parsed: dict[str, list[Envelope]] = {}  # recently read cases, oldest first
+        self._write_lock = threading.Lock()
         # The ledger clock; tests and simulations replace it, nothing else should.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -374,7 +376,11 @@ class Ledger:
         signatures_checked = self._start_signature_checks(items)
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return self._save(items, signatures_checked)
+                # One writer per process at a time: its threads would only race each other
+                # for the same stream versions and retry. Validation and signature checks
+                # above still run concurrently.
+                with self._write_lock:
+                    return self._save(items, signatures_checked)
             except StoreIntegrityError:
                 # Another writer took a stream version or an event id first:
                 # re-read the streams and try again (idempotency sorts out the rest).

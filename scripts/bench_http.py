@@ -107,7 +107,8 @@ class Load:
 
     def run_client(self, deadline: float) -> None:
         http = httpx.Client(
-            base_url=self.base, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+            base_url=self.base, timeout=30,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         while time.monotonic() < deadline:
             chunk = self.take()
@@ -119,10 +120,11 @@ class Load:
                 path, payload = f"/v1/cases/{chunk[0]['body']['case_id']}/events", chunk[0]
             else:
                 path, payload = "/v1/events:batch", {"events": chunk}
+            content = json.dumps(payload, separators=(",", ":")).encode()  # encoded once
             while True:
                 t = time.perf_counter()
                 try:
-                    r = http.post(path, json=payload)
+                    r = http.post(path, content=content)
                 except httpx.HTTPError:
                     self.retries += 1
                     time.sleep(0.05)
