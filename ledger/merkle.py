@@ -32,9 +32,9 @@ def split_point(n: int) -> int:
 
 
 class SubtreeSource(Protocol):
-    def subtree(self, level: int, index: int) -> bytes:
-        """Hash of the complete subtree over leaves [index·2^level, (index+1)·2^level)."""
-        ...
+    """Gives the hash of the complete subtree over leaves [index·2^level, (index+1)·2^level)."""
+
+    def subtree(self, level: int, index: int) -> bytes: ...
 
 
 class LeafList:
