@@ -554,6 +554,55 @@ def cmd_token_list(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
+def cmd_subject_add(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .vault import Vault
+
+    ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind)
+    _emit(args, {"ref": ref}, ref)
+    return 0
+
+
+def cmd_subject_show(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .vault import Vault
+
+    subject = Vault(ledger).show(
+        args.ref, args.reader or os.environ.get("USER", "cli"), args.reason
+    )
+    data = {
+        "ref": subject.ref,
+        "kind": subject.kind,
+        "name": subject.name,
+        "dob": subject.dob,
+        "address": subject.address,
+    }
+    _emit(args, data, "\n".join(f"{k}: {v if v is not None else ''}" for k, v in data.items()))
+    return 0
+
+
+def cmd_subject_erase(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .vault import Vault
+
+    Vault(ledger).erase(args.ref, args.reason)
+    _emit(
+        args,
+        {"ref": args.ref, "erased": True},
+        f"erased {args.ref}: its key and data are destroyed; the audit trail still verifies",
+    )
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .vault import Vault
+
+    Vault(ledger).hold(args.target, args.reason or "", on=args.hold_command == "set")
+    _emit(
+        args,
+        {"target": args.target, "hold": args.hold_command == "set"},
+        f"legal hold {'set on' if args.hold_command == 'set' else 'cleared from'} {args.target}",
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
     from .demo import load_demo
 
@@ -707,6 +756,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_token_revoke)
     p = tsub.add_parser("list", parents=[common], help="list tokens (never their secrets)")
     p.set_defaults(func=cmd_token_list)
+
+    subject = sub.add_parser("subject", parents=[common], help="identifying data in the vault")
+    ssub = subject.add_subparsers(dest="subject_command", required=True, parser_class=_Parser)
+    p = ssub.add_parser("add", parents=[common], help="seal a person's data; print their ref")
+    p.add_argument("--name", required=True)
+    p.add_argument("--dob")
+    p.add_argument("--address")
+    p.add_argument("--kind", choices=["child", "person", "staff"], default="child")
+    p.set_defaults(func=cmd_subject_add)
+    p = ssub.add_parser("show", parents=[common], help="decrypt (recorded in the access log)")
+    p.add_argument("ref")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--reader")
+    p.set_defaults(func=cmd_subject_show)
+    p = ssub.add_parser("erase", parents=[common], help="crypto-shred a subject's data")
+    p.add_argument("ref")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_subject_erase)
+    hold = sub.add_parser("hold", parents=[common], help="legal holds that block erasure")
+    hsub = hold.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)
+    for verb in ("set", "clear"):
+        p = hsub.add_parser(verb, parents=[common], help=f"{verb} a hold on a case or subject")
+        p.add_argument("target", help="a case id or a subject reference")
+        p.add_argument("--reason", required=verb == "set")
+        p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("serve", parents=[common], help="HTTP API (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")

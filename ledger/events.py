@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
-from .verify import BODY_KEYS, GENESIS_TYPE, REGISTRY_TYPES, TIMESTAMP_RE
+from .verify import BODY_KEYS, GENESIS_TYPE, LEDGER_STREAM_TYPES, REGISTRY_TYPES, TIMESTAMP_RE
 
 REF_PATTERN = r"^(child|person|staff|vehicle|place|phone)_[a-z2-7]{26}$"
 Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
@@ -325,6 +325,11 @@ class AgencyKeyRevoked(Model):
     reason: Label
 
 
+class SubjectErased(Model):
+    subject_ref: Ref
+    reason: Text
+
+
 class LedgerInitialised(Model):
     origin: Label
     public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
@@ -430,6 +435,7 @@ CASE_TYPES: dict[str, type[Model]] = {
 }
 LEDGER_TYPES: dict[str, type[Model]] = {
     GENESIS_TYPE: LedgerInitialised,
+    "SUBJECT_ERASED": SubjectErased,
     "AGENCY_REGISTERED": AgencyRegistered,
     "AGENCY_KEY_ADDED": AgencyKeyAdded,
     "AGENCY_KEY_REVOKED": AgencyKeyRevoked,
@@ -493,7 +499,7 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if missing:
         raise ValidationError(f"body: missing field(s) {', '.join(sorted(missing))}")
     twin = "agency_id" if raw.get("type") not in REGISTRY_TYPES else "case_id"
-    if twin in raw and raw.get("type") != GENESIS_TYPE:
+    if twin in raw and raw.get("type") not in LEDGER_STREAM_TYPES:
         raise ValidationError(f"body: field {twin} does not belong in a {raw.get('type')} event")
     try:
         body = Body.model_validate(raw)
@@ -509,7 +515,9 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if body.type in REGISTRY_TYPES:
         if body.agency_id is None or body.case_id is not None:
             raise ValidationError(f"{where}: {body.type} names agency_id and no case_id")
-    elif body.type != GENESIS_TYPE and (body.case_id is None or body.agency_id is not None):
+    elif body.type not in LEDGER_STREAM_TYPES and (
+        body.case_id is None or body.agency_id is not None
+    ):
         raise ValidationError(f"{where}: a case event names case_id and no agency_id")
     if body.type in SYSTEM_CASE_TYPES and body.agency != "ledger":
         raise ValidationError(f"{where}: only the ledger itself may record {body.type}")

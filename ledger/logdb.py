@@ -32,6 +32,12 @@ TABLES = (
     "CREATE TABLE IF NOT EXISTS log_cosignatures (tree_size BIGINT NOT NULL, "
     "witness TEXT NOT NULL, verifier_key TEXT NOT NULL, line TEXT NOT NULL, "
     "created_at TEXT NOT NULL, PRIMARY KEY (tree_size, witness))",
+    "CREATE TABLE IF NOT EXISTS vault_meta (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS vault_subjects (ref TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+    "wrapped_key {blob}, ciphertext {blob}, created_at TEXT NOT NULL, erased_at TEXT, "
+    "erase_reason TEXT)",
+    "CREATE TABLE IF NOT EXISTS vault_holds (target TEXT PRIMARY KEY, reason TEXT NOT NULL, "
+    "set_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS api_tokens (token_hash TEXT PRIMARY KEY, name TEXT NOT NULL "
     "UNIQUE, role TEXT NOT NULL, agency TEXT, created_at TEXT NOT NULL, revoked_at TEXT)",
 )
@@ -66,6 +72,7 @@ class LogDB:
             conn: Any = sqlite3.connect(
                 Path(self.url.path), isolation_level=None, timeout=30, check_same_thread=False
             )
+            conn.execute("PRAGMA secure_delete = ON")  # erased vault data is zeroed on disk
         else:
             import psycopg
 
@@ -123,6 +130,15 @@ class LogDB:
                 cur.itersize = 2000
                 cur.execute(self.sql(sql))
                 yield from cur
+
+    def scrub(self, table: str) -> None:
+        """Leave no old copy of `table`'s rows on disk (after crypto-shredding)."""
+        with self._lock:
+            conn = self._connection()
+            if self.url.is_sqlite:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                conn.execute(f'VACUUM FULL "{table}"')
 
     def close(self) -> None:
         if self._conn is not None:

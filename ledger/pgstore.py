@@ -105,6 +105,17 @@ class PostgresCatalog:
         )
         return [(int(r[0]), UUID(str(r[1])).hex, int(r[2]), bytes(r[3])) for r in rows]
 
+    def streams_mentioning(self, text: str) -> list[str]:
+        rows = self._query(
+            SQL(
+                "SELECT DISTINCT i.stream FROM {} e JOIN {} i ON i.originator_id = "
+                "replace(e.originator_id::text, '-', '') AND i.seq = e.originator_version "
+                "WHERE position(%s::bytea in e.state) > 0 AND i.stream LIKE 'case/%%'"
+            ).format(self._events(), self._index()),
+            [text.encode()],
+        )
+        return [str(r[0]) for r in rows]
+
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
         rows = self._query(
             SQL(

@@ -162,6 +162,7 @@ class Catalog(Protocol):
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
+    def streams_mentioning(self, text: str) -> list[str]: ...
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]: ...
 
@@ -214,6 +215,16 @@ class SQLiteCatalog:
             [last, limit],
         )
         return [(int(r[0]), str(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+
+    def streams_mentioning(self, text: str) -> list[str]:
+        """Case streams whose stored events contain `text` (a reference), by name."""
+        rows = self._query(
+            f"SELECT DISTINCT i.stream FROM {self.events_table} e JOIN {INDEX_TABLE} i "
+            "ON i.originator_id = e.originator_id AND i.seq = e.originator_version "
+            "WHERE instr(e.state, ?) > 0 AND i.stream LIKE 'case/%'",
+            [text.encode()],
+        )
+        return [str(r[0]) for r in rows]
 
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
         rows = self._query(

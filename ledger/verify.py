@@ -34,6 +34,8 @@ STREAM_NAMESPACE = uuid.UUID("6f1c8a52-3c1e-5d0b-9a57-2f4f1c0de5a1")
 LEDGER_AGENCY = "ledger"
 LEDGER_STREAM = "ledger"
 GENESIS_TYPE = "LEDGER_INITIALISED"
+# Ledger-wide facts kept in the ledger's own stream: its genesis, and vault erasures.
+LEDGER_STREAM_TYPES = frozenset({GENESIS_TYPE, "SUBJECT_ERASED"})
 ACCESS_TYPE = "ACCESS_READ"  # kept in the case's access log stream, not its chronology
 REGISTRY_TYPES = frozenset({"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"})
 
@@ -87,7 +89,7 @@ def stream_id(stream: str) -> uuid.UUID:
 def stream_of(body: dict[str, Any]) -> str:
     """Which stream a body belongs to; decided by signed fields only."""
     kind = body.get("type")
-    if kind == GENESIS_TYPE:
+    if kind in LEDGER_STREAM_TYPES:
         return LEDGER_STREAM
     if kind in REGISTRY_TYPES:
         return f"agency/{body['agency_id']}"
@@ -164,7 +166,7 @@ def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     if kind in REGISTRY_TYPES:
         if not isinstance(body.get("agency_id"), str):
             raise FormatError("registry body lacks agency_id")
-    elif kind != GENESIS_TYPE and not isinstance(body.get("case_id"), str):
+    elif kind not in LEDGER_STREAM_TYPES and not isinstance(body.get("case_id"), str):
         raise FormatError("body lacks case_id")
     if not isinstance(body["occurred_at"], str) or not TIMESTAMP_RE.match(body["occurred_at"]):
         raise FormatError(f"occurred_at {body['occurred_at']!r} is not a UTC RFC 3339 time")

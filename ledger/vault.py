@@ -1,0 +1,210 @@
+"""The vault: people's identifying data, encrypted, one data key per subject; crypto-shredding.
+
+Chained events carry only pseudonymous references (keyed HMAC over normalised
+identifiers, so the same person gets the same reference in every agency and
+borough). Names, dates of birth and addresses live here, sealed with AES-GCM under
+a data key per subject, which is itself sealed under the master key. The master
+key and the linkage key live in files (or the environment), never in the database.
+Erasure destroys a subject's data key and ciphertext and appends a ledger-signed
+`SUBJECT_ERASED` event; every hash, signature and proof still verifies. A legal
+hold on the subject, or on any case that mentions it, blocks erasure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .canonical import format_recorded_at
+from .errors import Conflict, IntegrityError, KeyFileError, NotFound, UsageError
+from .refs import pseudonym
+
+if TYPE_CHECKING:
+    from .core import Ledger
+
+KEY_CHECK = b"response-ledger vault master key check v1"
+ERASED = "[erased]"
+
+
+def _key_file(path: Path, env: str) -> bytes:
+    """A 32-byte key from `$env` (base64) or from `path`, created 0600 if absent."""
+    if os.environ.get(env):
+        raw = base64.b64decode(os.environ[env])
+    elif path.exists():
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(f"key file {path} is readable by others; chmod 600 it")
+        raw = base64.b64decode(path.read_text().strip())
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        raw = AESGCM.generate_key(bit_length=256)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(raw).decode() + "\n")
+    if len(raw) != 32:
+        raise KeyFileError(f"{env} / {path} does not hold a 32-byte key")
+    return raw
+
+
+def _seal(key: bytes, data: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, data, aad)
+
+
+def _open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    return AESGCM(key).decrypt(sealed[:12], sealed[12:], aad)
+
+
+@dataclass(frozen=True)
+class Subject:
+    ref: str
+    kind: str
+    name: str
+    dob: str | None
+    address: str | None
+
+
+class Vault:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.db = ledger.log.db
+        keys = ledger.keys_dir
+        self.linkage = _key_file(keys / "linkage.key", "LEDGER_LINKAGE_KEY")
+        self.master = _key_file(keys / "master.key", "LEDGER_MASTER_KEY")
+        self._check_master()
+
+    def _check_master(self) -> None:
+        """Refuse a master key other than the one this vault was started with."""
+        with self.db.write() as cur:
+            row = cur.execute("SELECT value FROM vault_meta WHERE name = 'key_check'").fetchone()
+            if row is None:
+                cur.execute(
+                    "INSERT INTO vault_meta VALUES ('key_check', ?)",
+                    (_seal(self.master, KEY_CHECK, b"key-check"),),
+                )
+                return
+        try:
+            if _open(self.master, bytes(row[0]), b"key-check") != KEY_CHECK:
+                raise InvalidTag
+        except InvalidTag:
+            raise KeyFileError(
+                "wrong master key: it is not the key this vault was sealed with "
+                "(nothing was written)"
+            ) from None
+
+    def reference(self, kind: str, name: str, dob: str | None) -> str:
+        return pseudonym(kind, f"{name} {dob or ''}", self.linkage)
+
+    def add(
+        self, name: str, dob: str | None = None, address: str | None = None, kind: str = "child"
+    ) -> str:
+        """Seal a person's identifying data; their reference (the same for the same person)."""
+        if not name.strip():
+            raise UsageError("a subject needs a name")
+        ref = self.reference(kind, name, dob)
+        plaintext = json.dumps({"name": name, "dob": dob, "address": address}).encode()
+        data_key = AESGCM.generate_key(bit_length=256)
+        with self.db.write() as cur:
+            if cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
+                return ref  # already held; the reference is all the caller needs
+            cur.execute(
+                "INSERT INTO vault_subjects VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+                (
+                    ref,
+                    kind,
+                    _seal(self.master, data_key, b"data-key:" + ref.encode()),
+                    _seal(data_key, plaintext, ref.encode()),
+                    format_recorded_at(datetime.now(UTC)),
+                ),
+            )
+        return ref
+
+    def show(self, ref: str, reader: str, reason: str) -> Subject:
+        """Decrypt a subject's data; the read is put on the access log first."""
+        if not reason.strip():
+            raise UsageError("say why you are reading this subject's data (--reason)")
+        with self.db.read() as cur:
+            row = cur.execute(
+                "SELECT kind, wrapped_key, ciphertext, erased_at FROM vault_subjects WHERE ref = ?",
+                (ref,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no subject {ref} in the vault")
+        if row[3] is not None:
+            return Subject(ref, str(row[0]), ERASED, ERASED, ERASED)
+        self.ledger.record_access(f"subject:{ref}", reader, "vault", f"show: {reason}")
+        try:
+            data_key = _open(self.master, bytes(row[1]), b"data-key:" + ref.encode())
+            data: dict[str, Any] = json.loads(_open(data_key, bytes(row[2]), ref.encode()))
+        except InvalidTag:
+            raise IntegrityError(
+                f"subject {ref}: the sealed data or its key was altered "
+                "(AES-GCM tag does not verify)"
+            ) from None
+        return Subject(ref, str(row[0]), data["name"], data.get("dob"), data.get("address"))
+
+    def holds_on(self, ref: str) -> list[tuple[str, str]]:
+        """Legal holds blocking erasure: on the subject, or on a case that mentions it."""
+        targets = [ref] + [
+            s.removeprefix("case/") for s in self.ledger.store.catalog.streams_mentioning(ref)
+        ]
+        with self.db.read() as cur:
+            return [
+                (str(r[0]), str(r[1]))
+                for t in targets
+                for r in cur.execute(
+                    "SELECT target, reason FROM vault_holds WHERE target = ?", (t,)
+                ).fetchall()
+            ]
+
+    def erase(self, ref: str, reason: str) -> None:
+        """Crypto-shred a subject: destroy the data key and the ciphertext, record it."""
+        if not reason.strip():
+            raise UsageError("erasure needs a --reason")
+        holds = self.holds_on(ref)
+        if holds:
+            target, why = holds[0]
+            raise Conflict(
+                f"subject {ref} is under a legal hold ({target}: {why}); "
+                "clear the hold before erasing"
+            )
+        with self.db.write() as cur:
+            row = cur.execute(
+                "SELECT erased_at FROM vault_subjects WHERE ref = ?", (ref,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no subject {ref} in the vault")
+            if row[0] is not None:
+                raise Conflict(f"subject {ref} was already erased at {row[0]}")
+            cur.execute(
+                "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
+                "erased_at = ?, erase_reason = ? WHERE ref = ?",
+                (format_recorded_at(datetime.now(UTC)), reason, ref),
+            )
+        self.db.scrub("vault_subjects")
+        self.ledger.append_system(
+            {}, "SUBJECT_ERASED", {"subject_ref": ref, "reason": reason}, event_id=f"erased-{ref}"
+        )
+
+    def hold(self, target: str, reason: str, on: bool = True) -> None:
+        with self.db.write() as cur:
+            held = cur.execute("SELECT 1 FROM vault_holds WHERE target = ?", (target,)).fetchone()
+            if on:
+                if held:
+                    raise Conflict(f"{target} is already under a legal hold")
+                cur.execute(
+                    "INSERT INTO vault_holds VALUES (?, ?, ?)",
+                    (target, reason, format_recorded_at(datetime.now(UTC))),
+                )
+            else:
+                if not held:
+                    raise NotFound(f"{target} is not under a legal hold")
+                cur.execute("DELETE FROM vault_holds WHERE target = ?", (target,))
