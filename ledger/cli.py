@@ -322,6 +322,33 @@ def cmd_replay(args: argparse.Namespace, ledger: Ledger) -> int:
     policy = load_policy(args.policy)
     r = replay_case(ledger, args.case_id, policy, _instant(args.as_of, "--as-of"), args.basis)
     fmt = "json" if args.json else args.format
+    if args.redact == "publication":
+        from .publication import publication_rows
+
+        rows = publication_rows(r)
+        if fmt == "json":
+            print(json.dumps({"case": "redacted for publication", "chronology": rows}, indent=2))
+        else:
+            table = Table(
+                "month",
+                "agency",
+                "event",
+                "people",
+                "outcome",
+                "action",
+                title="chronology redacted for publication",
+            )
+            for row in rows:
+                table.add_row(
+                    row["month"],
+                    row["agency_kind"],
+                    row["event"],
+                    row["people"],
+                    row["outcome"],
+                    row["action"],
+                )
+            Console(width=160).print(table)
+        return 0
     if fmt == "json":
         print(json.dumps(replay_dict(r), indent=2, ensure_ascii=False))
     elif fmt == "csv":
@@ -603,6 +630,49 @@ def cmd_hold(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .policy import load_policy
+    from .publication import publish_stats
+
+    if not args.publish:
+        raise UsageError("only --publish statistics are offered (counts safe to publish)")
+    print(json.dumps(publish_stats(ledger, load_policy(args.policy)), indent=2))
+    return 0
+
+
+def cmd_links(args: argparse.Namespace, ledger: Ledger) -> int:
+    from .publication import decide_link, suggest_links
+
+    if args.links_command in ("confirm", "reject"):
+        receipts = decide_link(
+            ledger,
+            args.case_a,
+            args.case_b,
+            args.ref,
+            args.links_command == "confirm",
+            args.reason,
+            args.by or os.environ.get("USER", "cli"),
+        )
+        _emit(
+            args,
+            [r.as_dict() for r in receipts],
+            f"link {args.case_a} ~ {args.case_b} via {args.ref}: {args.links_command}ed",
+        )
+        return 0
+    links = suggest_links(ledger)
+    _emit(
+        args,
+        [link.as_dict() for link in links],
+        "\n".join(
+            f"{link.ref} ({link.kind}): {' ~ '.join(link.cases)} in {', '.join(link.boroughs)}; "
+            f"events {', '.join(link.events)}"
+            for link in links
+        )
+        or "no link suggestions",
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, ledger: Ledger) -> int:
     from .demo import load_demo
 
@@ -698,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
     p.add_argument("--policy", help="response-standards policy file (default $LEDGER_POLICY)")
+    p.add_argument(
+        "--redact",
+        choices=["publication"],
+        help="publication: months, 'Child A'/'Adult 1', narrative withheld",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("sweep", parents=[common], help="append DEADLINE_BREACHED for overdue")
@@ -781,6 +856,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("target", help="a case id or a subject reference")
         p.add_argument("--reason", required=verb == "set")
         p.set_defaults(func=cmd_hold)
+
+    p = sub.add_parser("stats", parents=[common], help="statistics fit to publish")
+    p.add_argument("--publish", action="store_true", help="suppress counts of 1-5 as c")
+    p.add_argument("--policy")
+    p.set_defaults(func=cmd_stats)
+
+    links = sub.add_parser("links", parents=[common], help="cross-borough link suggestions")
+    lksub = links.add_subparsers(dest="links_command", parser_class=_Parser)
+    links.set_defaults(func=cmd_links, links_command=None)
+    p = lksub.add_parser("list", parents=[common], help="suggested links (the default)")
+    p.set_defaults(func=cmd_links)
+    for verb in ("confirm", "reject"):
+        p = lksub.add_parser(verb, parents=[common], help=f"{verb} a suggested link")
+        p.add_argument("case_a")
+        p.add_argument("case_b")
+        p.add_argument("--ref", required=True)
+        p.add_argument("--reason", required=True)
+        p.add_argument("--by")
+        p.set_defaults(func=cmd_links)
 
     p = sub.add_parser("serve", parents=[common], help="HTTP API (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")
