@@ -31,7 +31,7 @@ from ledger.bundle import export_bundle
 from ledger.clock import LONDON, parse_instant
 from ledger.errors import LedgerError, NotFound
 from ledger.replay import KIND_LABELS, Replay, replay
-from ledger.report import replay_dict, to_csv, to_html
+from ledger.report import case_summaries, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
 from .deps import Server
@@ -140,27 +140,18 @@ async def case_list(
     srv = _server(request)
 
     def work() -> list[dict[str, Any]]:
-        kinds = srv.ledger.agency_kinds()
-        rows = []
-        for c in srv.ledger.cases():
-            if (borough and borough not in c["boroughs"]) or (
-                agency and agency not in c["agencies"]
-            ):
-                continue
-            if (start and c["last_occurred_at"] < start) or (
-                end and c["first_occurred_at"] > end + "T23:59:59Z"
-            ):
-                continue
-            r = replay(
-                c["case_id"], srv.ledger.case_envelopes(c["case_id"]), kinds, srv.policy, lexicon=[]
-            )
-            statuses = [o.status for o in r.obligations]
-            c["breached"] = statuses.count("breached")
-            c["open"] = statuses.count("open")
-            c["met_late"] = statuses.count("met_late")
-            if (breached == "yes" and not c["breached"]) or (breached == "no" and c["breached"]):
-                continue
-            rows.append(c)
+        wanted = {"yes": True, "no": False}.get(breached)
+        rows = case_summaries(
+            srv.ledger,
+            srv.policy,
+            borough or None,
+            agency or None,
+            wanted,
+            start or None,
+            end or None,
+        )
+        for c in rows:
+            c["breached"], c["open"] = c["breached_obligations"], c["open_obligations"]
         key = (
             sort
             if sort in ("case_id", "events", "breached", "first_occurred_at", "last_occurred_at")

@@ -265,22 +265,9 @@ def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
 
 def cmd_cases(args: argparse.Namespace, ledger: Ledger) -> int:
     from .policy import load_policy
-    from .replay import replay
+    from .report import case_summaries
 
-    policy = load_policy(args.policy)
-    kinds = ledger.agency_kinds()
-    cases = []
-    for c in ledger.cases():
-        if args.borough and args.borough not in c["boroughs"]:
-            continue
-        if args.agency and args.agency not in c["agencies"]:
-            continue
-        r = replay(c["case_id"], ledger.case_envelopes(c["case_id"]), kinds, policy, lexicon=[])
-        statuses = [o.status for o in r.obligations]
-        c["open_obligations"] = statuses.count("open")
-        c["breached_obligations"] = statuses.count("breached")
-        c["met_late"] = statuses.count("met_late")
-        cases.append(c)
+    cases = case_summaries(ledger, load_policy(args.policy), args.borough, args.agency)
     if args.json:
         _emit(args, cases, "")
         return 0

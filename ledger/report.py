@@ -47,6 +47,38 @@ def replay_case(
     )
 
 
+def case_summaries(
+    ledger: Ledger,
+    policy: Policy,
+    borough: str | None = None,
+    agency: str | None = None,
+    breached: bool | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> list[dict[str, Any]]:
+    """Each case with its open, breached and met-late obligation counts, filtered."""
+    kinds = ledger.agency_kinds()
+    out = []
+    for c in ledger.cases():
+        if (borough and borough not in c["boroughs"]) or (agency and agency not in c["agencies"]):
+            continue
+        if (start and c["last_occurred_at"] < start) or (
+            end and c["first_occurred_at"] > end + "T23:59:59Z"
+        ):
+            continue
+        r = replay(c["case_id"], ledger.case_envelopes(c["case_id"]), kinds, policy, lexicon=[])
+        statuses = [o.status for o in r.obligations]
+        c.update(
+            open_obligations=statuses.count("open"),
+            breached_obligations=statuses.count("breached"),
+            met_late=statuses.count("met_late"),
+        )
+        if breached is not None and breached != bool(c["breached_obligations"]):
+            continue
+        out.append(c)
+    return out
+
+
 def replay_dict(r: Replay) -> dict[str, Any]:
     return {
         "case_id": r.case_id,

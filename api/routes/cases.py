@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from ledger.bundle import export_bundle
 from ledger.clock import parse_instant
 from ledger.replay import replay
-from ledger.report import replay_dict, to_csv, to_html
+from ledger.report import case_summaries, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
 from ..deps import Panel, Reader, Server, Srv, requires
@@ -69,29 +69,10 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
-        kinds = srv.ledger.agency_kinds()
-        out = []
-        for c in srv.ledger.cases():
-            if who.role is Role.AGENCY and who.agency not in c["agencies"]:
-                continue
-            if (borough and borough not in c["boroughs"]) or (
-                agency and agency not in c["agencies"]
-            ):
-                continue
-            r = replay(
-                c["case_id"], srv.ledger.case_envelopes(c["case_id"]), kinds, srv.policy, lexicon=[]
-            )
-            statuses = [o.status for o in r.obligations]
-            c.update(
-                open_obligations=statuses.count("open"),
-                breached_obligations=statuses.count("breached"),
-            )
-            if breached is not None and breached != bool(c["breached_obligations"]):
-                continue
-            out.append(c)
-            if len(out) >= limit:
-                break
-        return out
+        rows = case_summaries(srv.ledger, srv.policy, borough, agency, breached)
+        if who.role is Role.AGENCY:
+            rows = [c for c in rows if who.agency in c["agencies"]]
+        return rows[:limit]
 
     return await run_in_threadpool(work)
 
