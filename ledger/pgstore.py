@@ -17,6 +17,9 @@ from psycopg.sql import SQL, Identifier
 from .errors import StoreUnavailable
 from .store import INDEX_COLUMNS, INDEX_TABLE, DatabaseURL, LedgerApplication, Store
 
+# eventsourcing names the events table after the application ("Ledger").
+EVENTS_TABLE = LedgerApplication.name.lower() + "_events"
+
 CONNECT_TIMEOUT_S = 5
 
 
@@ -27,19 +30,19 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(datastore.schema)
         table = Identifier(INDEX_TABLE)
-        self.sql_create_statements.append(
+        # The index table's DDL goes first: a writer locks it before the events
+        # table, so DDL taking the two in the same order cannot deadlock with it.
+        self.sql_create_statements[0:0] = [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {}.{} (event_id text PRIMARY KEY, "
                 "stream text NOT NULL, originator_id text NOT NULL, seq bigint NOT NULL, "
                 "type text NOT NULL, agency text NOT NULL, occurred_at text NOT NULL, "
                 "recorded_at text NOT NULL)"
-            ).format(schema, table)
-        )
-        self.sql_create_statements.append(
+            ).format(schema, table),
             SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (stream, seq)").format(
                 Identifier(INDEX_TABLE + "_stream"), schema, table
-            )
-        )
+            ),
+        ]
         self.insert_index_statement = SQL(
             "INSERT INTO {}.{} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
         ).format(schema, table)
@@ -164,6 +167,13 @@ def open_postgres(url: DatabaseURL) -> Store:
     with lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", ["ledger-ddl:" + url.schema])
         lock_conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
+        # Opening an existing ledger runs no DDL: CREATE INDEX IF NOT EXISTS still
+        # takes a SHARE lock, which would stall (or deadlock with) live writers.
+        exists = lock_conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            [f'"{url.schema}"."{EVENTS_TABLE}"', f'"{url.schema}"."{INDEX_TABLE}"'],
+        ).fetchone()
+        create_tables = not (exists and exists[0])
         try:
             app = LedgerApplication(
                 env={
@@ -180,7 +190,7 @@ def open_postgres(url: DatabaseURL) -> Store:
                     "POSTGRES_MAX_OVERFLOW": "4",
                     "APPLICATION_RECORDER_TOPIC": get_topic(IndexedPostgresRecorder),
                     "AGGREGATE_CACHE_MAXSIZE": "20000",
-                    "CREATE_TABLE": "y",
+                    "CREATE_TABLE": "y" if create_tables else "n",
                 }
             )
         except (PersistenceError, psycopg.Error, OSError) as e:

@@ -281,23 +281,21 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
         formats.append((time.perf_counter() - t) * 1000)
     tenth = max(cases // 10, 100)
     add_cases(ledger, signer, "bench-police", 0, tenth)
-    sweep_small = json.loads(
-        subprocess.run(
+
+    def sweep_in_child() -> dict[str, Any]:
+        """A fresh process, so its peak RSS is the sweep's alone."""
+        out = subprocess.run(
             [sys.executable, "-c", SWEEP_CHILD, url, str(tmp / "keys")],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-    )
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    sweep_small = sweep_in_child()
     add_cases(ledger, signer, "bench-police", tenth, cases - tenth)
-    sweep_full = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", SWEEP_CHILD, url, str(tmp / "keys")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    sweep_full = sweep_in_child()
     ledger.close()
     return {
         "replay_case_events": 1000,

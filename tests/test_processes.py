@@ -9,8 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.sql import SQL, Identifier
 
 from ledger.audit import audit
 from tests.conftest import CHILD, World
@@ -91,3 +96,32 @@ def test_sigkill_during_import_loses_nothing_acknowledged(world: World, tmp_path
     assert json.loads(done.stdout) == {"appended": 4000 - written, "duplicates": written}
     assert world.ledger.store.catalog.count_events() - before == 4000
     assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_opening_an_existing_postgres_ledger_waits_on_no_table_lock(world: World) -> None:
+    """A second process opening the ledger must not take DDL locks that live writers hold.
+
+    CREATE INDEX IF NOT EXISTS takes a SHARE lock even when the index exists; run on
+    every open, it blocked behind (and could deadlock with) a concurrent append.
+    """
+    from ledger.pgstore import EVENTS_TABLE, conninfo, open_postgres
+    from ledger.store import INDEX_TABLE, parse_db_url
+
+    url = parse_db_url(world.url)
+    opened: list[object] = []
+    with psycopg.connect(conninfo(url)) as writer:  # a transaction held open, as an append holds
+        for table in (INDEX_TABLE, EVENTS_TABLE):
+            writer.execute(
+                SQL("LOCK TABLE {}.{} IN ROW EXCLUSIVE MODE").format(
+                    Identifier(url.schema), Identifier(table)
+                )
+            )
+        opener = threading.Thread(target=lambda: opened.append(open_postgres(url)), daemon=True)
+        opener.start()
+        opener.join(timeout=10)
+        blocked = opener.is_alive()
+        writer.rollback()
+    opener.join(timeout=60)
+    assert not blocked, "opening an existing ledger waited on a lock held by a writer"
+    assert len(opened) == 1

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import Admin, Srv
+from . import json_example
 
 router = APIRouter(tags=["admin"])
 
@@ -27,29 +28,23 @@ class TokenRequest(BaseModel):
 @router.get(
     "/v1/agencies",
     summary="Registered agencies and their keys",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": [
-                        {
-                            "agency": "met-police-south",
-                            "kind": "police",
-                            "borough": "Lambeth",
-                            "name": "Metropolitan Police, South Area BCU",
-                            "keys": {
-                                "2aa025cc...": {
-                                    "public_key": "C9drHM3p...=",
-                                    "added_at": "2026-11-25T11:46:03.675437Z",
-                                    "revoked_at": None,
-                                }
-                            },
-                        }
-                    ]
-                }
+    responses=json_example(
+        [
+            {
+                "agency": "met-police-south",
+                "kind": "police",
+                "borough": "Lambeth",
+                "name": "Metropolitan Police, South Area BCU",
+                "keys": {
+                    "2aa025cc...": {
+                        "public_key": "C9drHM3p...=",
+                        "added_at": "2026-11-25T11:46:03.675437Z",
+                        "revoked_at": None,
+                    }
+                },
             }
-        }
-    },
+        ]
+    ),
 )
 async def agencies(who: Admin, srv: Srv) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from ledger.report import case_summaries, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
 from ..deps import Panel, Reader, Server, Srv, requires
+from . import json_example
 
 router = APIRouter(tags=["cases"])
 CaseReader = Annotated[Principal, Depends(requires(Role.PANEL, Role.AUDITOR, Role.AGENCY))]
@@ -38,27 +39,21 @@ def _instant(text: str | None) -> datetime | None:
 @router.get(
     "/v1/cases",
     summary="List cases with their agencies and obligation counts",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": [
-                        {
-                            "case_id": "DEMO-LAM-0001",
-                            "events": 8,
-                            "agencies": ["met-police-south"],
-                            "boroughs": ["Lambeth"],
-                            "first_occurred_at": "2024-03-03T14:05:00Z",
-                            "last_occurred_at": "2025-04-19T09:00:00Z",
-                            "last_recorded_at": "2026-11-25T11:46:03.677086Z",
-                            "open_obligations": 0,
-                            "breached_obligations": 3,
-                        }
-                    ]
-                }
+    responses=json_example(
+        [
+            {
+                "case_id": "DEMO-LAM-0001",
+                "events": 8,
+                "agencies": ["met-police-south"],
+                "boroughs": ["Lambeth"],
+                "first_occurred_at": "2024-03-03T14:05:00Z",
+                "last_occurred_at": "2025-04-19T09:00:00Z",
+                "last_recorded_at": "2026-11-25T11:46:03.677086Z",
+                "open_obligations": 0,
+                "breached_obligations": 3,
             }
-        }
-    },
+        ]
+    ),
 )
 async def list_cases(
     who: CaseReader,
@@ -80,29 +75,23 @@ async def list_cases(
 @router.get(
     "/v1/cases/{case_id}/events",
     summary="A case's stored events (role-filtered)",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "case_id": "DEMO-LAM-0001",
-                        "events": [
-                            {
-                                "seq": 1,
-                                "event_id": "DEMO-LAM-0001-001",
-                                "type": "DISCLOSURE_RECEIVED",
-                                "agency": "met-police-south",
-                                "event_hash": "65ce5af2...",
-                                "prev_hash": None,
-                                "recorded_at": "2026-11-25T11:46:03.677086Z",
-                                "envelope": "{...}",
-                            }
-                        ],
-                    }
+    responses=json_example(
+        {
+            "case_id": "DEMO-LAM-0001",
+            "events": [
+                {
+                    "seq": 1,
+                    "event_id": "DEMO-LAM-0001-001",
+                    "type": "DISCLOSURE_RECEIVED",
+                    "agency": "met-police-south",
+                    "event_hash": "65ce5af2...",
+                    "prev_hash": None,
+                    "recorded_at": "2026-11-25T11:46:03.677086Z",
+                    "envelope": "{...}",
                 }
-            }
+            ],
         }
-    },
+    ),
 )
 async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
@@ -133,24 +122,18 @@ async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]
 @router.get(
     "/v1/cases/{case_id}/replay",
     summary="The case as of an instant, with analysis",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "case_id": "DEMO-LAM-0001",
-                        "as_of": "2026-11-25T12:00:00+00:00",
-                        "basis": "recorded",
-                        "policy": {"id": "response-ledger-default@2026.1", "hash": "efef66da..."},
-                        "chronology": [],
-                        "obligations": [],
-                        "stall": {"first_stall": None},
-                        "flags": [],
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "case_id": "DEMO-LAM-0001",
+            "as_of": "2026-11-25T12:00:00+00:00",
+            "basis": "recorded",
+            "policy": {"id": "response-ledger-default@2026.1", "hash": "efef66da..."},
+            "chronology": [],
+            "obligations": [],
+            "stall": {"first_stall": None},
+            "flags": [],
         }
-    },
+    ),
 )
 async def case_replay(
     case_id: str,
@@ -233,26 +216,20 @@ async def case_chronology(
 @router.get(
     "/v1/cases/{case_id}/stalls",
     summary="Where action stalled",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "case_id": "DEMO-LAM-0001",
-                        "first_stall": {
-                            "rule": "RS10",
-                            "sentence": "Police (met-police-south) did not record the crime "
-                            "within 24 hours of the rape disclosure on 3 March 2024: never "
-                            "done (412 days)",
-                        },
-                        "longest_silence": {"days": 363.0},
-                        "agency_delays": [],
-                        "episodes": [],
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "case_id": "DEMO-LAM-0001",
+            "first_stall": {
+                "rule": "RS10",
+                "sentence": "Police (met-police-south) did not record the crime "
+                "within 24 hours of the rape disclosure on 3 March 2024: never "
+                "done (412 days)",
+            },
+            "longest_silence": {"days": 363.0},
+            "agency_delays": [],
+            "episodes": [],
         }
-    },
+    ),
 )
 async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
@@ -268,25 +245,19 @@ async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
 @router.get(
     "/v1/cases/{case_id}/bundle",
     summary="Evidence bundle, verifiable offline",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "format": "response-ledger-bundle/v1",
-                        "case_id": "DEMO-LAM-0001",
-                        "log": {
-                            "origin": "response-ledger.local/log",
-                            "verifier_key": "response-ledger.local/log+8856b7f7+AT...",
-                        },
-                        "checkpoint": "response-ledger.local/log\n67\n...",
-                        "tree_size": 67,
-                        "entries": [],
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "format": "response-ledger-bundle/v1",
+            "case_id": "DEMO-LAM-0001",
+            "log": {
+                "origin": "response-ledger.local/log",
+                "verifier_key": "response-ledger.local/log+8856b7f7+AT...",
+            },
+            "checkpoint": "response-ledger.local/log\n67\n...",
+            "tree_size": 67,
+            "entries": [],
         }
-    },
+    ),
 )
 async def case_bundle(case_id: str, who: Reader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from ..deps import Srv
 from ..problems import problem
+from . import json_example
 
 router = APIRouter(tags=["health"])
 
@@ -17,20 +18,14 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/v1/health",
     summary="Process and database health",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "status": "ok",
-                        "database": "ok",
-                        "events": 67,
-                        "group_commit": {"batches": 12, "events": 340},
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "status": "ok",
+            "database": "ok",
+            "events": 67,
+            "group_commit": {"batches": 12, "events": 340},
         }
-    },
+    ),
 )
 async def health(srv: Srv) -> Any:
     try:

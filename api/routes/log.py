@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ledger.checkpoint import NoteError, NoteVerifier
 
 from ..deps import AnyRole, Auditor, Srv
+from . import json_example
 
 router = APIRouter(tags=["log"])
 NonNegative = Annotated[int, Query(ge=0, le=2**53)]
@@ -40,22 +41,16 @@ async def checkpoint(who: AnyRole, srv: Srv) -> PlainTextResponse:
 @router.get(
     "/v1/log/proof/inclusion",
     summary="RFC 9162 inclusion proof",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "leaf_index": 5,
-                        "tree_size": 67,
-                        "leaf_hash": "eay5so5M...=",
-                        "event_hash": "80d10568...",
-                        "proof": ["SsxdVa0i...="],
-                        "root": "VBrKm9Sd...=",
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "leaf_index": 5,
+            "tree_size": 67,
+            "leaf_hash": "eay5so5M...=",
+            "event_hash": "80d10568...",
+            "proof": ["SsxdVa0i...="],
+            "root": "VBrKm9Sd...=",
         }
-    },
+    ),
 )
 async def inclusion(
     who: Auditor,
@@ -77,21 +72,15 @@ async def inclusion(
 @router.get(
     "/v1/log/proof/consistency",
     summary="RFC 9162 consistency proof",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "first": 10,
-                        "second": 67,
-                        "proof": ["jsRkrDyi...="],
-                        "first_root": "...=",
-                        "second_root": "VBrKm9Sd...=",
-                    }
-                }
-            }
+    responses=json_example(
+        {
+            "first": 10,
+            "second": 67,
+            "proof": ["jsRkrDyi...="],
+            "first_root": "...=",
+            "second_root": "VBrKm9Sd...=",
         }
-    },
+    ),
 )
 async def consistency(
     who: Auditor, srv: Srv, first: NonNegative, second: NonNegative
@@ -136,23 +125,17 @@ async def add_cosignature(cosignature: Cosignature, who: Auditor, srv: Srv) -> d
 @router.get(
     "/v1/log/entries",
     summary="Log entries [start, end) with their stored bytes",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "entries": [
-                            {
-                                "leaf_index": 0,
-                                "event_hash": "0e554608...",
-                                "envelope": '{"body":...}',
-                            }
-                        ]
-                    }
+    responses=json_example(
+        {
+            "entries": [
+                {
+                    "leaf_index": 0,
+                    "event_hash": "0e554608...",
+                    "envelope": '{"body":...}',
                 }
-            }
+            ]
         }
-    },
+    ),
 )
 async def entries(who: Auditor, srv: Srv, start: NonNegative, end: NonNegative) -> dict[str, Any]:
     if end <= start or end - start > 1000:
