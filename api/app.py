@@ -25,7 +25,7 @@ from ledger.sweep import sweep
 from . import pages, problems
 from .deps import RateLimiter, Server
 from .middleware import Limits, SecurityHeaders
-from .routes import admin, cases, events, health, log
+from .routes import admin, cases, events, health, log, subjects
 from .settings import Settings
 
 logger = logging.getLogger("ledger.api")
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (events, cases, log, admin, health):
+    for module in (events, cases, log, admin, health, subjects):
         app.include_router(module.router, responses=problems.ERROR_RESPONSES)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

@@ -571,7 +571,7 @@ def cmd_token_list(args: argparse.Namespace, ledger: Ledger) -> int:
 def cmd_subject_add(args: argparse.Namespace, ledger: Ledger) -> int:
     from .vault import Vault
 
-    ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind)
+    ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind, args.borough)
     _emit(args, {"ref": ref}, ref)
     return 0
 
@@ -579,16 +579,9 @@ def cmd_subject_add(args: argparse.Namespace, ledger: Ledger) -> int:
 def cmd_subject_show(args: argparse.Namespace, ledger: Ledger) -> int:
     from .vault import Vault
 
-    subject = Vault(ledger).show(
-        args.ref, args.reader or os.environ.get("USER", "cli"), args.reason
+    data = Vault(ledger).view(
+        args.ref, args.view, args.reader or os.environ.get("USER", "cli"), args.reason
     )
-    data = {
-        "ref": subject.ref,
-        "kind": subject.kind,
-        "name": subject.name,
-        "dob": subject.dob,
-        "address": subject.address,
-    }
     _emit(args, data, "\n".join(f"{k}: {v if v is not None else ''}" for k, v in data.items()))
     return 0
 
@@ -825,12 +818,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--dob")
     p.add_argument("--address")
+    p.add_argument("--borough", help="local authority area, the most a panel is shown")
     p.add_argument("--kind", choices=["child", "person", "staff"], default="child")
     p.set_defaults(func=cmd_subject_add)
     p = ssub.add_parser("show", parents=[common], help="decrypt (recorded in the access log)")
     p.add_argument("ref")
     p.add_argument("--reason", required=True)
     p.add_argument("--reader")
+    p.add_argument(
+        "--view",
+        choices=["full", "panel", "auditor"],
+        default="full",
+        help="full identities, a panel's (age band, borough) or an auditor's (metadata)",
+    )
     p.set_defaults(func=cmd_subject_show)
     p = ssub.add_parser("erase", parents=[common], help="crypto-shred a subject's data")
     p.add_argument("ref")

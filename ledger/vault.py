@@ -17,7 +17,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,34 @@ class Subject:
     name: str
     dob: str | None
     address: str | None
+    borough: str | None = None
+
+
+# Panels see an age band, never a date of birth: bands follow the ages at which
+# the law and guidance change (under 13: no capacity to consent; 16-17: still a child).
+AGE_BANDS: tuple[tuple[int, str], ...] = (
+    (5, "0-4"),
+    (10, "5-9"),
+    (13, "10-12"),
+    (16, "13-15"),
+    (18, "16-17"),
+    (25, "18-24"),
+)
+VIEWS = ("full", "panel", "auditor")
+
+
+def age_band(dob: str | None, on: date) -> str | None:
+    """The band a person born on `dob` falls in on `on`; None if unknown or unreadable."""
+    if not dob or dob == ERASED:
+        return None
+    try:
+        born = date.fromisoformat(dob)
+    except ValueError:
+        return None
+    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    if age < 0:
+        return None
+    return next((band for limit, band in AGE_BANDS if age < limit), "25+")
 
 
 class Vault:
@@ -104,13 +132,25 @@ class Vault:
         return pseudonym(kind, f"{name} {dob or ''}", self.linkage)
 
     def add(
-        self, name: str, dob: str | None = None, address: str | None = None, kind: str = "child"
+        self,
+        name: str,
+        dob: str | None = None,
+        address: str | None = None,
+        kind: str = "child",
+        borough: str | None = None,
     ) -> str:
         """Seal a person's identifying data; their reference (the same for the same person)."""
         if not name.strip():
             raise UsageError("a subject needs a name")
+        if dob is not None:
+            try:
+                date.fromisoformat(dob)
+            except ValueError:
+                raise UsageError(f"date of birth {dob!r} is not a date (YYYY-MM-DD)") from None
         ref = self.reference(kind, name, dob)
-        plaintext = json.dumps({"name": name, "dob": dob, "address": address}).encode()
+        plaintext = json.dumps(
+            {"name": name, "dob": dob, "address": address, "borough": borough}
+        ).encode()
         data_key = AESGCM.generate_key(bit_length=256)
         with self.db.write() as cur:
             if cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
@@ -139,7 +179,7 @@ class Vault:
         if row is None:
             raise NotFound(f"no subject {ref} in the vault")
         if row[3] is not None:
-            return Subject(ref, str(row[0]), ERASED, ERASED, ERASED)
+            return Subject(ref, str(row[0]), ERASED, ERASED, ERASED, ERASED)
         self.ledger.record_access(f"subject:{ref}", reader, "vault", f"show: {reason}")
         try:
             data_key = _open(self.master, bytes(row[1]), b"data-key:" + ref.encode())
@@ -149,7 +189,52 @@ class Vault:
                 f"subject {ref}: the sealed data or its key was altered "
                 "(AES-GCM tag does not verify)"
             ) from None
-        return Subject(ref, str(row[0]), data["name"], data.get("dob"), data.get("address"))
+        return Subject(
+            ref,
+            str(row[0]),
+            data["name"],
+            data.get("dob"),
+            data.get("address"),
+            data.get("borough"),
+        )
+
+    def view(
+        self, ref: str, role: str, reader: str, reason: str, on: date | None = None
+    ) -> dict[str, Any]:
+        """A subject as a role may see it.
+
+        `full` (the operator holding the master key) sees everything; `panel` sees
+        the reference, an age band and the borough, never a name, date of birth or
+        address; `auditor` sees metadata only, and nothing is decrypted for it.
+        """
+        if role not in VIEWS:
+            raise UsageError(f"view {role!r} is not one of {', '.join(VIEWS)}")
+        if role == "auditor":
+            with self.db.read() as cur:
+                row = cur.execute(
+                    "SELECT kind, created_at, erased_at FROM vault_subjects WHERE ref = ?",
+                    (ref,),
+                ).fetchone()
+            if row is None:
+                raise NotFound(f"no subject {ref} in the vault")
+            return {"ref": ref, "kind": row[0], "added_at": row[1], "erased_at": row[2]}
+        subject = self.show(ref, reader, f"{role} view: {reason}")
+        if role == "full":
+            return {
+                "ref": ref,
+                "kind": subject.kind,
+                "name": subject.name,
+                "dob": subject.dob,
+                "address": subject.address,
+                "borough": subject.borough,
+            }
+        erased = subject.name == ERASED
+        return {
+            "ref": ref,
+            "kind": subject.kind,
+            "age_band": ERASED if erased else age_band(subject.dob, on or datetime.now(UTC).date()),
+            "borough": ERASED if erased else subject.borough,
+        }
 
     def holds_on(self, ref: str) -> list[tuple[str, str]]:
         """Legal holds blocking erasure: on the subject, or on a case that mentions it."""

@@ -318,3 +318,35 @@ def test_witness_over_http_cosigns_and_the_log_serves_it(api: Api, tmp_path: Pat
     )
     assert r.status_code == 400 and "cosignature refused" in r.json()["detail"]
     remote.close()
+
+
+def test_subjects_are_shown_by_role_and_never_by_name(api: Api) -> None:
+    from ledger.vault import Vault
+
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    ref = Vault(ledger).add(
+        "Ada Pemberton-Lowe", "2009-06-01", "3 Elm Row, SE11", borough="Lambeth"
+    )
+    path = f"/v1/subjects/{ref}?reason=serious%20case%20review"
+    panel = api.client.get(path, headers=api.auth("panel"))
+    assert panel.status_code == 200, panel.text
+    assert set(panel.json()) == {"ref", "kind", "age_band", "borough"}
+    assert panel.json()["borough"] == "Lambeth" and "Ada" not in panel.text
+    auditor = api.client.get(path, headers=api.auth("auditor"))
+    assert auditor.status_code == 200 and set(auditor.json()) == {
+        "ref",
+        "kind",
+        "added_at",
+        "erased_at",
+    }
+    for role in ("agency", "admin"):
+        assert api.client.get(path, headers=api.auth(role)).status_code == 403
+    assert api.client.get(path).status_code == 401
+    reads = ledger.access_log(f"subject:{ref}")
+    assert [e.body["payload"]["reader"] for e in reads] == ["panel-1"]
+    missing = api.client.get(f"/v1/subjects/{ref}", headers=api.auth("panel"))
+    assert missing.status_code == 422
+    assert missing.headers["content-type"] == "application/problem+json"
+    unknown = api.client.get("/v1/subjects/child_nobody?reason=review", headers=api.auth("panel"))
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from ledger.audit import audit
-from ledger.errors import Conflict, IntegrityError, KeyFileError
-from ledger.vault import ERASED, Vault
+from ledger.errors import Conflict, IntegrityError, KeyFileError, UsageError
+from ledger.vault import ERASED, Vault, age_band
 from tests.conftest import World
 
 NAME, DOB, ADDRESS = "Zelda Quintrell-Okafor", "2008-02-29", "17 Larkspur Mews, SE11 4QQ"
@@ -117,9 +118,64 @@ def test_subject_cli(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     ref = capsys.readouterr().out.strip()
     assert main(["subject", "show", ref, "--reason", "review", *argv]) == 0
     assert NAME in capsys.readouterr().out
+    assert main(["subject", "show", ref, "--reason", "inquiry", "--view", "panel", *argv]) == 0
+    shown = capsys.readouterr().out
+    assert "age_band: 16-17" in shown or "age_band: 18-24" in shown
+    assert NAME not in shown and DOB not in shown
     assert main(["hold", "set", ref, "--reason", "inquiry", *argv]) == 0
     capsys.readouterr()
     assert main(["subject", "erase", ref, "--reason", "retention", *argv]) == 1
     assert "legal hold" in capsys.readouterr().err
     assert main(["hold", "clear", ref, *argv]) == 0
     assert main(["subject", "erase", ref, "--reason", "retention", *argv]) == 0
+
+
+@pytest.mark.parametrize(
+    ("dob", "band"),
+    [
+        ("2026-11-25", "0-4"),
+        ("2021-11-26", "0-4"),
+        ("2021-11-25", "5-9"),
+        ("2013-11-26", "10-12"),
+        ("2013-11-25", "13-15"),
+        ("2010-11-25", "16-17"),
+        ("2008-11-26", "16-17"),
+        ("2008-11-25", "18-24"),
+        ("2001-11-25", "25+"),
+        ("2027-01-01", None),
+        (None, None),
+    ],
+)
+def test_age_bands_turn_on_the_birthday(dob: str | None, band: str | None) -> None:
+    assert age_band(dob, date(2026, 11, 25)) == band
+
+
+def test_role_views_of_a_subject(world: World) -> None:
+    vault = Vault(world.ledger)
+    ref = vault.add(NAME, DOB, ADDRESS, borough="Lambeth")
+    full = vault.view(ref, "full", "operator", "case review")
+    assert (full["name"], full["dob"], full["address"], full["borough"]) == (
+        NAME,
+        DOB,
+        ADDRESS,
+        "Lambeth",
+    )
+    panel = vault.view(ref, "panel", "panel-1", "inquiry", on=date(2024, 3, 3))
+    assert panel == {"ref": ref, "kind": "child", "age_band": "16-17", "borough": "Lambeth"}
+    auditor = vault.view(ref, "auditor", "auditor-1", "audit")
+    assert set(auditor) == {"ref", "kind", "added_at", "erased_at"}
+    assert auditor["erased_at"] is None
+    # Decrypting views are on the access log with who and why; the auditor's is not a decryption.
+    summaries = [e.body["payload"]["summary"] for e in world.ledger.access_log(f"subject:{ref}")]
+    assert summaries == ["vault show: full view: case review", "vault show: panel view: inquiry"]
+    assert [e.body["payload"]["reader"] for e in world.ledger.access_log(f"subject:{ref}")] == [
+        "operator",
+        "panel-1",
+    ]
+    vault.erase(ref, "retention")
+    assert vault.view(ref, "panel", "panel-1", "inquiry")["age_band"] == ERASED
+    assert vault.view(ref, "auditor", "auditor-1", "audit")["erased_at"] is not None
+    with pytest.raises(UsageError):
+        vault.view(ref, "agency", "x", "y")
+    with pytest.raises(UsageError):
+        vault.add("Someone", "29/02/2008")
