@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.errors import (
     Conflict,
+    Forbidden,
     IntegrityError,
     KeyFileError,
     LedgerError,
@@ -32,6 +33,7 @@ STATUS: list[tuple[type[LedgerError], int, str]] = [
     (NotFound, 404, "not-found"),
     (Conflict, 409, "conflict"),
     (SignatureError, 403, "signature-refused"),
+    (Forbidden, 403, "forbidden"),
     (StoreUnavailable, 503, "store-unavailable"),
     (KeyFileError, 500, "server-key"),
     (IntegrityError, 500, "integrity"),

@@ -32,6 +32,10 @@ class SignatureError(LedgerError):
     """A signature does not verify, or the key is unknown, revoked or not the signer's."""
 
 
+class Forbidden(LedgerError):
+    """The caller may not see this: e.g. an agency asking for identities it did not supply."""
+
+
 class IntegrityError(LedgerError):
     """Stored data no longer matches what was hashed or signed."""
 

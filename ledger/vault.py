@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .canonical import format_recorded_at
-from .errors import Conflict, IntegrityError, KeyFileError, NotFound, UsageError
+from .errors import Conflict, Forbidden, IntegrityError, KeyFileError, NotFound, UsageError
 from .refs import pseudonym
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ AGE_BANDS: tuple[tuple[int, str], ...] = (
     (18, "16-17"),
     (25, "18-24"),
 )
-VIEWS = ("full", "panel", "auditor")
+VIEWS = ("full", "agency", "panel", "auditor")
 
 
 def age_band(dob: str | None, on: date) -> str | None:
@@ -138,8 +138,13 @@ class Vault:
         address: str | None = None,
         kind: str = "child",
         borough: str | None = None,
+        supplier: str | None = None,
     ) -> str:
-        """Seal a person's identifying data; their reference (the same for the same person)."""
+        """Seal a person's identifying data; their reference (the same for the same person).
+
+        `supplier` is the agency handing the identity over: it may later read back the
+        identities it supplied, as no other agency may.
+        """
         if not name.strip():
             raise UsageError("a subject needs a name")
         if dob is not None:
@@ -152,20 +157,33 @@ class Vault:
             {"name": name, "dob": dob, "address": address, "borough": borough}
         ).encode()
         data_key = AESGCM.generate_key(bit_length=256)
+        now = format_recorded_at(datetime.now(UTC))
         with self.db.write() as cur:
-            if cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
-                return ref  # already held; the reference is all the caller needs
-            cur.execute(
-                "INSERT INTO vault_subjects VALUES (?, ?, ?, ?, ?, NULL, NULL)",
-                (
-                    ref,
-                    kind,
-                    _seal(self.master, data_key, b"data-key:" + ref.encode()),
-                    _seal(data_key, plaintext, ref.encode()),
-                    format_recorded_at(datetime.now(UTC)),
-                ),
-            )
+            # A subject already held keeps its sealed data: the reference is what the
+            # caller needs, and a second supplier is recorded beside the first.
+            if not cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
+                cur.execute(
+                    "INSERT INTO vault_subjects VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+                    (
+                        ref,
+                        kind,
+                        _seal(self.master, data_key, b"data-key:" + ref.encode()),
+                        _seal(data_key, plaintext, ref.encode()),
+                        now,
+                    ),
+                )
+            if supplier is not None:
+                cur.execute(
+                    "INSERT INTO vault_suppliers VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (ref, supplier, now),
+                )
         return ref
+
+    def suppliers(self, ref: str) -> set[str]:
+        """The agencies that handed this subject's identity to the vault."""
+        with self.db.read() as cur:
+            rows = cur.execute("SELECT agency FROM vault_suppliers WHERE ref = ?", (ref,))
+            return {str(r[0]) for r in rows.fetchall()}
 
     def show(self, ref: str, reader: str, reason: str) -> Subject:
         """Decrypt a subject's data; the read is put on the access log first."""
@@ -199,16 +217,28 @@ class Vault:
         )
 
     def view(
-        self, ref: str, role: str, reader: str, reason: str, on: date | None = None
+        self,
+        ref: str,
+        role: str,
+        reader: str,
+        reason: str,
+        on: date | None = None,
+        agency: str | None = None,
     ) -> dict[str, Any]:
         """A subject as a role may see it.
 
-        `full` (the operator holding the master key) sees everything; `panel` sees
-        the reference, an age band and the borough, never a name, date of birth or
-        address; `auditor` sees metadata only, and nothing is decrypted for it.
+        `full` (the operator holding the master key) sees everything; `agency` sees
+        everything only if `agency` supplied the subject; `panel` sees the reference,
+        an age band and the borough, never a name, date of birth or address;
+        `auditor` sees metadata only, and nothing is decrypted for it.
         """
         if role not in VIEWS:
             raise UsageError(f"view {role!r} is not one of {', '.join(VIEWS)}")
+        if role == "agency":
+            if agency is None or agency not in self.suppliers(ref):
+                self._require(ref)
+                raise Forbidden(f"subject {ref} was not supplied by agency {agency}")
+            role = "full"
         if role == "auditor":
             with self.db.read() as cur:
                 row = cur.execute(
@@ -235,6 +265,11 @@ class Vault:
             "age_band": ERASED if erased else age_band(subject.dob, on or datetime.now(UTC).date()),
             "borough": ERASED if erased else subject.borough,
         }
+
+    def _require(self, ref: str) -> None:
+        with self.db.read() as cur:
+            if not cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
+                raise NotFound(f"no subject {ref} in the vault")
 
     def holds_on(self, ref: str) -> list[tuple[str, str]]:
         """Legal holds blocking erasure: on the subject, or on a case that mentions it."""

@@ -107,7 +107,8 @@ class Load:
 
     def run_client(self, deadline: float) -> None:
         http = httpx.Client(
-            base_url=self.base, timeout=30,
+            base_url=self.base,
+            timeout=30,
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         while time.monotonic() < deadline:

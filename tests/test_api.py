@@ -339,8 +339,10 @@ def test_subjects_are_shown_by_role_and_never_by_name(api: Api) -> None:
         "added_at",
         "erased_at",
     }
-    for role in ("agency", "admin"):
-        assert api.client.get(path, headers=api.auth(role)).status_code == 403
+    for role in ("agency", "admin"):  # the agency did not supply this subject
+        denied = api.client.get(path, headers=api.auth(role))
+        assert denied.status_code == 403
+        assert denied.headers["content-type"] == "application/problem+json"
     assert api.client.get(path).status_code == 401
     reads = ledger.access_log(f"subject:{ref}")
     assert [e.body["payload"]["reader"] for e in reads] == ["panel-1"]
@@ -350,3 +352,34 @@ def test_subjects_are_shown_by_role_and_never_by_name(api: Api) -> None:
     unknown = api.client.get("/v1/subjects/child_nobody?reason=review", headers=api.auth("panel"))
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/problem+json"
+
+
+def test_an_agency_reads_back_only_the_identities_it_supplied(api: Api) -> None:
+    person = {"name": "Kit Marlowe-Adeyemi", "dob": "2010-04-01", "borough": "Croydon"}
+    added = api.client.post("/v1/subjects", json=person, headers=api.auth("agency"))
+    assert added.status_code == 201, added.text
+    ref = added.json()["ref"]
+    path = f"/v1/subjects/{ref}?reason=strategy%20discussion"
+    own = api.client.get(path, headers=api.auth("agency"))
+    assert own.status_code == 200 and own.json()["name"] == person["name"]
+    assert own.json()["dob"] == "2010-04-01"
+    other = api.client.get(path, headers=api.auth("agency-b"))
+    assert other.status_code == 403 and person["name"] not in other.text
+    # The same person supplied by a second agency: same reference, and now it may read too.
+    again = api.client.post("/v1/subjects", json=person, headers=api.auth("agency-b"))
+    assert again.status_code == 201 and again.json()["ref"] == ref
+    assert api.client.get(path, headers=api.auth("agency-b")).json()["name"] == person["name"]
+    panel = api.client.get(path, headers=api.auth("panel")).json()
+    assert person["name"] not in str(panel) and panel["borough"] == "Croydon"
+    for role in ("panel", "auditor", "admin"):
+        assert (
+            api.client.post("/v1/subjects", json=person, headers=api.auth(role)).status_code == 403
+        )
+    for bad in ({"name": ""}, {"name": "A", "dob": "01/04/2010"}, {"name": "A", "ssn": "1"}):
+        r = api.client.post("/v1/subjects", json=bad, headers=api.auth("agency"))
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    blank = api.client.post("/v1/subjects", json={"name": "   "}, headers=api.auth("agency"))
+    assert blank.status_code == 400
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    readers = [e.body["payload"]["reader"] for e in ledger.access_log(f"subject:{ref}")]
+    assert readers == ["agency:police-a", "agency:csc-b", "panel-1"]

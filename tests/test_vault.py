@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.audit import audit
-from ledger.errors import Conflict, IntegrityError, KeyFileError, UsageError
+from ledger.errors import Conflict, Forbidden, IntegrityError, KeyFileError, UsageError
 from ledger.vault import ERASED, Vault, age_band
 from tests.conftest import World
 
@@ -176,6 +176,8 @@ def test_role_views_of_a_subject(world: World) -> None:
     assert vault.view(ref, "panel", "panel-1", "inquiry")["age_band"] == ERASED
     assert vault.view(ref, "auditor", "auditor-1", "audit")["erased_at"] is not None
     with pytest.raises(UsageError):
-        vault.view(ref, "agency", "x", "y")
+        vault.view(ref, "everyone", "x", "y")
+    with pytest.raises(Forbidden):  # no agency supplied this subject
+        vault.view(ref, "agency", "x", "y", agency="police-a")
     with pytest.raises(UsageError):
         vault.add("Someone", "29/02/2008")

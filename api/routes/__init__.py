@@ -3,6 +3,6 @@
 from typing import Any
 
 
-def json_example(example: Any) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for a 200 JSON body, so each route states only its example."""
-    return {200: {"content": {"application/json": {"example": example}}}}
+def json_example(example: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a JSON body, so each route states only its example."""
+    return {status: {"content": {"application/json": {"example": example}}}}

@@ -1,39 +1,84 @@
-"""Subjects as a role may see them: panels get age bands and boroughs, auditors metadata.
+"""Subjects over HTTP: agencies hand identities to the vault; each role sees what it may.
 
-Names, dates of birth and addresses never leave the server over HTTP; the operator
-holding the master key reads them with `ledger subject show`. Every decryption a
-panel's read causes is put on the access log, with the reason given.
+An agency reads back in full only the identities it supplied; a panel gets an age band
+and a borough; an auditor metadata. Every decryption a read causes is put on the access
+log, with the reason given.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.tokens import Role
+from ledger.tokens import Principal, Role
 
-from ..deps import Reader, Srv
+from ..deps import Agency, Srv, requires
 from . import json_example
 
 router = APIRouter(tags=["subjects"])
+SubjectReader = Annotated[Principal, Depends(requires(Role.PANEL, Role.AUDITOR, Role.AGENCY))]
+VIEW = {Role.PANEL: "panel", Role.AUDITOR: "auditor", Role.AGENCY: "agency"}
+
+
+class NewSubject(BaseModel):
+    """A person's identifying data, sealed on arrival; only the reference comes back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    dob: date | None = None
+    address: str | None = Field(default=None, max_length=500)
+    borough: str | None = Field(default=None, max_length=100)
+    kind: Literal["child", "person", "staff"] = "child"
+
+
+@router.post(
+    "/v1/subjects",
+    status_code=201,
+    summary="Seal a person's identity in the vault; returns their pseudonymous reference",
+    responses=json_example({"ref": "child_az37mcqnpcpq3uc4kibmd4e5j6"}, status=201),
+)
+async def add_subject(subject: NewSubject, who: Agency, srv: Srv) -> Any:
+    from ledger.vault import Vault
+
+    def work() -> str:
+        return Vault(srv.ledger).add(
+            subject.name,
+            subject.dob.isoformat() if subject.dob else None,
+            subject.address,
+            subject.kind,
+            subject.borough,
+            supplier=who.agency,
+        )
+
+    return {"ref": await run_in_threadpool(work)}
 
 
 @router.get(
     "/v1/subjects/{ref}",
     summary="A subject in the vault, as the caller's role may see it",
     responses=json_example(
-        {"ref": "child_7Qm2…", "kind": "child", "age_band": "13-15", "borough": "Lambeth"}
+        {
+            "ref": "child_az37mcqnpcpq3uc4kibmd4e5j6",
+            "kind": "child",
+            "age_band": "13-15",
+            "borough": "Lambeth",
+        }
     ),
 )
 async def subject(
     ref: str,
-    who: Reader,
+    who: SubjectReader,
     srv: Srv,
     reason: Annotated[str, Query(min_length=3, max_length=500, description="why you need it")],
 ) -> dict[str, Any]:
     from ledger.vault import Vault
 
-    view = "panel" if who.role is Role.PANEL else "auditor"
-    return await run_in_threadpool(lambda: Vault(srv.ledger).view(ref, view, who.name, reason))
+    def work() -> dict[str, Any]:
+        return Vault(srv.ledger).view(ref, VIEW[who.role], who.name, reason, agency=who.agency)
+
+    return await run_in_threadpool(work)
