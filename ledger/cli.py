@@ -568,10 +568,20 @@ def cmd_token_list(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
-def cmd_subject_add(args: argparse.Namespace, ledger: Ledger) -> int:
-    from .vault import Vault
+def cmd_subject_add(args: argparse.Namespace, ledger: Ledger | None) -> int:
+    if args.server:
+        from .client import add_subject
 
-    ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind, args.borough)
+        if not args.token:
+            raise UsageError("--server needs --token (the agency's API token)")
+        fields = {"name": args.name, "dob": args.dob, "address": args.address}
+        fields |= {"borough": args.borough, "kind": args.kind}
+        ref = add_subject(args.server, args.token, fields)
+    else:
+        from .vault import Vault
+
+        assert ledger is not None
+        ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind, args.borough)
     _emit(args, {"ref": ref}, ref)
     return 0
 
@@ -820,6 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address")
     p.add_argument("--borough", help="local authority area, the most a panel is shown")
     p.add_argument("--kind", choices=["child", "person", "staff"], default="child")
+    p.add_argument("--server", help="hand the identity to this ledger over HTTP (with --token)")
+    p.add_argument("--token", help="the agency's API token (for --server)")
     p.set_defaults(func=cmd_subject_add)
     p = ssub.add_parser("show", parents=[common], help="decrypt (recorded in the access log)")
     p.add_argument("ref")
@@ -884,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--batch must be at least 1")
         if getattr(args, "offline", False):
             return int(args.func(args))  # opens no ledger of its own
-        if getattr(args, "server", None) and args.command in ("append", "log"):
+        if getattr(args, "server", None) and args.command in ("append", "log", "subject"):
             return int(args.func(args, None))  # talks to a server, opens no database
         ledger = _open(args)
         try:

@@ -91,6 +91,32 @@ class LedgerClient:
         raise StoreUnavailable("gave up after retries")  # pragma: no cover - loop returns
 
 
+def add_subject(
+    server: str,
+    token: str,
+    subject: dict[str, Any],
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> str:
+    """Hand a person's identity to a remote vault as an agency; their reference.
+
+    Adding the same person again returns the same reference, so a retry is safe.
+    """
+    with httpx.Client(
+        base_url=server.rstrip("/"),
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {token}"},
+        transport=transport,
+    ) as http:
+        try:
+            response = http.post("/v1/subjects", json=subject)
+        except (httpx.TransportError, httpx.TimeoutException) as e:
+            raise StoreUnavailable(f"cannot reach the ledger at {server}: {e}") from None
+    if response.status_code != 201:
+        raise _error(response)
+    return str(response.json()["ref"])
+
+
 def _error(response: httpx.Response) -> LedgerError:
     try:
         detail = response.json().get("detail", response.text)

@@ -75,3 +75,30 @@ def test_refusals_are_raised_not_retried(api: Api) -> None:  # noqa: F811
     with pytest.raises(SignatureError, match="403"):
         c.append(body(agency="csc-b", event_id="client-3"))
     assert flaky.seen == 2
+
+
+def test_an_agency_adds_a_subject_remotely(api: Api) -> None:  # noqa: F811
+    from ledger.client import add_subject
+
+    transport = api.client._transport
+    person = {"name": "Remy Achterberg", "dob": "2011-05-06", "borough": "Lambeth"}
+    ref = add_subject("http://testserver", api.tokens["agency"], person, transport=transport)
+    again = add_subject("http://testserver", api.tokens["agency"], person, transport=transport)
+    assert ref == again and ref.startswith("child_")
+    with pytest.raises(SignatureError, match="403"):
+        add_subject("http://testserver", api.tokens["panel"], person, transport=transport)
+    with pytest.raises(ValidationError, match="422"):
+        add_subject("http://testserver", api.tokens["agency"], {"name": ""}, transport=transport)
+
+
+def test_subject_add_over_http_needs_a_token_and_a_reachable_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ledger.cli import main
+
+    argv = ["subject", "add", "--name", "Remy Achterberg", "--server", "http://127.0.0.1:9"]
+    assert main(argv) == 2
+    assert "--token" in capsys.readouterr().err
+    assert main([*argv, "--token", "t"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the ledger" in err and len(err.strip().splitlines()) == 1
