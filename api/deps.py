@@ -15,6 +15,7 @@ from ledger.core import Ledger
 from ledger.groupcommit import GroupCommitter
 from ledger.policy import Policy
 from ledger.tokens import Principal, Role, TokenStore
+from ledger.vault import Vault
 
 from .settings import Settings
 
@@ -48,6 +49,15 @@ class Server:
     policy: Policy
     committer: GroupCommitter
     limiter: RateLimiter
+    _vault: Vault | None = field(default=None, init=False, repr=False)
+    _vault_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def vault(self) -> Vault:
+        """The vault, opened (and its master key checked) once per process, when first used."""
+        with self._vault_lock:
+            if self._vault is None:
+                self._vault = Vault(self.ledger)
+            return self._vault
 
 
 def server(request: Request) -> Server:

@@ -43,10 +43,8 @@ class NewSubject(BaseModel):
     responses=json_example({"ref": "child_az37mcqnpcpq3uc4kibmd4e5j6"}, status=201),
 )
 async def add_subject(subject: NewSubject, who: Agency, srv: Srv) -> Any:
-    from ledger.vault import Vault
-
     def work() -> str:
-        return Vault(srv.ledger).add(
+        return srv.vault().add(
             subject.name,
             subject.dob.isoformat() if subject.dob else None,
             subject.address,
@@ -76,9 +74,7 @@ async def subject(
     srv: Srv,
     reason: Annotated[str, Query(min_length=3, max_length=500, description="why you need it")],
 ) -> dict[str, Any]:
-    from ledger.vault import Vault
-
     def work() -> dict[str, Any]:
-        return Vault(srv.ledger).view(ref, VIEW[who.role], who.name, reason, agency=who.agency)
+        return srv.vault().view(ref, VIEW[who.role], who.name, reason, agency=who.agency)
 
     return await run_in_threadpool(work)
