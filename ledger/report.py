@@ -55,12 +55,23 @@ def case_summaries(
     breached: bool | None = None,
     start: str | None = None,
     end: str | None = None,
+    involving: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Each case with its open, breached and met-late obligation counts, filtered."""
+    """Each case with its open, breached and met-late obligation counts, filtered.
+
+    Filters are applied before a case is replayed, and listing stops at `limit`, so
+    an agency's or a short listing does not replay every case in the ledger.
+    `involving` is the caller's own agency (the case must involve it too).
+    """
     kinds = ledger.agency_kinds()
-    out = []
+    out: list[dict[str, Any]] = []
     for c in ledger.cases():
-        if (borough and borough not in c["boroughs"]) or (agency and agency not in c["agencies"]):
+        if limit is not None and len(out) >= limit:
+            break
+        if any(a and a not in c["agencies"] for a in (agency, involving)):
+            continue
+        if borough and borough not in c["boroughs"]:
             continue
         if (start and c["last_occurred_at"] < start) or (
             end and c["first_occurred_at"] > end + "T23:59:59Z"

@@ -383,3 +383,20 @@ def test_an_agency_reads_back_only_the_identities_it_supplied(api: Api) -> None:
     ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
     readers = [e.body["payload"]["reader"] for e in ledger.access_log(f"subject:{ref}")]
     assert readers == ["agency:police-a", "agency:csc-b", "panel-1"]
+
+
+def test_case_listing_shows_an_agency_only_its_cases_and_honours_limit(api: Api) -> None:
+    assert api.post(api.signed(agency="csc-b", case_id="C-2"), "agency-b").status_code == 201
+    assert api.post(api.signed(case_id="C-3")).status_code == 201
+
+    def ids(role: str, query: str = "") -> list[str]:
+        r = api.client.get(f"/v1/cases{query}", headers=api.auth(role))
+        assert r.status_code == 200, r.text
+        return [c["case_id"] for c in r.json()]
+
+    assert ids("panel") == ["C-1", "C-2", "C-3"]
+    assert ids("agency") == ["C-1", "C-3"]
+    assert ids("agency-b") == ["C-2"]
+    assert ids("agency-b", "?agency=police-a") == []
+    assert ids("panel", "?limit=2") == ["C-1", "C-2"]
+    assert ids("agency", "?limit=1") == ["C-1"]

@@ -64,10 +64,10 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
-        rows = case_summaries(srv.ledger, srv.policy, borough, agency, breached)
-        if who.role is Role.AGENCY:
-            rows = [c for c in rows if who.agency in c["agencies"]]
-        return rows[:limit]
+        own = who.agency if who.role is Role.AGENCY else None
+        return case_summaries(
+            srv.ledger, srv.policy, borough, agency, breached, involving=own, limit=limit
+        )
 
     return await run_in_threadpool(work)
 
