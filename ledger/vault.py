@@ -236,18 +236,11 @@ class Vault:
             raise UsageError(f"view {role!r} is not one of {', '.join(VIEWS)}")
         if role == "agency":
             if agency is None or agency not in self.suppliers(ref):
-                self._require(ref)
+                self._metadata(ref)  # an unknown subject is 404, not 403
                 raise Forbidden(f"subject {ref} was not supplied by agency {agency}")
             role = "full"
         if role == "auditor":
-            with self.db.read() as cur:
-                row = cur.execute(
-                    "SELECT kind, created_at, erased_at FROM vault_subjects WHERE ref = ?",
-                    (ref,),
-                ).fetchone()
-            if row is None:
-                raise NotFound(f"no subject {ref} in the vault")
-            return {"ref": ref, "kind": row[0], "added_at": row[1], "erased_at": row[2]}
+            return self._metadata(ref)
         subject = self.show(ref, reader, f"{role} view: {reason}")
         if role == "full":
             return {
@@ -266,10 +259,15 @@ class Vault:
             "borough": ERASED if erased else subject.borough,
         }
 
-    def _require(self, ref: str) -> None:
+    def _metadata(self, ref: str) -> dict[str, Any]:
+        """What an auditor may see of a subject; nothing is decrypted."""
         with self.db.read() as cur:
-            if not cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (ref,)).fetchone():
-                raise NotFound(f"no subject {ref} in the vault")
+            row = cur.execute(
+                "SELECT kind, created_at, erased_at FROM vault_subjects WHERE ref = ?", (ref,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no subject {ref} in the vault")
+        return {"ref": ref, "kind": row[0], "added_at": row[1], "erased_at": row[2]}
 
     def holds_on(self, ref: str) -> list[tuple[str, str]]:
         """Legal holds blocking erasure: on the subject, or on a case that mentions it."""
