@@ -16,6 +16,7 @@ from ledger.groupcommit import GroupCommitter
 from ledger.policy import Policy
 from ledger.tokens import Principal, Role, TokenStore
 from ledger.vault import Vault
+from ledger.verify import Envelope
 
 from .settings import Settings
 
@@ -58,6 +59,18 @@ class Server:
             if self._vault is None:
                 self._vault = Vault(self.ledger)
             return self._vault
+
+
+def read_case(srv: Server, who: Principal, case_id: str, route: str) -> list[Envelope]:
+    """A case's events, read once; a panel's or auditor's read is put on the access log.
+
+    The case is loaded first, so a read of a case that does not exist is a 404 and
+    writes nothing to any access log.
+    """
+    envelopes = srv.ledger.case_envelopes(case_id)
+    if who.role in (Role.PANEL, Role.AUDITOR):
+        srv.ledger.record_access(case_id, who.name, who.role.value, route)
+    return envelopes
 
 
 def server(request: Request) -> Server:

@@ -31,10 +31,11 @@ from ledger.bundle import export_bundle
 from ledger.clock import LONDON, parse_instant
 from ledger.errors import LedgerError, NotFound
 from ledger.replay import KIND_LABELS, Replay, replay
-from ledger.report import case_summaries, replay_dict, to_csv, to_html
+from ledger.report import case_summaries, replay_case, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
-from .deps import Server
+from .deps import Server, read_case
+from .problems import for_ledger_error
 
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).resolve().parent
@@ -274,16 +275,10 @@ async def case_page(request: Request, case_id: str, as_of: str = "") -> Response
         moment = moment.replace(hour=23, minute=59, second=59)  # the whole day
 
     def work() -> dict[str, Any]:
-        srv.ledger.case_envelopes(case_id)
-        srv.ledger.record_access(case_id, who.name, who.role.value, "page")
+        envelopes = read_case(srv, who, case_id, "page")
         kinds = srv.ledger.agency_kinds()
         r = replay(
-            case_id,
-            srv.ledger.case_envelopes(case_id),
-            kinds,
-            srv.policy,
-            moment,
-            "occurred" if moment else "recorded",
+            case_id, envelopes, kinds, srv.policy, moment, "occurred" if moment else "recorded"
         )
         return {
             "r": r,
@@ -313,7 +308,7 @@ async def page_bundle(request: Request, case_id: str) -> Response:
     srv = _server(request)
 
     def work() -> dict[str, Any]:
-        srv.ledger.record_access(case_id, who.name, who.role.value, "page.bundle")
+        read_case(srv, who, case_id, "page.bundle")
         bundle = export_bundle(srv.ledger, case_id)
         if srv.settings.test_tamper_proof:  # test-only switch: serve one corrupted proof byte
             bundle = copy.deepcopy(bundle)
@@ -329,8 +324,8 @@ async def page_bundle(request: Request, case_id: str) -> Response:
             await run_in_threadpool(work),
             headers={"Content-Disposition": f'attachment; filename="{case_id}-bundle.json"'},
         )
-    except NotFound as e:
-        return JSONResponse({"detail": str(e)}, status_code=404)
+    except LedgerError as e:
+        return for_ledger_error(e)
 
 
 @router.get("/cases/{case_id}/chronology.{fmt}")
@@ -343,14 +338,8 @@ async def page_chronology(request: Request, case_id: str, fmt: str) -> Response:
     srv = _server(request)
 
     def work() -> Response:
-        srv.ledger.record_access(case_id, who.name, who.role.value, f"page.chronology.{fmt}")
-        r = replay(
-            case_id,
-            srv.ledger.case_envelopes(case_id),
-            srv.ledger.agency_kinds(),
-            srv.policy,
-            datetime.now(UTC),
-        )
+        envelopes = read_case(srv, who, case_id, f"page.chronology.{fmt}")
+        r = replay_case(srv.ledger, case_id, srv.policy, datetime.now(UTC), envelopes=envelopes)
         if fmt == "csv":
             return PlainTextResponse(
                 to_csv(r),

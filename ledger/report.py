@@ -13,10 +13,12 @@ from markupsafe import Markup, escape
 from .replay import Replay, obligation_dict, outstanding_until, replay
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from .core import Ledger
     from .policy import Policy
+    from .verify import Envelope
 
 CSV_COLUMNS = [
     "date_time",
@@ -40,11 +42,12 @@ def replay_case(
     policy: Policy,
     as_of: datetime | None = None,
     basis: str = "recorded",
+    envelopes: Sequence[Envelope] | None = None,
 ) -> Replay:
-    """Replay one case of an open ledger."""
-    return replay(
-        case_id, ledger.case_envelopes(case_id), ledger.agency_kinds(), policy, as_of, basis
-    )
+    """Replay one case of an open ledger (from `envelopes` if the caller has read them)."""
+    if envelopes is None:
+        envelopes = ledger.case_envelopes(case_id)
+    return replay(case_id, envelopes, ledger.agency_kinds(), policy, as_of, basis)
 
 
 def case_summaries(

@@ -400,3 +400,26 @@ def test_case_listing_shows_an_agency_only_its_cases_and_honours_limit(api: Api)
     assert ids("agency-b", "?agency=police-a") == []
     assert ids("panel", "?limit=2") == ["C-1", "C-2"]
     assert ids("agency", "?limit=1") == ["C-1"]
+
+
+def test_reading_a_case_that_does_not_exist_records_nothing(api: Api) -> None:
+    from api.pages import SESSION
+
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    for path in ("/v1/cases/NOPE/replay", "/v1/cases/NOPE/bundle", "/v1/cases/NOPE/stalls"):
+        r = api.client.get(path, headers=api.auth("panel"))
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    api.client.cookies.set(SESSION, api.tokens["panel"])
+    try:
+        bundle = api.client.get("/cases/NOPE/bundle.json")
+        assert bundle.status_code == 404
+        assert bundle.headers["content-type"] == "application/problem+json"
+        assert api.client.get("/cases/NOPE/chronology.csv").status_code == 404
+        assert api.client.get("/cases/NOPE").status_code == 404
+        assert api.client.get("/cases/C-1/chronology.csv").status_code == 200
+    finally:
+        api.client.cookies.clear()
+    assert ledger.access_log("NOPE") == []
+    assert [e.body["payload"]["summary"] for e in ledger.access_log("C-1")] == [
+        "panel page.chronology.csv"
+    ]

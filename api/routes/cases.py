@@ -15,21 +15,14 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ledger.bundle import export_bundle
 from ledger.clock import parse_instant
-from ledger.replay import replay
-from ledger.report import case_summaries, replay_dict, to_csv, to_html
+from ledger.report import case_summaries, replay_case, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
-from ..deps import Panel, Reader, Server, Srv, requires
+from ..deps import Panel, Reader, Srv, read_case, requires
 from . import json_example
 
 router = APIRouter(tags=["cases"])
 CaseReader = Annotated[Principal, Depends(requires(Role.PANEL, Role.AUDITOR, Role.AGENCY))]
-
-
-def _record(srv: Server, who: Principal, case_id: str, route: str) -> None:
-    srv.ledger.case_envelopes(case_id)  # 404 before anything is recorded
-    if who.role in (Role.PANEL, Role.AUDITOR):
-        srv.ledger.record_access(case_id, who.name, who.role.value, route)
 
 
 def _instant(text: str | None) -> datetime | None:
@@ -95,9 +88,8 @@ async def list_cases(
 )
 async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        _record(srv, who, case_id, "events")
         events = []
-        for e in srv.ledger.case_envelopes(case_id):
+        for e in read_case(srv, who, case_id, "events"):
             if who.role is Role.AGENCY and e.agency != who.agency:
                 continue
             item: dict[str, Any] = {
@@ -145,17 +137,8 @@ async def case_replay(
     moment = _instant(as_of)
 
     def work() -> dict[str, Any]:
-        _record(srv, who, case_id, "replay")
-        return replay_dict(
-            replay(
-                case_id,
-                srv.ledger.case_envelopes(case_id),
-                srv.ledger.agency_kinds(),
-                srv.policy,
-                moment,
-                basis,
-            )
-        )
+        envelopes = read_case(srv, who, case_id, "replay")
+        return replay_dict(replay_case(srv.ledger, case_id, srv.policy, moment, basis, envelopes))
 
     return await run_in_threadpool(work)
 
@@ -196,14 +179,8 @@ async def case_chronology(
     moment = _instant(as_of)
 
     def work() -> Any:
-        _record(srv, who, case_id, f"chronology.{format}")
-        r = replay(
-            case_id,
-            srv.ledger.case_envelopes(case_id),
-            srv.ledger.agency_kinds(),
-            srv.policy,
-            moment,
-        )
+        envelopes = read_case(srv, who, case_id, f"chronology.{format}")
+        r = replay_case(srv.ledger, case_id, srv.policy, moment, envelopes=envelopes)
         if format == "csv":
             return PlainTextResponse(to_csv(r), media_type="text/csv")
         if format == "html":
@@ -233,10 +210,8 @@ async def case_chronology(
 )
 async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        _record(srv, who, case_id, "stalls")
-        r = replay(
-            case_id, srv.ledger.case_envelopes(case_id), srv.ledger.agency_kinds(), srv.policy
-        )
+        envelopes = read_case(srv, who, case_id, "stalls")
+        r = replay_case(srv.ledger, case_id, srv.policy, envelopes=envelopes)
         return {"case_id": case_id, **r.stall}
 
     return await run_in_threadpool(work)
@@ -261,7 +236,7 @@ async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
 )
 async def case_bundle(case_id: str, who: Reader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        _record(srv, who, case_id, "bundle")
+        read_case(srv, who, case_id, "bundle")
         return export_bundle(srv.ledger, case_id)
 
     return await run_in_threadpool(work)
