@@ -537,10 +537,3 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     if body.event_id in body.responds_to or body.corrects == body.event_id:
         raise ValidationError(f"{where}: an event cannot respond to or correct itself")
     return raw
-
-
-def type_group(event_type: str) -> str | None:
-    for group, types in VOCABULARY.items():
-        if event_type in types:
-            return group
-    return None

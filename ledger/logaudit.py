@@ -81,13 +81,14 @@ class LogAuditor:
                 self._deleted(pending_leaf)
                 pending_leaf = next(stored_leaves, None)
             event_hash = hashlib.sha256(state).digest()
+            leaf = leaf_hash(state)
             if pending_leaf is not None and int(pending_leaf[1]) == nid:
                 index, _, l_oid, l_seq, l_hash, l_leaf = pending_leaf
                 if (
                     bytes(l_hash) != event_hash
                     or l_oid != oid
                     or int(l_seq) != seq
-                    or bytes(l_leaf) != leaf_hash(state)
+                    or bytes(l_leaf) != leaf
                 ):
                     self.report(
                         int(index),
@@ -107,7 +108,7 @@ class LogAuditor:
                     f"{self._where(oid, seq)} (notification {nid}) appears between "
                     "integrated leaves: inserted after integration",
                 )
-            finished = compact.append(leaf_hash(state))[1:]  # leaf hashes: checked above
+            finished = compact.append(leaf)[1:]  # leaf hashes: checked above
             if compact.size <= integrated:
                 for level, idx, h in finished:
                     stored = next(stored_nodes, None)

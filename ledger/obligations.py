@@ -75,10 +75,6 @@ class Obligation:
     status: str = "open"
 
     @property
-    def key(self) -> str:
-        return f"{self.rule.id}:{self.trigger.event_id}"
-
-    @property
     def retrospective(self) -> bool:
         """Due before the ledger knew of the trigger (a historic record)."""
         return self.due < self.trigger.recorded

@@ -137,15 +137,6 @@ class Envelope:
         value = self.body.get("case_id")
         return None if value is None else str(value)
 
-    def receipt(self) -> dict[str, Any]:
-        return {
-            "case_id": self.case_id,
-            "event_id": self.event_id,
-            "seq": self.seq,
-            "event_hash": self.event_hash,
-            "recorded_at": self.recorded_at,
-        }
-
 
 _decode = json.JSONDecoder().decode  # skips json.loads's per-call encoding detection
 
