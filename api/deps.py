@@ -50,15 +50,10 @@ class Server:
     policy: Policy
     committer: GroupCommitter
     limiter: RateLimiter
-    _vault: Vault | None = field(default=None, init=False, repr=False)
-    _vault_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def vault(self) -> Vault:
-        """The vault, opened (and its master key checked) once per process, when first used."""
-        with self._vault_lock:
-            if self._vault is None:
-                self._vault = Vault(self.ledger)
-            return self._vault
+        """The ledger's vault, opened (and its master key checked) when first used."""
+        return self.ledger.vault()
 
 
 def read_case(srv: Server, who: Principal, case_id: str, route: str) -> list[Envelope]:

@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ledger.bundle import export_bundle
 from ledger.clock import LONDON, parse_instant
 from ledger.errors import LedgerError, NotFound
-from ledger.replay import KIND_LABELS, Replay, replay
+from ledger.replay import KIND_LABELS, Replay
 from ledger.report import case_summaries, replay_case, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
@@ -277,8 +277,18 @@ async def case_page(request: Request, case_id: str, as_of: str = "") -> Response
     def work() -> dict[str, Any]:
         envelopes = read_case(srv, who, case_id, "page")
         kinds = srv.ledger.agency_kinds()
-        r = replay(
-            case_id, envelopes, kinds, srv.policy, moment, "occurred" if moment else "recorded"
+        basis = "occurred" if moment else "recorded"
+        r = replay_case(
+            srv.ledger,
+            case_id,
+            srv.policy,
+            moment,
+            basis,
+            envelopes,
+            view="panel",
+            reader=who.name,
+            reason="page",
+            recorded=True,  # read_case put this read on the access log
         )
         return {
             "r": r,
@@ -339,7 +349,17 @@ async def page_chronology(request: Request, case_id: str, fmt: str) -> Response:
 
     def work() -> Response:
         envelopes = read_case(srv, who, case_id, f"page.chronology.{fmt}")
-        r = replay_case(srv.ledger, case_id, srv.policy, datetime.now(UTC), envelopes=envelopes)
+        r = replay_case(
+            srv.ledger,
+            case_id,
+            srv.policy,
+            datetime.now(UTC),
+            envelopes=envelopes,
+            view="panel",
+            reader=who.name,
+            reason=f"page.chronology.{fmt}",
+            recorded=True,
+        )
         if fmt == "csv":
             return PlainTextResponse(
                 to_csv(r),

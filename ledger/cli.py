@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .canonical import canonical
 from .core import Ledger, Submission
 from .errors import LedgerError, UsageError, ValidationError
 from .events import format_time, parse_time, validate_body
 from .keys import load_key_file, parse_public_key
+from .narrative import NarrativeText, from_wire, seal_body
+from .narrative import check as check_narrative
 from .store import default_db_url
 from .verify import b64decode, b64encode
 
@@ -144,8 +145,8 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
         key_path = Path(args.key) if args.key else ledger.agency_key_path(args.agency)
     signer = load_key_file(key_path)
     event_id = args.event_id or f"{args.agency}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
-    body: dict[str, Any] = {
-        "v": 1,
+    draft: dict[str, Any] = {
+        "v": 2,
         "case_id": args.case_id,
         "event_id": event_id,
         "type": args.type,
@@ -157,13 +158,14 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
         "corrects": args.corrects,
         "key_id": signer.key_id,
     }
-    validate_body(body, datetime.now(UTC))
+    submission = Submission.signed(draft, signer)  # free text leaves the body for the vault
+    validate_body(submission.body, datetime.now(UTC))
     if args.server:
         from .client import LedgerClient
 
         client = LedgerClient(args.server, args.token, signer)
         try:
-            data = client.append(body)
+            data = client.append(draft)
         finally:
             client.close()
         _emit(
@@ -174,7 +176,7 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
         )
         return 0
     assert ledger is not None
-    receipt = ledger.append(Submission(body, signer.sign_body(canonical(body))))
+    receipt = ledger.append(submission)
     note = " (already recorded: original receipt)" if receipt.duplicate else ""
     _emit(args, receipt.as_dict(), f"{receipt.stream} seq {receipt.seq} {receipt.event_hash}{note}")
     return 0
@@ -213,26 +215,43 @@ def _import_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
 
 
+def _record_narrative(record: dict[str, Any]) -> dict[str, NarrativeText]:
+    return from_wire(str(record["body"].get("event_id")), record.get("narrative"))
+
+
 def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
     path = Path(args.file)
     now = datetime.now(UTC)
     total = 0
     # First pass: refuse a bad file before anything is written.
     for n, record in _import_lines(path):
-        try:
-            validate_body(record["body"], now)
-        except ValidationError as e:
-            raise ValidationError(f"{path} line {n}: {e}") from None
         if "sig" not in record and not args.sign:
             raise UsageError(
                 f"{path} line {n}: no 'sig'; use --sign to sign with local agency keys"
             )
+        try:
+            if "sig" in record:  # signed elsewhere: the texts must match its commitments
+                validate_body(record["body"], now)
+                check_narrative(record["body"], _record_narrative(record))
+            else:  # to be signed here: its free text will be sealed, so check that form
+                validate_body(seal_body(record["body"])[0], now)
+        except ValidationError as e:
+            raise ValidationError(f"{path} line {n}: {e}") from None
         total += 1
     signers: dict[str, Any] = {}
     appended = duplicates = 0
     with _progress(not args.json and sys.stderr.isatty()) as progress:
         task = progress.add_task("importing", total=total)
         batch: list[Submission] = []
+
+        def flush() -> None:
+            nonlocal appended, duplicates
+            receipts = ledger.append_many(batch)
+            duplicates += sum(r.duplicate for r in receipts)
+            appended += sum(not r.duplicate for r in receipts)
+            progress.advance(task, len(batch))
+            batch.clear()
+
         for n, record in _import_lines(path):
             body = record["body"]
             if "sig" in record:
@@ -240,21 +259,15 @@ def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
                     sig = b64decode(record["sig"])
                 except (ValueError, AttributeError):
                     raise UsageError(f"{path} line {n}: sig is not base64") from None
+                batch.append(Submission(body, sig, _record_narrative(record)))
             else:
                 agency = body["agency"]
                 if agency not in signers:
                     signers[agency] = load_key_file(ledger.agency_key_path(agency))
-                sig = signers[agency].sign_body(canonical(body))
-            batch.append(Submission(body, sig))
+                batch.append(Submission.signed(body, signers[agency]))
             if len(batch) >= args.batch:
-                receipts = ledger.append_many(batch)
-                duplicates += sum(r.duplicate for r in receipts)
-                appended += sum(not r.duplicate for r in receipts)
-                progress.advance(task, len(batch))
-                batch = []
-        receipts = ledger.append_many(batch)
-        duplicates += sum(r.duplicate for r in receipts)
-        appended += sum(not r.duplicate for r in receipts)
+                flush()
+        flush()
     _emit(
         args,
         {"appended": appended, "duplicates": duplicates},
@@ -307,7 +320,19 @@ def cmd_replay(args: argparse.Namespace, ledger: Ledger) -> int:
     from .report import replay_case, replay_dict, to_csv, to_html
 
     policy = load_policy(args.policy)
-    r = replay_case(ledger, args.case_id, policy, _instant(args.as_of, "--as-of"), args.basis)
+    # The operator holds the master key and sees narrative in full (on the access log);
+    # a panel's redaction masks identifiers in it; a publication withholds it.
+    view = {"panel": "panel", "publication": None}.get(args.redact or "", "full")
+    r = replay_case(
+        ledger,
+        args.case_id,
+        policy,
+        _instant(args.as_of, "--as-of"),
+        args.basis,
+        view=view,
+        reader=os.environ.get("USER", "cli"),
+        reason=args.reason,
+    )
     fmt = "json" if args.json else args.format
     if args.redact == "publication":
         from .publication import publication_rows
@@ -578,28 +603,36 @@ def cmd_subject_add(args: argparse.Namespace, ledger: Ledger | None) -> int:
         fields |= {"borough": args.borough, "kind": args.kind}
         ref = add_subject(args.server, args.token, fields)
     else:
-        from .vault import Vault
 
         assert ledger is not None
-        ref = Vault(ledger).add(args.name, args.dob, args.address, args.kind, args.borough)
+        ref = ledger.vault().add(args.name, args.dob, args.address, args.kind, args.borough)
     _emit(args, {"ref": ref}, ref)
     return 0
 
 
 def cmd_subject_show(args: argparse.Namespace, ledger: Ledger) -> int:
-    from .vault import Vault
 
-    data = Vault(ledger).view(
+    data = ledger.vault().view(
         args.ref, args.view, args.reader or os.environ.get("USER", "cli"), args.reason
     )
     _emit(args, data, "\n".join(f"{k}: {v if v is not None else ''}" for k, v in data.items()))
     return 0
 
 
-def cmd_subject_erase(args: argparse.Namespace, ledger: Ledger) -> int:
-    from .vault import Vault
+def cmd_narrative_erase(args: argparse.Namespace, ledger: Ledger) -> int:
+    ledger.case_envelopes(args.case_id)  # an unknown case is named, not erased
+    ledger.vault().erase_narrative(args.case_id, args.reason)
+    _emit(
+        args,
+        {"case_id": args.case_id, "narrative_erased": True},
+        f"narrative of case {args.case_id} erased; every proof still verifies",
+    )
+    return 0
 
-    Vault(ledger).erase(args.ref, args.reason)
+
+def cmd_subject_erase(args: argparse.Namespace, ledger: Ledger) -> int:
+
+    ledger.vault().erase(args.ref, args.reason)
     _emit(
         args,
         {"ref": args.ref, "erased": True},
@@ -609,9 +642,8 @@ def cmd_subject_erase(args: argparse.Namespace, ledger: Ledger) -> int:
 
 
 def cmd_hold(args: argparse.Namespace, ledger: Ledger) -> int:
-    from .vault import Vault
 
-    Vault(ledger).hold(args.target, args.reason or "", on=args.hold_command == "set")
+    ledger.vault().hold(args.target, args.reason or "", on=args.hold_command == "set")
     _emit(
         args,
         {"target": args.target, "hold": args.hold_command == "set"},
@@ -760,10 +792,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="response-standards policy file (default $LEDGER_POLICY)")
     p.add_argument(
         "--redact",
-        choices=["publication"],
-        help="publication: months, 'Child A'/'Adult 1', narrative withheld",
+        choices=["panel", "publication"],
+        help="panel: identifiers in narrative masked; "
+        "publication: months, 'Child A'/'Adult 1', narrative withheld",
     )
+    p.add_argument("--reason", default="ledger replay", help="why (for the access log)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "narrative", parents=[common], help="case narrative in the vault (end of retention)"
+    )
+    nsub = p.add_subparsers(dest="narrative_command", required=True)
+    q = nsub.add_parser("erase", parents=[common], help="crypto-shred a case's narrative")
+    q.add_argument("case_id")
+    q.add_argument("--reason", required=True)
+    q.set_defaults(func=cmd_narrative_erase)
 
     p = sub.add_parser("sweep", parents=[common], help="append DEADLINE_BREACHED for overdue")
     p.add_argument("--now", help="sweep as of this instant (default now)")

@@ -25,6 +25,7 @@ from .errors import (
     ValidationError,
 )
 from .keys import Signer
+from .narrative import seal_body, wire
 
 ERRORS: dict[int, type[LedgerError]] = {
     400: UsageError,
@@ -60,10 +61,15 @@ class LedgerClient:
     def close(self) -> None:
         self.http.close()
 
-    def signed(self, body: dict[str, Any]) -> dict[str, Any]:
-        body = {**body, "key_id": self.signer.key_id}
+    def signed(self, draft: dict[str, Any]) -> dict[str, Any]:
+        """The request for a draft body: its narrative moved into commitments (version 2)
+        and sent beside the signed body, never inside it."""
+        body, texts = seal_body({**draft, "key_id": self.signer.key_id}, self.signer.salt_key)
         sig = self.signer.sign_body(canonical(body))
-        return {"body": body, "sig": base64.b64encode(sig).decode()}
+        out: dict[str, Any] = {"body": body, "sig": base64.b64encode(sig).decode()}
+        if texts:
+            out["narrative"] = wire(texts)
+        return out
 
     def append(self, body: dict[str, Any]) -> dict[str, Any]:
         """Post one event; the receipt, from the first try or a retry."""

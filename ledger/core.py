@@ -15,9 +15,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -42,8 +42,11 @@ from .errors import (
 from .events import AgencyKind, format_time, validate_body
 from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
+from .narrative import NarrativeText, seal_body
+from .narrative import check as check_narrative
 from .store import Store, open_store
 from .tokens import TokenStore
+from .vault import Vault
 from .verify import (
     GENESIS_TYPE,
     LEDGER_AGENCY,
@@ -65,10 +68,18 @@ _VERIFY_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_p
 
 @dataclass(frozen=True)
 class Submission:
-    """One event as an agency submits it: the body it signed and the signature."""
+    """One event as an agency submits it: the body it signed, the signature, and the
+    narrative texts its commitments stand for (sealed in the vault, never chained)."""
 
     body: dict[str, Any]
     sig: bytes
+    narrative: Mapping[str, NarrativeText] = field(default_factory=dict)
+
+    @classmethod
+    def signed(cls, draft: dict[str, Any], signer: Signer) -> Submission:
+        """Seal a draft body's free text into commitments (version 2) and sign it."""
+        body, texts = seal_body({**draft, "key_id": signer.key_id}, signer.salt_key)
+        return cls(body, signer.sign_body(canonical(body)), texts)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class _Item:
     body_bytes: bytes
     sig: bytes
     stream: str
+    sealed: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # narrative rows
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -140,6 +152,8 @@ class Ledger:
         self._ledger_signer: Signer | None = None
         self._public_keys: dict[str, Ed25519PublicKey] = {}
         self._log: VerifiableLog | None = None
+        self._vault: Vault | None = None
+        self._vault_lock = threading.Lock()
         self._parsed: dict[str, list[Envelope]] = {}  # recently read cases, oldest first
         self._write_lock = threading.Lock()
         # The ledger clock; tests and simulations replace it, nothing else should.
@@ -160,6 +174,13 @@ class Ledger:
         if self._log is None:
             self._log = VerifiableLog(self.store)
         return self._log
+
+    def vault(self) -> Vault:
+        """The vault (master and linkage keys loaded, and checked, on first use)."""
+        with self._vault_lock:
+            if self._vault is None:
+                self._vault = Vault(self)
+            return self._vault
 
     @property
     def tokens(self) -> TokenStore:
@@ -335,8 +356,10 @@ class Ledger:
         payload: dict[str, Any],
         event_id: str,
         occurred_at: datetime | None = None,
+        seal: bool = False,
     ) -> Submission:
-        """A body the ledger itself signs (registry, genesis, watchdog)."""
+        """A body the ledger itself signs (registry, genesis, watchdog); with `seal`, its
+        free text goes to the vault as for any agency (a person typed it)."""
         signer = self.ledger_signer()
         body: dict[str, Any] = {
             "v": 1,
@@ -351,15 +374,21 @@ class Ledger:
             "key_id": signer.key_id,
         }
         body.update({k: v for k, v in stream.items() if v is not None})
+        if seal:
+            return Submission.signed(body, signer)
         return Submission(body, signer.sign_body(canonical(body)))
 
     def append_system(
-        self, stream: dict[str, Any], event_type: str, payload: dict[str, Any], event_id: str
+        self,
+        stream: dict[str, Any],
+        event_type: str,
+        payload: dict[str, Any],
+        event_id: str,
+        seal: bool = False,
     ) -> Receipt:
         """Append an event the ledger itself signs (registry, genesis, watchdog)."""
-        return self.append_many(
-            [self.system_submission(stream, event_type, payload, event_id)], system=True
-        )[0]
+        submission = self.system_submission(stream, event_type, payload, event_id, seal=seal)
+        return self.append_many([submission], system=True)[0]
 
     # --- the append path ----------------------------------------------------------
     def append(self, submission: Submission) -> Receipt:
@@ -373,6 +402,7 @@ class Ledger:
             return []
         now = self.clock()
         items = [self._prepare(s, now, system) for s in submissions]
+        self._seal_narrative(items, submissions)
         signatures_checked = self._start_signature_checks(items)
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -393,7 +423,27 @@ class Ledger:
         body = validate_body(submission.body, now)
         if body["agency"] == LEDGER_AGENCY and not system:
             raise ValidationError(f"event {body['event_id']}: only the ledger may sign as 'ledger'")
+        check_narrative(body, submission.narrative)
         return _Item(body, canonical(body), submission.sig, stream_of(body))
+
+    def _seal_narrative(self, items: Sequence[_Item], submissions: Sequence[Submission]) -> None:
+        """Seal each item's narrative under its case key before the write transaction."""
+        wanted = [(i, s.narrative) for i, s in zip(items, submissions, strict=True) if s.narrative]
+        if not wanted:
+            return
+        vault = self.vault()
+        keys = vault.case_keys({str(i.body["case_id"]) for i, _ in wanted})
+        for item, texts in wanted:
+            case_id, event_id = str(item.body["case_id"]), str(item.body["event_id"])
+            item.sealed = [
+                (
+                    event_id,
+                    name,
+                    case_id,
+                    vault.seal_narrative(keys[case_id], case_id, event_id, name, text),
+                )
+                for name, text in texts.items()
+            ]
 
     def _public_key(
         self, agency_id: str, key_id: str, event_id: str, agencies: dict[str, Agency]
@@ -489,6 +539,7 @@ class Ledger:
         self._load_streams(streams)
         now = format_recorded_at(self.clock())
         index_rows: list[tuple[Any, ...]] = []
+        narrative_rows: list[tuple[str, str, str, bytes]] = []
         envelopes: dict[str, Envelope] = {}
         for n, item in pending:
             agg = streams[item.stream]
@@ -527,11 +578,12 @@ class Ledger:
                     recorded_at,
                 )
             )
+            narrative_rows.extend(item.sealed)
             receipts[n] = _receipt(env)
         signatures_checked()  # every signature holds before anything is written or answered
         if index_rows:
             saved = [a for a in streams.values() if a is not None]
-            self.app.save(*saved, index_rows=index_rows)
+            self.app.save(*saved, index_rows=index_rows, narrative_rows=narrative_rows)
             cache = self.app.repository.cache
             if cache is not None:
                 # The next get() then fast-forwards from here instead of re-reading
@@ -571,8 +623,8 @@ class Ledger:
         self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, tuple[int, _Item]]
     ) -> None:
         own = stream_id(item.stream).hex
-        for field in ("responds_to", "corrects"):
-            value = item.body[field]
+        for member in ("responds_to", "corrects"):
+            value = item.body[member]
             for ref in value if isinstance(value, list) else [value] if value else []:
                 if ref in in_batch:
                     same = in_batch[ref][1].stream == item.stream
@@ -580,7 +632,7 @@ class Ledger:
                     same = ref in known and UUID(str(known[ref][0])).hex == own
                 if not same:
                     raise ValidationError(
-                        f"event {item.body['event_id']}: {field} names {ref}, "
+                        f"event {item.body['event_id']}: {member} names {ref}, "
                         f"which is not an earlier event of {item.stream}"
                     )
 
@@ -626,19 +678,23 @@ class Ledger:
 
     def record_access(self, case_id: str, reader: str, role: str, route: str) -> Receipt:
         """Put a panel's or auditor's read of a case on record (the access log stream)."""
+        return self.record_accesses([(case_id, reader, role, route)])[0]
+
+    def record_accesses(self, reads: Sequence[tuple[str, str, str, str]]) -> list[Receipt]:
+        """Put several reads (case or `subject:<ref>`, reader, role, route) on record at once."""
         moment = self.clock()
-        event_id = (
-            "access-"
-            + sha256_hex(
-                f"{case_id}\0{reader}\0{route}\0{moment.isoformat()}\0{os.urandom(8).hex()}".encode()
-            )[:40]
-        )
-        return self.append_system(
-            {"case_id": case_id},
-            "ACCESS_READ",
-            {"reader": reader, "summary": f"{role} {route}"},
-            event_id=event_id,
-        )
+        submissions = []
+        for case_id, reader, role, route in reads:
+            unique = f"{case_id}\0{reader}\0{route}\0{moment.isoformat()}\0{os.urandom(8).hex()}"
+            submissions.append(
+                self.system_submission(
+                    {"case_id": case_id},
+                    "ACCESS_READ",
+                    {"reader": reader, "summary": f"{role} {route}"},
+                    event_id="access-" + sha256_hex(unique.encode())[:40],
+                )
+            )
+        return self.append_many(submissions, system=True)
 
     def access_log(self, case_id: str) -> list[Envelope]:
         return list(self.stream_envelopes(f"access/{case_id}"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canonical import canonical
 from .core import Ledger, Submission
 from .errors import NotFound
 from .keys import Signer, load_key_file
@@ -67,7 +66,7 @@ class CaseScript:
         n = len(self.events) + 1
         self.events.append(
             {
-                "v": 1,
+                "v": 2,
                 "case_id": self.case_id,
                 "event_id": f"{self.case_id}-{n:03d}",
                 "type": event_type,
@@ -542,9 +541,7 @@ def load_demo(ledger: Ledger, origin: str) -> dict[str, Any]:
     submissions = []
     for script in scripts():
         for body in script.events:
-            signer = signers[body["agency"]]
-            body = {**body, "key_id": signer.key_id}
-            submissions.append(Submission(body, signer.sign_body(canonical(body))))
+            submissions.append(Submission.signed(body, signers[body["agency"]]))
     receipts = ledger.append_many(submissions)
     return {
         "cases": len(scripts()),

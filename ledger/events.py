@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
-from .verify import BODY_KEYS, GENESIS_TYPE, LEDGER_STREAM_TYPES, REGISTRY_TYPES, TIMESTAMP_RE
+from .verify import (
+    BODY_KEYS,
+    GENESIS_TYPE,
+    LEDGER_STREAM_TYPES,
+    NARRATIVE_FIELDS,
+    REGISTRY_TYPES,
+    TIMESTAMP_RE,
+)
 
 REF_PATTERN = r"^(child|person|staff|vehicle|place|phone)_[a-z2-7]{26}$"
 Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
@@ -30,6 +37,7 @@ CaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 Text = Annotated[str, StringConstraints(max_length=8000)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+Commitment = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -330,6 +338,11 @@ class SubjectErased(Model):
     reason: Text
 
 
+class NarrativeErased(Model):
+    case_ref: CaseId
+    reason: Text
+
+
 class LedgerInitialised(Model):
     origin: Label
     public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
@@ -436,6 +449,7 @@ CASE_TYPES: dict[str, type[Model]] = {
 LEDGER_TYPES: dict[str, type[Model]] = {
     GENESIS_TYPE: LedgerInitialised,
     "SUBJECT_ERASED": SubjectErased,
+    "NARRATIVE_ERASED": NarrativeErased,
     "AGENCY_REGISTERED": AgencyRegistered,
     "AGENCY_KEY_ADDED": AgencyKeyAdded,
     "AGENCY_KEY_REVOKED": AgencyKeyRevoked,
@@ -455,7 +469,7 @@ def _describe(e: PydanticValidationError, where: str) -> str:
 class Body(Model):
     """The agency-signed part of an event, before canonicalisation."""
 
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1
     case_id: CaseId | None = None
     agency_id: AgencyId | None = None
     event_id: EventId
@@ -467,6 +481,31 @@ class Body(Model):
     responds_to: list[EventId] = Field(default_factory=list)
     corrects: EventId | None = None
     key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    narrative: dict[Literal["rationale", "summary"], Commitment] | None = None
+
+
+def _check_narrative(body: Body, where: str) -> None:
+    """Free text about people reaches the chain only as a commitment (body version 2).
+
+    A version 1 body may carry `rationale` or `summary` text only when the ledger
+    writes it (machine-made summaries); an agency's narrative goes to the vault.
+    """
+    plain = [f for f in NARRATIVE_FIELDS if f in body.payload]
+    if body.v == 1:
+        if body.narrative is not None:
+            raise ValidationError(f"{where}: narrative commitments need body version 2")
+        if plain and body.agency != "ledger":
+            raise ValidationError(
+                f"{where}: payload.{plain[0]} is free text and must be sealed in the vault: "
+                "send a version 2 body with narrative commitments (docs/FORMATS.md)"
+            )
+    elif plain:
+        raise ValidationError(
+            f"{where}: a version 2 body carries payload.{plain[0]} only as a commitment "
+            "in 'narrative'"
+        )
+    elif body.narrative is not None and body.case_id is None:
+        raise ValidationError(f"{where}: only case events carry narrative")
 
 
 def parse_time(text: str, field: str = "occurred_at") -> datetime:
@@ -506,6 +545,8 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     except PydanticValidationError as e:
         raise ValidationError(_describe(e, "body")) from None
     where = f"event {body.event_id}"
+    if "narrative" in raw and not raw["narrative"]:
+        raise ValidationError(f"{where}: narrative, when present, names at least one field")
     registry = body.case_id is None
     models = LEDGER_TYPES if registry else CASE_TYPES
     model = models.get(body.type)
@@ -521,6 +562,7 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         raise ValidationError(f"{where}: a case event names case_id and no agency_id")
     if body.type in SYSTEM_CASE_TYPES and body.agency != "ledger":
         raise ValidationError(f"{where}: only the ledger itself may record {body.type}")
+    _check_narrative(body, where)
     try:
         model.model_validate(body.payload)
     except PydanticValidationError as e:

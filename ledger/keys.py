@@ -6,6 +6,8 @@ printed, logged or stored in the database; a file others can read is refused.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -46,6 +48,12 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)
+
+    @functools.cached_property
+    def salt_key(self) -> bytes:
+        """Secret for narrative salts: a retry of one event seals to the same body."""
+        raw = self.private_key.private_bytes_raw()
+        return hashlib.sha256(b"response-ledger/v2/narrative-salt\n" + raw).digest()
 
 
 def generate_key_file(path: Path) -> Signer:

@@ -18,6 +18,8 @@ from .clock import deadline
 from .policy import Period, Policy, Rule
 from .verify import Envelope
 
+SEALED = "[sealed]"  # narrative committed in the chain, not shown to this reader
+
 
 def parse_instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
@@ -40,8 +42,20 @@ class CaseEvent:
     actor: Mapping[str, Any]
 
     @classmethod
-    def from_envelope(cls, env: Envelope, kinds: Mapping[str, str]) -> CaseEvent:
+    def from_envelope(
+        cls,
+        env: Envelope,
+        kinds: Mapping[str, str],
+        narrative: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> CaseEvent:
+        """The event, its committed narrative fields filled from `narrative` where the
+        reader may see them and shown as "[sealed]" where not."""
         body = env.body
+        payload = body["payload"]
+        committed = body.get("narrative")
+        if committed:
+            texts = (narrative or {}).get(env.event_id, {})
+            payload = {**payload, **{f: texts.get(f, SEALED) for f in committed}}
         return cls(
             seq=env.seq,
             event_id=env.event_id,
@@ -50,7 +64,7 @@ class CaseEvent:
             agency_kind=kinds.get(env.agency, "ledger" if env.agency == "ledger" else "unknown"),
             occurred=parse_instant(body["occurred_at"]),
             recorded=parse_instant(env.recorded_at),
-            payload=body["payload"],
+            payload=payload,
             responds_to=tuple(body["responds_to"]),
             corrects=body["corrects"],
             actor=body["actor"],

@@ -15,7 +15,16 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from .errors import StoreUnavailable
-from .store import INDEX_COLUMNS, INDEX_TABLE, DatabaseURL, LedgerApplication, Store
+from .store import (
+    INDEX_COLUMNS,
+    INDEX_TABLE,
+    NARRATIVE_DDL,
+    NARRATIVE_INDEX_DDL,
+    NARRATIVE_TABLE,
+    DatabaseURL,
+    LedgerApplication,
+    Store,
+)
 
 # eventsourcing names the events table after the application ("Ledger").
 EVENTS_TABLE = LedgerApplication.name.lower() + "_events"
@@ -43,9 +52,19 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
                 Identifier(INDEX_TABLE + "_stream"), schema, table
             ),
         ]
+        narrative = Identifier(NARRATIVE_TABLE)
+        self.sql_create_statements[2:2] = [
+            SQL(NARRATIVE_DDL.format(table="{}.{}", blob="bytea")).format(schema, narrative),
+            SQL(NARRATIVE_INDEX_DDL.format(name="{}", table="{}.{}")).format(
+                Identifier(NARRATIVE_TABLE + "_case"), schema, narrative
+            ),
+        ]
         self.insert_index_statement = SQL(
             "INSERT INTO {}.{} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
         ).format(schema, table)
+        self.insert_narrative_statement = SQL("INSERT INTO {}.{} VALUES (%s,%s,%s,%s)").format(
+            schema, narrative
+        )
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -53,6 +72,9 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         rows = kwargs.get("index_rows")
         if rows:
             curs.executemany(self.insert_index_statement, rows)
+        sealed = kwargs.get("narrative_rows")
+        if sealed:
+            curs.executemany(self.insert_narrative_statement, sealed)
 
 
 class PostgresCatalog:
@@ -170,8 +192,13 @@ def open_postgres(url: DatabaseURL) -> Store:
         # Opening an existing ledger runs no DDL: CREATE INDEX IF NOT EXISTS still
         # takes a SHARE lock, which would stall (or deadlock with) live writers.
         exists = lock_conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-            [f'"{url.schema}"."{EVENTS_TABLE}"', f'"{url.schema}"."{INDEX_TABLE}"'],
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
+            "AND to_regclass(%s) IS NOT NULL",
+            [
+                f'"{url.schema}"."{EVENTS_TABLE}"',
+                f'"{url.schema}"."{INDEX_TABLE}"',
+                f'"{url.schema}"."{NARRATIVE_TABLE}"',
+            ],
         ).fetchone()
         create_tables = not (exists and exists[0])
         try:

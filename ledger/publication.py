@@ -180,8 +180,12 @@ def decided_links(ledger: Ledger) -> set[tuple[str, str, str]]:
         for e in ledger.case_envelopes(case["case_id"]):
             p = e.body["payload"]
             if e.type == "FLAG_RAISED" and p.get("kind") == "linkage":
-                other, ref = p.get("summary", "").split(" ")[1:3]
-                out.add((case["case_id"], other, ref))
+                tags = dict(t.split(":", 1) for t in p.get("rule_ids", []) if ":" in t)
+                if "case" in tags:
+                    out.add((case["case_id"], tags["case"], tags["ref"]))
+                else:  # written before link decisions were sealed
+                    other, ref = p.get("summary", "").split(" ")[1:3]
+                    out.add((case["case_id"], other, ref))
     return out
 
 
@@ -238,11 +242,12 @@ def decide_link(
                 {
                     "kind": "linkage",
                     "summary": f"link {there} {ref} {verdict} by {by}",
-                    "rationale": reason,
-                    "rule_ids": ["LINK"],
+                    "rationale": reason,  # a person's words: sealed in the vault
+                    "rule_ids": ["LINK", f"case:{there}", f"ref:{ref}", f"verdict:{verdict}"],
                 },
                 event_id=f"link-{verdict}-"
                 + hashlib.sha256(f"{here}\0{there}\0{ref}".encode()).hexdigest()[:32],
+                seal=True,
             )
         )
     return receipts

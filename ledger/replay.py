@@ -153,11 +153,13 @@ def replay(
     as_of: datetime | None = None,
     basis: str = "recorded",
     lexicon: list[dict[str, Any]] | None = None,
+    narrative: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Replay:
+    """`narrative` holds the vaulted texts the reader may see, by event id and field."""
     explicit = as_of is not None
     as_of = as_of or datetime.now(UTC)
     chosen = _select(envelopes, as_of, basis)
-    events = chronological(CaseEvent.from_envelope(e, kinds) for e in chosen)
+    events = chronological(CaseEvent.from_envelope(e, kinds, narrative) for e in chosen)
     obligations = compute_obligations(events, policy, as_of)
     flags = language_flags(events, lexicon if lexicon is not None else load_language_flags())
     flags += pattern_flags(events, policy) + victim_as_suspect(events)

@@ -43,11 +43,25 @@ def replay_case(
     as_of: datetime | None = None,
     basis: str = "recorded",
     envelopes: Sequence[Envelope] | None = None,
+    view: str | None = None,
+    reader: str | None = None,
+    reason: str = "",
+    recorded: bool = False,
 ) -> Replay:
-    """Replay one case of an open ledger (from `envelopes` if the caller has read them)."""
+    """Replay one case of an open ledger (from `envelopes` if the caller has read them).
+
+    With a `view` (full, agency, panel, auditor) its narrative is decrypted from the
+    vault as that view may see it (put on the access log as `reader`'s, if given and
+    not already `recorded` by the caller); without one, narrative stays sealed.
+    """
     if envelopes is None:
         envelopes = ledger.case_envelopes(case_id)
-    return replay(case_id, envelopes, ledger.agency_kinds(), policy, as_of, basis)
+    texts = None
+    if view is not None and any("narrative" in e.body for e in envelopes):
+        vault = ledger.vault()
+        texts = vault.narrative_view(case_id, envelopes, view, reader, reason, recorded=recorded)
+    kinds = ledger.agency_kinds()
+    return replay(case_id, envelopes, kinds, policy, as_of, basis, narrative=texts)
 
 
 def case_summaries(

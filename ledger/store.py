@@ -34,6 +34,13 @@ from .errors import NotFound, StoreUnavailable, UsageError
 DEFAULT_DB = "sqlite:///var/ledger.sqlite"
 INDEX_TABLE = "ledger_event_index"
 INDEX_COLUMNS = "event_id, stream, originator_id, seq, type, agency, occurred_at, recorded_at"
+# Sealed narrative (see ledger/narrative.py), written in the same transaction as its event.
+NARRATIVE_TABLE = "ledger_narrative"
+NARRATIVE_DDL = (
+    "CREATE TABLE IF NOT EXISTS {table} (event_id TEXT NOT NULL, field TEXT NOT NULL, "
+    "case_id TEXT NOT NULL, sealed {blob}, PRIMARY KEY (event_id, field))"
+)
+NARRATIVE_INDEX_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} (case_id)"
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
             "type TEXT NOT NULL, agency TEXT NOT NULL, occurred_at TEXT NOT NULL, "
             "recorded_at TEXT NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {INDEX_TABLE}_stream ON {INDEX_TABLE} (stream, seq)",
+            NARRATIVE_DDL.format(table=NARRATIVE_TABLE, blob="BLOB"),
+            NARRATIVE_INDEX_DDL.format(name=NARRATIVE_TABLE + "_case", table=NARRATIVE_TABLE),
         ]
 
     def _insert_events(
@@ -149,6 +158,9 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
         rows = kwargs.get("index_rows")
         if rows:
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
+        sealed = kwargs.get("narrative_rows")
+        if sealed:
+            c.executemany(f"INSERT INTO {NARRATIVE_TABLE} VALUES (?,?,?,?)", sealed)
         return ids
 
 

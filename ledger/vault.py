@@ -13,8 +13,10 @@ hold on the subject, or on any case that mentions it, blocks erasure.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,13 +28,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .canonical import format_recorded_at
 from .errors import Conflict, Forbidden, IntegrityError, KeyFileError, NotFound, UsageError
+from .narrative import NarrativeText, mask
 from .refs import pseudonym
+from .store import NARRATIVE_TABLE
+from .verify import NARRATIVE_CONTEXT
 
 if TYPE_CHECKING:
-    from .core import Ledger
+    from collections.abc import Sequence
 
+    from .core import Ledger
+    from .verify import Envelope
+
+REF_RE = re.compile(r"\b(?:child|person|staff|vehicle|place|phone)_[a-z2-7]{26}\b")
 KEY_CHECK = b"response-ledger vault master key check v1"
 ERASED = "[erased]"
+CASE_KEY_CACHE = 20000
 
 
 def _key_file(path: Path, env: str) -> bytes:
@@ -108,6 +118,7 @@ class Vault:
         self.linkage = _key_file(keys / "linkage.key", "LEDGER_LINKAGE_KEY")
         self.master = _key_file(keys / "master.key", "LEDGER_MASTER_KEY")
         self._check_master()
+        self._case_keys: dict[str, bytes] = {}  # unwrapped narrative keys, dropped on erasure
 
     def _check_master(self) -> None:
         """Refuse a master key other than the one this vault was started with."""
@@ -326,3 +337,216 @@ class Vault:
                 if not held:
                     raise NotFound(f"{target} is not under a legal hold")
                 cur.execute("DELETE FROM vault_holds WHERE target = ?", (target,))
+
+    # --- narrative: one key per case --------------------------------------------------
+    def case_keys(self, case_ids: set[str]) -> dict[str, bytes]:
+        """The narrative keys of these cases, made on first use; refused once erased."""
+        missing = sorted(case_ids - self._case_keys.keys())
+        if missing:
+            if len(self._case_keys) + len(missing) > CASE_KEY_CACHE:
+                self._case_keys.clear()
+            with self.db.write() as cur:  # serialised, so two writers agree on one key
+                for case_id in missing:
+                    row = cur.execute(
+                        "SELECT wrapped_key, erased_at FROM vault_case_keys WHERE case_id = ?",
+                        (case_id,),
+                    ).fetchone()
+                    if row is not None and row[1] is not None:
+                        raise Conflict(
+                            f"the narrative of case {case_id} was erased at {row[1]}; "
+                            "no further narrative can be added to it"
+                        )
+                    aad = b"case-key:" + case_id.encode()
+                    if row is None:
+                        key = AESGCM.generate_key(bit_length=256)
+                        cur.execute(
+                            "INSERT INTO vault_case_keys VALUES (?, ?, ?, NULL, NULL)",
+                            (case_id, _seal(self.master, key, aad), _now()),
+                        )
+                    else:
+                        key = self._unwrap(bytes(row[0]), aad, f"case {case_id}: narrative key")
+                    self._case_keys[case_id] = key
+        return {c: self._case_keys[c] for c in case_ids}
+
+    def _unwrap(self, sealed: bytes, aad: bytes, what: str) -> bytes:
+        try:
+            return _open(self.master, sealed, aad)
+        except InvalidTag:
+            raise IntegrityError(f"{what} was altered (AES-GCM tag does not verify)") from None
+
+    @staticmethod
+    def seal_narrative(
+        key: bytes, case_id: str, event_id: str, field: str, text: NarrativeText
+    ) -> bytes:
+        return _seal(key, text.salt + text.text.encode(), _narrative_aad(case_id, event_id, field))
+
+    def narrative_view(
+        self,
+        case_id: str,
+        envelopes: Sequence[Envelope],
+        view: str,
+        reader: str | None = None,
+        reason: str = "",
+        agency: str | None = None,
+        recorded: bool = False,
+    ) -> dict[str, dict[str, str]]:
+        """A case's narrative texts by event id and field, as `view` may see them.
+
+        `full` sees the words; `agency` only those of events `agency` wrote; `panel`
+        sees them with identifiers masked (the names and addresses the vault holds for
+        the people the case refers to, then postcodes, phone numbers, emails, dates,
+        street addresses and vehicle registrations); `auditor` sees none. Only what is
+        shown is decrypted, and each text is checked against the commitment its
+        agency signed, so not even the master key's holder can change the words.
+        With a `reader`, the decryption is put on the case's access log first, unless
+        the caller has `recorded` this very read there already (an HTTP read does).
+        """
+        if view not in VIEWS:
+            raise UsageError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+        committed: dict[str, dict[str, str]] = {
+            e.event_id: e.body["narrative"]
+            for e in envelopes
+            if "narrative" in e.body and (view != "agency" or e.agency == agency)
+        }
+        if not committed or view == "auditor":
+            return {}
+        with self.db.read() as cur:
+            rows = cur.execute(
+                f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} WHERE case_id = ?",
+                (case_id,),
+            ).fetchall()
+            key_row = cur.execute(
+                "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
+            ).fetchone()
+        rows = [r for r in rows if r[1] in committed.get(r[0], ())]
+        if not rows:
+            return {}
+        if reader is not None and not recorded:
+            self.ledger.record_access(case_id, reader, "vault", f"narrative: {reason}")
+        aead = None
+        if key_row is not None and key_row[0] is not None:
+            aad = b"case-key:" + case_id.encode()
+            aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
+        out: dict[str, dict[str, str]] = {}
+        sha256, decrypt = hashlib.sha256, None if aead is None else aead.decrypt
+        for event_id, field, sealed in rows:
+            text = ERASED
+            if decrypt is not None and sealed is not None:
+                try:
+                    aad = f"narrative:{case_id}:{event_id}:{field}".encode()
+                    plain = decrypt(sealed[:12], bytes(sealed[12:]), aad)
+                except InvalidTag:
+                    raise IntegrityError(
+                        f"case {case_id} event {event_id}: sealed narrative.{field} was altered "
+                        "(AES-GCM tag does not verify)"
+                    ) from None
+                # plain = salt ‖ UTF-8 text: the commitment's input without re-encoding.
+                digest = sha256(
+                    NARRATIVE_CONTEXT + plain[:32] + field.encode() + b"\x00" + plain[32:]
+                )
+                if digest.hexdigest() != committed[event_id][field]:
+                    raise IntegrityError(
+                        f"case {case_id} event {event_id}: sealed narrative.{field} does not "
+                        "match the commitment in its signed event"
+                    )
+                text = plain[32:].decode()
+            if event_id in out:
+                out[event_id][field] = text
+            else:
+                out[event_id] = {field: text}
+        if view == "panel":
+            names = self._names_to_mask(case_id, envelopes, reader or "panel", reason)
+            out = {
+                event_id: {f: t if t == ERASED else mask(t, names) for f, t in fields.items()}
+                for event_id, fields in out.items()
+            }
+        return out
+
+    def _names_to_mask(
+        self, case_id: str, envelopes: Sequence[Envelope], reader: str, reason: str
+    ) -> dict[str, str]:
+        """Names (and each part of them) of the case's people, each mapped to its reference.
+
+        Decrypting them is put on each subject's access log, in one batch.
+        """
+        refs = sorted({r for e in envelopes for r in REF_RE.findall(e.body_bytes.decode())})
+        rows: list[Any] = []
+        with self.db.read() as cur:
+            for start in range(0, len(refs), 500):
+                chunk = refs[start : start + 500]
+                rows += cur.execute(
+                    "SELECT ref, wrapped_key, ciphertext FROM vault_subjects WHERE ref IN "
+                    f"({','.join('?' * len(chunk))}) AND erased_at IS NULL",
+                    chunk,
+                ).fetchall()
+        if not rows:
+            return {}
+        self.ledger.record_accesses(
+            [
+                (f"subject:{r[0]}", reader, "vault", f"mask names in {case_id}: {reason}")
+                for r in rows
+            ]
+        )
+        names: dict[str, str] = {}
+        for ref, wrapped, sealed in rows:
+            aad = b"data-key:" + ref.encode()
+            key = self._unwrap(bytes(wrapped), aad, f"subject {ref}: data key")
+            try:
+                data = json.loads(_open(key, bytes(sealed), ref.encode()))
+            except InvalidTag:
+                raise IntegrityError(
+                    f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
+                ) from None
+            name, address = str(data["name"]), str(data.get("address") or "")
+            for part in [name, *name.split(), address, address.split(",")[0]]:
+                if len(part) >= 2:
+                    names.setdefault(part.strip(), f"[{ref}]")
+        return names
+
+    def erase_narrative(self, case_id: str, reason: str) -> None:
+        """Crypto-shred a case's narrative (end of retention); commitments stay in the chain."""
+        if not reason.strip():
+            raise UsageError("erasure needs a --reason")
+        with self.db.read() as cur:
+            held = cur.execute(
+                "SELECT reason FROM vault_holds WHERE target = ?", (case_id,)
+            ).fetchone()
+        if held is not None:
+            raise Conflict(
+                f"case {case_id} is under a legal hold ({held[0]}); clear the hold before erasing"
+            )
+        with self.db.write() as cur:
+            row = cur.execute(
+                "SELECT erased_at FROM vault_case_keys WHERE case_id = ?", (case_id,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                raise Conflict(f"the narrative of case {case_id} was already erased at {row[0]}")
+            if row is None:
+                cur.execute(
+                    "INSERT INTO vault_case_keys VALUES (?, NULL, ?, ?, ?)",
+                    (case_id, _now(), _now(), reason),
+                )
+            else:
+                cur.execute(
+                    "UPDATE vault_case_keys SET wrapped_key = NULL, erased_at = ?, "
+                    "erase_reason = ? WHERE case_id = ?",
+                    (_now(), reason, case_id),
+                )
+            cur.execute(f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL WHERE case_id = ?", (case_id,))
+        self._case_keys.pop(case_id, None)
+        self.db.scrub("vault_case_keys")
+        self.db.scrub(NARRATIVE_TABLE)
+        self.ledger.append_system(
+            {},
+            "NARRATIVE_ERASED",
+            {"case_ref": case_id, "reason": reason},
+            event_id=f"narrative-erased-{case_id}",
+        )
+
+
+def _now() -> str:
+    return format_recorded_at(datetime.now(UTC))
+
+
+def _narrative_aad(case_id: str, event_id: str, field: str) -> bytes:
+    return f"narrative:{case_id}:{event_id}:{field}".encode()

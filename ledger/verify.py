@@ -26,7 +26,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 ENVELOPE_VERSION = 1
-BODY_VERSION = 1
+# Version 2 bodies may carry `narrative`: salted commitments to free text kept in the vault.
+BODY_VERSIONS = (1, 2)
+NARRATIVE_FIELDS = ("rationale", "summary")
+NARRATIVE_CONTEXT = b"response-ledger/v2/narrative\n"
 # Domain separation: an event-body signature can never be replayed as any other
 # kind of signature made with the same key (checkpoint notes, for instance).
 SIGNING_CONTEXT = b"response-ledger/v1/event-body\n"
@@ -35,7 +38,7 @@ LEDGER_AGENCY = "ledger"
 LEDGER_STREAM = "ledger"
 GENESIS_TYPE = "LEDGER_INITIALISED"
 # Ledger-wide facts kept in the ledger's own stream: its genesis, and vault erasures.
-LEDGER_STREAM_TYPES = frozenset({GENESIS_TYPE, "SUBJECT_ERASED"})
+LEDGER_STREAM_TYPES = frozenset({GENESIS_TYPE, "SUBJECT_ERASED", "NARRATIVE_ERASED"})
 ACCESS_TYPE = "ACCESS_READ"  # kept in the case's access log stream, not its chronology
 REGISTRY_TYPES = frozenset({"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"})
 
@@ -74,6 +77,18 @@ def b64decode(text: str) -> bytes:
 def key_id_of(public_key: bytes) -> str:
     """Key id: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex."""
     return hashlib.sha256(public_key).hexdigest()[:32]
+
+
+def narrative_commitment(field_name: str, text: str, salt: bytes) -> str:
+    """The salted commitment a version 2 body carries for one narrative field.
+
+    The 32-byte salt travels only into the vault, so short texts ("NFA") cannot be
+    guessed from the chain; whoever is shown the text and salt can check it here.
+    """
+    if len(salt) != 32:
+        raise ValueError("a narrative salt is 32 bytes")
+    data = NARRATIVE_CONTEXT + salt + field_name.encode() + b"\x00" + text.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
 
 
 def signing_message(body_bytes: bytes) -> bytes:
@@ -151,8 +166,15 @@ def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     missing = BODY_KEYS - body.keys()
     if missing:
         raise FormatError(f"body lacks {', '.join(sorted(missing))}")
-    if body["v"] != BODY_VERSION:
-        raise FormatError(f"body version {body['v']!r} is not {BODY_VERSION}")
+    if body["v"] not in BODY_VERSIONS or isinstance(body["v"], bool):
+        raise FormatError(f"body version {body['v']!r} is not one of {BODY_VERSIONS}")
+    if "narrative" in body:
+        narrative = body["narrative"]
+        if body["v"] < 2 or not isinstance(narrative, dict) or not narrative:
+            raise FormatError("narrative belongs only in a version 2 body, as a non-empty object")
+        for name, value in narrative.items():
+            if name not in NARRATIVE_FIELDS or not HASH_RE.match(str(value)):
+                raise FormatError(f"narrative.{name} is not a commitment to a narrative field")
     kind = body["type"]
     if kind in REGISTRY_TYPES:
         if not isinstance(body.get("agency_id"), str):

@@ -1,6 +1,6 @@
 """Benchmarks, with the limits of the layers beneath measured in the same run.
 
-    .venv/bin/python scripts/bench.py --json [--part core|log|inaction|http|all]
+    .venv/bin/python scripts/bench.py --json [--part core|log|inaction|http|vault|all]
         [--events 200000] [--leaves 1000000] [--cases 100000] [--http-seconds 60]
         [--store sqlite|postgres]
 
@@ -8,7 +8,8 @@ Prints one JSON object: the bare eventsourcing batched append rate for events of
 the same size, Ed25519 verifications per second times cores, the ledger's
 append_many rate in batches of 100 with signatures verified, and `ledger verify`
 throughput and peak memory at a tenth of and at the full event count (each
-verify runs in a fresh process so its peak RSS is its own).
+verify runs in a fresh process so its peak RSS is its own). `--part vault` reports
+append_events_per_s and replay_ms_p50 with and without sealed narrative.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +44,7 @@ PG_URL = os.environ.get("LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/
 
 def body(n: int, signer: Signer, agency: str, cases: int) -> dict[str, Any]:
     return {
-        "v": 1,
+        "v": 2,
         "case_id": f"B-{n % cases:05d}",
         "event_id": f"bench-{n:08d}",
         "type": "REFERRAL_DECISION",
@@ -61,12 +63,16 @@ def body(n: int, signer: Signer, agency: str, cases: int) -> dict[str, Any]:
 
 
 def submissions(
-    start: int, count: int, signer: Signer, agency: str, cases: int
+    start: int, count: int, signer: Signer, agency: str, cases: int, narrative: bool = True
 ) -> list[Submission]:
+    """Signed events; with `narrative` their rationale is sealed for the vault, without
+    it they carry none (the same event otherwise)."""
     out = []
     for n in range(start, start + count):
         b = body(n, signer, agency, cases)
-        out.append(Submission(b, signer.sign_body(canonical(b))))
+        if not narrative:
+            b["payload"] = {k: v for k, v in b["payload"].items() if k != "rationale"}
+        out.append(Submission.signed(b, signer))
     return out
 
 
@@ -115,12 +121,19 @@ def ed25519_single_core() -> float:
 
 
 def populate(
-    ledger: Ledger, signer: Signer, agency: str, start: int, count: int, cases: int
+    ledger: Ledger,
+    signer: Signer,
+    agency: str,
+    start: int,
+    count: int,
+    cases: int,
+    narrative: bool = True,
 ) -> float:
     """Append `count` events in batches of 100; returns events per second (signing excluded)."""
     elapsed = 0.0
     for offset in range(start, start + count, 5000):
-        chunk = submissions(offset, min(5000, start + count - offset), signer, agency, cases)
+        size = min(5000, start + count - offset)
+        chunk = submissions(offset, size, signer, agency, cases, narrative)
         t = time.perf_counter()
         for i in range(0, len(chunk), BATCH):
             ledger.append_many(chunk[i : i + BATCH])
@@ -211,22 +224,18 @@ def add_cases(ledger: Ledger, signer: Signer, agency: str, start: int, count: in
         batch = []
         for n in range(offset, min(offset + 1000, start + count)):
             b = found_body(n, signer, agency, when)
-            batch.append(Submission(b, signer.sign_body(canonical(b))))
+            batch.append(Submission.signed(b, signer))
         ledger.append_many(batch)
 
 
-def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
-    from statistics import median
-
-    from ledger.policy import load_policy
-    from ledger.report import replay_case, replay_dict, to_csv, to_html
-
-    ledger = Ledger.open(url, tmp / "keys")
-    ledger.init("bench/log")
-    _, path = ledger.register_agency("bench-police", "police", borough="Bench")
-    assert path is not None
-    signer = load_key_file(path)
-    # A 1,000-event case: disclosures, records and referrals over a year.
+def big_case(
+    ledger: Ledger,
+    signer: Signer,
+    case_id: str,
+    narrative: bool = True,
+    agency: str = "bench-police",
+) -> None:
+    """A 1,000-event case: disclosures, records and referrals over a year."""
     types = [
         "DISCLOSURE_RECEIVED",
         "CRIME_RECORDED",
@@ -240,11 +249,9 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
     subs = []
     for n in range(1000):
         t = types[n % len(types)]
-        payload: dict[str, Any] = {
-            "child_ref": CHILD,
-            "child_age": 14,
-            "rationale": "She is streetwise and chose to go.",
-        }
+        payload: dict[str, Any] = {"child_ref": CHILD, "child_age": 14}
+        if narrative:
+            payload["rationale"] = "She is streetwise and chose to go."
         if t == "DISCLOSURE_RECEIVED":
             payload["sexual_offence"] = True
         if t == "REFERRAL_RECEIVED":
@@ -254,31 +261,53 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
         if t == "VICTIM_NOTIFIED":
             payload["decision"] = "update"
         b = {
-            "v": 1,
-            "case_id": "BIG",
-            "event_id": f"big-{n:05d}",
+            "v": 2,
+            "case_id": case_id,
+            "event_id": f"{case_id}-{n:05d}",
             "type": t,
             "occurred_at": f"2024-{1 + n // 90:02d}-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
-            "agency": "bench-police",
+            "agency": agency,
             "actor": {"role": "officer"},
             "payload": payload,
             "responds_to": [],
             "corrects": None,
             "key_id": signer.key_id,
         }
-        subs.append(Submission(b, signer.sign_body(canonical(b))))
+        subs.append(Submission.signed(b, signer))
     ledger.append_many(subs)
+
+
+def replay_timings(
+    ledger: Ledger, case_id: str, view: str | None = "full", reader: str | None = "bench"
+) -> tuple[list[float], list[float]]:
+    """21 replays of a case: ms for the analysis and the JSON the /replay route serves,
+    and ms with the CSV and printable HTML chronology added. With a `view`, narrative is
+    decrypted from the vault (and, with a `reader`, each read put on the access log)."""
+    from ledger.policy import load_policy
+    from ledger.report import replay_case, replay_dict, to_csv, to_html
+
     policy = load_policy()
-    # replay_ms: every analysis (chronology, obligations, stalls, flags) and the JSON the
-    # /replay route serves; formats_ms adds the CSV and the printable HTML chronology.
     timings, formats = [], []
     for _ in range(21):
         t = time.perf_counter()
-        r = replay_case(ledger, "BIG", policy)
+        r = replay_case(ledger, case_id, policy, view=view, reader=reader, reason="bench")
         data = replay_dict(r)
         timings.append((time.perf_counter() - t) * 1000)
         to_csv(r), to_html(r, data)
         formats.append((time.perf_counter() - t) * 1000)
+    return timings, formats
+
+
+def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
+    from statistics import median
+
+    ledger = Ledger.open(url, tmp / "keys")
+    ledger.init("bench/log")
+    _, path = ledger.register_agency("bench-police", "police", borough="Bench")
+    assert path is not None
+    signer = load_key_file(path)
+    big_case(ledger, signer, "BIG")
+    timings, formats = replay_timings(ledger, "BIG")
     tenth = max(cases // 10, 100)
     add_cases(ledger, signer, "bench-police", 0, tenth)
 
@@ -314,6 +343,96 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
             "sweep": sweep_full["cases_per_s"] >= 5000,
             "sweep_memory_flat": sweep_full["peak_rss_mb"] <= sweep_small["peak_rss_mb"] * 1.1,
         },
+    }
+
+
+def plaintext_replay_ms(ledger: Ledger, case_id: str) -> float:
+    """Median ms to replay a case whose narrative is already in memory in plain text:
+    the same analysis as a vaulted replay, without reading, decrypting or checking."""
+    from ledger.policy import load_policy
+    from ledger.replay import replay
+    from ledger.report import replay_dict
+
+    policy = load_policy()
+    texts = ledger.vault().narrative_view(case_id, ledger.case_envelopes(case_id), "full")
+    timings = []
+    for _ in range(21):
+        t = time.perf_counter()
+        envelopes = ledger.case_envelopes(case_id)
+        replay_dict(replay(case_id, envelopes, ledger.agency_kinds(), policy, narrative=texts))
+        timings.append((time.perf_counter() - t) * 1000)
+    return statistics.median(timings)
+
+
+def bench_vault(tmp: Path, store: str, events: int) -> dict[str, Any]:
+    """The vault's cost, on fresh ledgers alternated twice (the better run of each counts).
+
+    Appends: the same events with no narrative and with a sealed rationale. Replays of a
+    1,000-event case: with no narrative; with its narrative in plain text in memory (the
+    analysis without the vault); decrypted and checked from the vault; and the same with
+    the read put on the access log, as a reader's replay is.
+    """
+    median = statistics.median
+    runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+    for round_ in range(2):
+        for label in ("without", "with"):
+            name = f"{label}{round_}"
+            if store == "sqlite":
+                url = f"sqlite:///{tmp}/{name}.sqlite"
+            else:
+                url = f"{PG_URL}?schema=bench_{secrets.token_hex(4)}"
+            ledger = Ledger.open(url, tmp / f"keys-{name}")
+            ledger.init("bench/log")
+            _, path = ledger.register_agency("bench-csc", "csc", borough="Bench")
+            assert path is not None
+            signer = load_key_file(path)
+            narrative = label == "with"
+            cases = max(events // 100, 10)
+            populate(ledger, signer, "bench-csc", 0, 2000, cases, narrative)  # warm up
+            rate = populate(ledger, signer, "bench-csc", 2000, events, cases, narrative)
+            big_case(ledger, signer, "BIG", narrative, "bench-csc")
+            result = {"append": rate}
+            if narrative:
+                result["replay_plaintext"] = plaintext_replay_ms(ledger, "BIG")
+                result["replay_logged"] = median(replay_timings(ledger, "BIG", "full", "bench")[0])
+            result["replay"] = median(replay_timings(ledger, "BIG", "full", None)[0])
+            ledger.close()
+            if store == "postgres":
+                import psycopg
+
+                with psycopg.connect(PG_URL, autocommit=True) as c:
+                    c.execute(f"DROP SCHEMA {url.split('schema=')[1]} CASCADE")
+            runs[label].append(result)
+    without, with_ = runs["without"], runs["with"]
+    best = {
+        "without_narrative": {
+            "append_events_per_s": round(max(r["append"] for r in without)),
+            "replay_ms_p50": round(min(r["replay"] for r in without), 1),
+        },
+        "with_narrative": {
+            "append_events_per_s": round(max(r["append"] for r in with_)),
+            "replay_ms_p50": round(min(r["replay"] for r in with_), 1),
+            "replay_ms_p50_plaintext_in_memory": round(
+                min(r["replay_plaintext"] for r in with_), 1
+            ),
+            "replay_ms_p50_with_access_record": round(min(r["replay_logged"] for r in with_), 1),
+        },
+    }
+    w = best["with_narrative"]
+    append_cost = 1 - w["append_events_per_s"] / best["without_narrative"]["append_events_per_s"]
+    replay_cost = w["replay_ms_p50"] / w["replay_ms_p50_plaintext_in_memory"] - 1
+    logged_cost = w["replay_ms_p50_with_access_record"] / w["replay_ms_p50_plaintext_in_memory"] - 1
+    return {
+        "store": store,
+        "events_per_run": events,
+        "replay_case_events": 1000,
+        **best,
+        "all_runs": runs,
+        "append_cost_vs_no_narrative": round(append_cost, 3),
+        "replay_cost_vs_plaintext_narrative": round(replay_cost, 3),
+        "replay_cost_with_access_record": round(logged_cost, 3),
+        "vault_target_cost": 0.15,
+        "vault_targets_met": {"append": append_cost <= 0.15, "replay": replay_cost <= 0.15},
     }
 
 
@@ -377,7 +496,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--cases", type=int, default=100_000, help="cases for the sweep bench")
-    parser.add_argument("--part", choices=["core", "log", "inaction", "http", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["core", "log", "inaction", "http", "vault", "all"], default="all"
+    )
     parser.add_argument("--leaves", type=int, default=1_000_000, help="leaves for the log bench")
     parser.add_argument("--http-seconds", type=float, default=60.0)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
@@ -386,6 +507,11 @@ def main() -> None:
     if args.part == "log":
         with tempfile.TemporaryDirectory() as d:
             print(json.dumps(bench_log(Path(d), args.leaves), indent=2))
+        return
+    if args.part == "vault":
+        with tempfile.TemporaryDirectory() as d:
+            result = bench_vault(Path(d), args.store, min(args.events, 20_000))
+            print(json.dumps(result, indent=2))
         return
     if args.part == "http":
         from bench_http import bench_http

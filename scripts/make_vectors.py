@@ -91,6 +91,74 @@ def main() -> None:
     path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
 
 
+def narrative_vectors(signer: Signer) -> None:
+    """Body version 2: a rationale committed (salted SHA-256), its text beside the body."""
+    from ledger.verify import narrative_commitment
+
+    salt = bytes(range(32))
+    text = "Décision: no further action — “see notes”\n"
+    commitment = narrative_commitment("rationale", text, salt)
+    body = {
+        "v": 2,
+        "case_id": "DEMO-LAM-0001",
+        "event_id": "DEMO-LAM-0001-006",
+        "type": "REFERRAL_DECISION",
+        "occurred_at": "2024-04-19T16:45:00Z",
+        "agency": "lambeth-csc",
+        "actor": {"role": "team manager", "ref": "staff_abcdefghijklmnopqrstuvwxyz"},
+        "payload": {"child_ref": "child_abcdefghijklmnopqrstuvwxyz", "decision": "nfa"},
+        "responds_to": ["DEMO-LAM-0001-005"],
+        "corrects": None,
+        "key_id": signer.key_id,
+        "narrative": {"rationale": commitment},
+    }
+    body_bytes = canonical(body)
+    sig = signer.sign_body(body_bytes)
+    env = envelope_bytes(body_bytes, sig, 6, "2026-11-25T12:00:00.000000Z", "0" * 63 + "1")
+    good = env.decode()
+    alt = "0" if commitment[-1] != "0" else "1"
+    out = {
+        "description": "Body version 2 (narrative commitments) known-answer vectors",
+        "commitment_input_hex": (
+            b"response-ledger/v2/narrative\n" + salt + b"rationale\x00" + text.encode()
+        ).hex(),
+        "field": "rationale",
+        "text": text,
+        "salt_b64": b64(salt),
+        "commitment": commitment,
+        "body": body,
+        "body_canonical": body_bytes.decode(),
+        "signature_b64": b64(sig),
+        "envelope": good,
+        "event_hash": sha256_hex(env),
+        "wrong_texts": [text.rstrip("\n"), text.replace("no further", "No further"), ""],
+        "negative": [
+            {
+                "name": "narrative-in-version-1-body",
+                "envelope": good.replace('\\"v\\":2', '\\"v\\":1'),
+                "fails": "format",
+            },
+            {
+                "name": "commitment-not-hex",
+                "envelope": good.replace(commitment, commitment[:-1] + "g"),
+                "fails": "format",
+            },
+            {
+                "name": "field-not-narrative",
+                "envelope": good.replace('{\\"rationale\\":', '{\\"decision\\":'),
+                "fails": "format",
+            },
+            {
+                "name": "commitment-edited",
+                "envelope": good.replace(commitment, commitment[:-1] + alt),
+                "fails": "signature",
+            },
+        ],
+    }
+    assert all(n["envelope"] != good for n in out["negative"])  # type: ignore[union-attr]
+    (VECTORS / "narrative.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+
+
 # --- Merkle, signed-note and bundle vectors ------------------------------------------
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -337,6 +405,7 @@ if __name__ == "__main__":
     VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
     seed_signer = Signer(Ed25519PrivateKey.from_private_bytes(SEED))
     main()
+    narrative_vectors(seed_signer)
     merkle_vectors()
     note_vectors(seed_signer)
     bundle_vectors(seed_signer)

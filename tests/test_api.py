@@ -423,3 +423,84 @@ def test_reading_a_case_that_does_not_exist_records_nothing(api: Api) -> None:
     assert [e.body["payload"]["summary"] for e in ledger.access_log("C-1")] == [
         "panel page.chronology.csv"
     ]
+
+
+def _with_narrative(api: Api, rationale: str, agency: str = "police-a") -> dict[str, Any]:
+    """A request as the client sends it: version 2 body, commitment signed, text beside."""
+    from ledger.client import LedgerClient
+
+    api.counter += 1
+    client = LedgerClient("http://unused", "unused", api.signers[agency])
+    try:
+        return client.signed(
+            {
+                "v": 2,
+                "case_id": "C-1",
+                "event_id": f"api-{api.counter:05d}",
+                "type": "CHILD_SEEN",
+                "occurred_at": "2024-03-03T14:05:00Z",
+                "agency": agency,
+                "actor": {"role": "officer"},
+                "payload": {"child_ref": CHILD, "rationale": rationale},
+                "responds_to": [],
+                "corrects": None,
+            }
+        )
+    finally:
+        client.close()
+
+
+def test_narrative_over_http_is_sealed_and_shown_by_role(api: Api) -> None:
+    secret = "Seen at 17 Larkspur Mews, SE11 4QQ; she is streetwise."
+    event = _with_narrative(api, secret)
+    assert "rationale" not in event["body"]["payload"] and "narrative" in event["body"]
+    first = api.post(event)
+    assert first.status_code == 201, first.text
+    again = api.post(event)  # a retry of the same request: the original receipt
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    other = api.post(_with_narrative(api, "Croydon's own note", "csc-b"), role="agency-b")
+    assert other.status_code == 201, other.text
+
+    own = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency")).json()["events"]
+    assert [e["narrative"] for e in own if "narrative" in e] == [{"rationale": secret}]
+    theirs = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency-b")).json()
+    assert [e["narrative"] for e in theirs["events"] if "narrative" in e] == [
+        {"rationale": "Croydon's own note"}
+    ]
+    audited = api.client.get("/v1/cases/C-1/events", headers=api.auth("auditor")).text
+    assert "Larkspur" not in audited and "narrative" not in audited
+
+    replay = api.client.get("/v1/cases/C-1/replay", headers=api.auth("panel")).json()
+    actions = {row["event_id"]: row["action"] for row in replay["chronology"]}
+    shown = actions[event["body"]["event_id"]]
+    assert "Larkspur" not in shown and "SE11" not in shown and "streetwise" in shown
+    assert any(f["kind"] == "language" for f in replay["flags"])
+    csv = api.client.get("/v1/cases/C-1/chronology?format=csv", headers=api.auth("panel")).text
+    assert "Larkspur" not in csv and "streetwise" in csv
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ("drop-text", "its text was not sent"),
+        ("alter-text", "does not match its commitment"),
+        ("bad-salt", "32 bytes"),
+        ("unknown-field", "not a narrative field"),
+    ],
+)
+def test_narrative_that_does_not_match_is_a_422_problem(api: Api, change: str, detail: str) -> None:
+    event = _with_narrative(api, "Seen at home.")
+    if change == "drop-text":
+        del event["narrative"]
+    elif change == "alter-text":
+        event["narrative"]["rationale"]["text"] = "Seen at school."
+    elif change == "bad-salt":
+        event["narrative"]["rationale"]["salt"] = "c2hvcnQ="
+    else:
+        event["narrative"]["notes"] = event["narrative"]["rationale"]
+    response = api.post(event)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert detail in response.json()["detail"]
+    events = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency")).json()["events"]
+    assert event["body"]["event_id"] not in {e["event_id"] for e in events}

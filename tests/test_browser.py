@@ -38,7 +38,6 @@ def free_port() -> int:
 
 def big_case(ledger: Ledger) -> None:
     """A 1,000-event case for the page-speed measurement."""
-    from ledger.canonical import canonical
     from ledger.core import Submission
     from ledger.demo import CHILD_A
     from ledger.keys import load_key_file
@@ -64,7 +63,7 @@ def big_case(ledger: Ledger) -> None:
             "corrects": None,
             "key_id": signer.key_id,
         }
-        batch.append(Submission(body, signer.sign_body(canonical(body))))
+        batch.append(Submission.signed(body, signer))
     ledger.append_many(batch)
 
 

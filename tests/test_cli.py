@@ -176,9 +176,9 @@ def test_demo_is_deterministic_and_verifies(
         assert rape[0].type == "DISCLOSURE_RECEIVED"
         assert "CRIME_RECORDED" not in {e.type for e in rape}
         swk = ledger.case_envelopes("DEMO-SWK-0002")
-        assert any(
-            "seeking out older men" in (e.body["payload"].get("rationale") or "") for e in swk
-        )
+        assert not any(b"seeking out older men" in e.raw for e in swk)  # sealed, not chained
+        texts = ledger.vault().narrative_view("DEMO-SWK-0002", swk, "full")
+        assert any("seeking out older men" in f.get("rationale", "") for f in texts.values())
     finally:
         ledger.close()
 
@@ -220,3 +220,48 @@ def test_log_verbs_print_proofs_that_verify(
     assert main(run(world, "log", "inclusion", "--index", "0", "--event-hash", "x")) == 2
     assert main(run(world, "log", "consistency", "--first", "0", "--second", "1")) == 2
     assert main(run(world, "log", "inclusion", "--index", "999")) == 2
+
+
+def test_narrative_from_the_command_line(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "Met at 4 Orchard Close, SE11 4QQ; she is streetwise."
+    payload = json.dumps({"rationale": secret})
+    argv = ["append", "C-9", "--type", "CHILD_SEEN", "--agency", "police-a", "--payload", payload]
+    assert main(run(world, *argv, "--occurred-at", "2024-05-04T21:30:00Z", "--json")) == 0
+    capsys.readouterr()
+    assert b"Orchard" not in world.ledger.case_envelopes("C-9")[0].raw
+    assert main(run(world, "replay", "C-9", "--format", "json")) == 0
+    assert json.loads(capsys.readouterr().out)["chronology"][0]["action"] == secret
+    assert main(run(world, "replay", "C-9", "--format", "json", "--redact", "panel")) == 0
+    masked = json.loads(capsys.readouterr().out)["chronology"][0]["action"]
+    assert "Orchard" not in masked and "SE11" not in masked and "streetwise" in masked
+
+    # Signed elsewhere: the JSONL record carries the texts beside the body.
+    from ledger.client import LedgerClient
+
+    client = LedgerClient("http://unused", "unused", world.signers["police-a"])
+    record = client.signed({**world.body("police-a", "C-9"), "payload": {"summary": "Home visit"}})
+    client.close()
+    path = tmp_path / "signed.jsonl"
+    path.write_text(json.dumps({k: record[k] for k in ("body", "sig")}) + "\n")
+    before = count(world)
+    assert main(run(world, "import", str(path))) == 1
+    assert "line 1" in capsys.readouterr().err and count(world) == before
+    path.write_text(json.dumps(record) + "\n")
+    assert main(run(world, "import", str(path), "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == {"appended": 1, "duplicates": 0}
+
+    assert main(run(world, "hold", "set", "C-9", "--reason", "inquiry")) == 0
+    assert main(run(world, "narrative", "erase", "C-9", "--reason", "retention")) == 1
+    assert "legal hold" in capsys.readouterr().err
+    assert main(run(world, "hold", "clear", "C-9")) == 0
+    assert main(run(world, "narrative", "erase", "C-9", "--reason", "retention")) == 0
+    capsys.readouterr()
+    assert main(run(world, "replay", "C-9", "--format", "json")) == 0
+    rows = json.loads(capsys.readouterr().out)["chronology"]
+    assert [r["action"] for r in rows] == ["", "[erased]"]  # in occurred order
+    assert rows[0]["event"].endswith("[erased]")
+    assert main(run(world, "narrative", "erase", "NOPE", "--reason", "x")) == 1
+    assert "no case 'NOPE'" in capsys.readouterr().err
+    assert main(run(world, "verify")) == 0

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.canonical import canonical
 from ledger.cli import main
 from ledger.core import Ledger, Submission
 from ledger.demo import AGENCIES, scripts
@@ -42,14 +41,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         for body in script.events:
             minute += 1
             ledger.clock = lambda m=minute: BASE + timedelta(minutes=m)  # type: ignore[misc]
-            body = {**body, "key_id": signers[body["agency"]].key_id}
-            ledger.append(Submission(body, signers[body["agency"]].sign_body(canonical(body))))
+            ledger.append(Submission.signed(body, signers[body["agency"]]))
     yield ledger
     ledger.close()
 
 
 def test_rape_disclosure_case_shows_police_as_first_stall(demo: Ledger) -> None:
-    r = replay_case(demo, "DEMO-LAM-0001", POLICY)
+    r = replay_case(demo, "DEMO-LAM-0001", POLICY, view="full")
     first = r.stall["first_stall"]
     assert first["rule"] == "RS10"
     assert first["owing_agency"] == "met-police-south"
@@ -70,7 +68,7 @@ def test_well_handled_case_shows_no_breach(demo: Ledger) -> None:
 
 
 def test_eleven_year_old_case_flags_language_and_repeated_nfa(demo: Ledger) -> None:
-    r = replay_case(demo, "DEMO-SWK-0002", POLICY)
+    r = replay_case(demo, "DEMO-SWK-0002", POLICY, view="full")
     language = {f.text: f for f in r.flags if f.kind == "language"}
     assert language["seeking out older men"].severity == "high"
     assert "under 13" in language["seeking out older men"].detail
@@ -123,7 +121,7 @@ def test_replay_as_of_equals_replay_of_what_was_recorded_by_then(
 
 
 def test_outputs_json_csv_html(demo: Ledger) -> None:
-    r = replay_case(demo, "DEMO-SWK-0002", POLICY)
+    r = replay_case(demo, "DEMO-SWK-0002", POLICY, view="full")
     assert json.loads(json.dumps(replay_dict(r)))["case_id"] == "DEMO-SWK-0002"
     csv_text = to_csv(r)
     assert csv_text.splitlines()[0].startswith("date_time,agency_label,source,event,action")

@@ -234,3 +234,43 @@ def test_malformed_bundle_files_are_one_line(
     assert main(["verify-bundle", str(path), "--log-key", BUNDLE_KEY]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("FAIL:") and needle in err
+
+
+NARRATIVE: dict[str, Any] = json.loads((HERE / "vectors" / "narrative.json").read_text())
+
+
+def test_narrative_vector_commitment_body_and_envelope() -> None:
+    import hashlib
+
+    from ledger.verify import narrative_commitment
+
+    salt = b64decode(NARRATIVE["salt_b64"])
+    field, text = NARRATIVE["field"], NARRATIVE["text"]
+    data = bytes.fromhex(NARRATIVE["commitment_input_hex"])
+    assert data == b"response-ledger/v2/narrative\n" + salt + field.encode() + b"\0" + text.encode()
+    assert hashlib.sha256(data).hexdigest() == NARRATIVE["commitment"]
+    assert narrative_commitment(field, text, salt) == NARRATIVE["commitment"]
+    for wrong in NARRATIVE["wrong_texts"]:
+        assert narrative_commitment(field, wrong, salt) != NARRATIVE["commitment"]
+    assert narrative_commitment("summary", text, salt) != NARRATIVE["commitment"]
+    body_bytes = canonical(NARRATIVE["body"])
+    assert body_bytes.decode() == NARRATIVE["body_canonical"]
+    assert NARRATIVE["body"]["narrative"] == {field: NARRATIVE["commitment"]}
+    parsed = parse_envelope(NARRATIVE["envelope"].encode())
+    assert parsed.event_hash == NARRATIVE["event_hash"]
+    public = Ed25519PublicKey.from_public_bytes(b64decode(EVENTS["public_key_b64"]))
+    assert signature_ok(public, parsed.sig, parsed.body_bytes)
+    assert text.encode() not in NARRATIVE["envelope"].encode()
+
+
+@pytest.mark.parametrize("case", NARRATIVE["negative"], ids=lambda c: c["name"])
+def test_negative_narrative_vectors_fail(case: dict[str, Any]) -> None:
+    public = Ed25519PublicKey.from_public_bytes(b64decode(EVENTS["public_key_b64"]))
+    raw = case["envelope"].encode()
+    assert raw != NARRATIVE["envelope"].encode()
+    if case["fails"] == "format":
+        with pytest.raises(FormatError):
+            parse_envelope(raw)
+    else:
+        parsed = parse_envelope(raw)
+        assert not signature_ok(public, parsed.sig, parsed.body_bytes)

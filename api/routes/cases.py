@@ -89,7 +89,13 @@ async def list_cases(
 async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         events = []
-        for e in read_case(srv, who, case_id, "events"):
+        envelopes = read_case(srv, who, case_id, "events")
+        texts: dict[str, dict[str, str]] = {}
+        if who.role is Role.AGENCY:  # an agency reads back the narrative it wrote
+            texts = srv.ledger.vault().narrative_view(
+                case_id, envelopes, "agency", who.name, "events", agency=who.agency
+            )  # an agency's read is not otherwise logged: this decryption is
+        for e in envelopes:
             if who.role is Role.AGENCY and e.agency != who.agency:
                 continue
             item: dict[str, Any] = {
@@ -105,6 +111,8 @@ async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]
                 item["occurred_at"] = e.body["occurred_at"]  # metadata only
             else:
                 item["envelope"] = e.raw.decode("utf-8")
+            if e.event_id in texts:
+                item["narrative"] = texts[e.event_id]
             events.append(item)
         return {"case_id": case_id, "events": events}
 
@@ -138,7 +146,19 @@ async def case_replay(
 
     def work() -> dict[str, Any]:
         envelopes = read_case(srv, who, case_id, "replay")
-        return replay_dict(replay_case(srv.ledger, case_id, srv.policy, moment, basis, envelopes))
+        r = replay_case(
+            srv.ledger,
+            case_id,
+            srv.policy,
+            moment,
+            basis,
+            envelopes,
+            view="panel",
+            reader=who.name,
+            reason="replay",
+            recorded=True,  # read_case put this read on the access log
+        )
+        return replay_dict(r)
 
     return await run_in_threadpool(work)
 
@@ -180,7 +200,17 @@ async def case_chronology(
 
     def work() -> Any:
         envelopes = read_case(srv, who, case_id, f"chronology.{format}")
-        r = replay_case(srv.ledger, case_id, srv.policy, moment, envelopes=envelopes)
+        r = replay_case(
+            srv.ledger,
+            case_id,
+            srv.policy,
+            moment,
+            envelopes=envelopes,
+            view="panel",
+            reader=who.name,
+            reason=f"chronology.{format}",
+            recorded=True,
+        )
         if format == "csv":
             return PlainTextResponse(to_csv(r), media_type="text/csv")
         if format == "html":

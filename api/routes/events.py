@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response
@@ -11,15 +12,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.core import Receipt, Submission
 from ledger.errors import LedgerError
+from ledger.narrative import from_wire
 from ledger.tokens import Principal
-from ledger.verify import b64decode
+from ledger.verify import b64decode, narrative_commitment
 
 from ..deps import Agency, Server, Srv
 
 router = APIRouter(tags=["events"])
 
+EXAMPLE_SALT = bytes(range(32))
+EXAMPLE_RATIONALE = "Recorded as rape of a child under 16 on the day of disclosure."
+EXAMPLE_NARRATIVE: dict[str, Any] = {
+    "rationale": {"text": EXAMPLE_RATIONALE, "salt": base64.b64encode(EXAMPLE_SALT).decode()}
+}
 EXAMPLE_BODY: dict[str, Any] = {
-    "v": 1,
+    "v": 2,
     "case_id": "DEMO-LAM-0001",
     "event_id": "met-2024-000123",
     "type": "CRIME_RECORDED",
@@ -30,21 +37,39 @@ EXAMPLE_BODY: dict[str, Any] = {
     "responds_to": ["DEMO-LAM-0001-001"],
     "corrects": None,
     "key_id": "2aa025ccd4a0462a5ca0d41dc9e6b85e",
+    "narrative": {"rationale": narrative_commitment("rationale", EXAMPLE_RATIONALE, EXAMPLE_SALT)},
 }
 
 
+class NarrativeIn(BaseModel):
+    """One narrative field's words and its 32-byte salt (base64): what the body's
+    commitment in `narrative` stands for. Sealed in the vault, never chained."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Annotated[str, Field(max_length=8000)]
+    salt: Annotated[str, Field(max_length=64)]
+
+
 class SignedEvent(BaseModel):
-    """A body as the agency signed it (RFC 8785 form is computed by the ledger) and the
-    base64 Ed25519 signature over `response-ledger/v1/event-body\\n` + canonical body."""
+    """A body as the agency signed it (RFC 8785 form is computed by the ledger), the
+    base64 Ed25519 signature over `response-ledger/v1/event-body\\n` + canonical body,
+    and, for a version 2 body, the narrative texts its commitments stand for."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"body": EXAMPLE_BODY, "sig": "base64 signature (88 characters)"}]
+            "examples": [
+                {
+                    "body": EXAMPLE_BODY,
+                    "sig": "base64 signature (88 characters)",
+                    "narrative": EXAMPLE_NARRATIVE,
+                }
+            ]
         },
     )
     body: dict[str, Any]
     sig: Annotated[str, Field(max_length=200)]
+    narrative: dict[str, NarrativeIn] | None = None
 
 
 class ReceiptOut(BaseModel):
@@ -112,7 +137,10 @@ def to_submission(
         sig = b64decode(event.sig)
     except (ValueError, TypeError):
         raise HTTPException(422, f"{where}sig is not base64") from None
-    return Submission(body, sig)
+    texts = None
+    if event.narrative is not None:
+        texts = {name: item.model_dump() for name, item in event.narrative.items()}
+    return Submission(body, sig, from_wire(str(body.get("event_id")), texts))
 
 
 def receipt_out(srv: Server, r: Receipt) -> ReceiptOut:

@@ -1,0 +1,144 @@
+"""Free-text narrative (rationales, summaries): committed in the chain, sealed in the vault.
+
+A decision's rationale may name a child, an address or a suspect, so its text never
+enters a chained event. The submitter moves it out of the payload into a salted
+commitment (body version 2, `narrative`) and sends the text and salt beside the
+signed body; the ledger checks each commitment, seals text and salt under the case's
+narrative key and stores the ciphertext in the same transaction as the event.
+Destroying the case key leaves the commitments, and every signature and proof over
+them, intact while nothing can recover the words.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from .errors import ValidationError
+from .verify import NARRATIVE_FIELDS, narrative_commitment
+
+WITHHELD = "[withheld]"
+MASK = "[masked]"
+
+
+class NarrativeText(NamedTuple):  # a tuple: a replay decrypts a thousand at a time
+    """One field's words and the salt its commitment was made with."""
+
+    text: str
+    salt: bytes
+
+    def commitment(self, field_name: str) -> str:
+        return narrative_commitment(field_name, self.text, self.salt)
+
+    def wire(self) -> dict[str, str]:
+        return {"text": self.text, "salt": base64.b64encode(self.salt).decode()}
+
+
+def seal_body(
+    body: Mapping[str, Any], salt_key: bytes | None = None
+) -> tuple[dict[str, Any], dict[str, NarrativeText]]:
+    """A draft body made fit to sign: its free text moved out into commitments.
+
+    Returns the version 2 body and the texts to send beside it. A draft with no
+    narrative still becomes version 2, without the `narrative` member. Salts are
+    random, or derived from the submitter's secret `salt_key` so that sealing the
+    same draft again gives the same body (an idempotent retry, not a conflict).
+    """
+    payload = dict(body.get("payload") or {})
+    texts: dict[str, NarrativeText] = {}
+    for name in NARRATIVE_FIELDS:
+        text = payload.pop(name, None)
+        if text is not None:
+            text = str(text)
+            if salt_key is None:
+                salt = os.urandom(32)
+            else:
+                label = f"{body.get('event_id')}\x00{name}\x00{text}".encode()
+                salt = hmac.new(salt_key, label, hashlib.sha256).digest()
+            texts[name] = NarrativeText(text, salt)
+    out = {**body, "v": 2, "payload": payload}
+    out.pop("narrative", None)
+    if texts:
+        out["narrative"] = {name: t.commitment(name) for name, t in texts.items()}
+    return out, texts
+
+
+def wire(texts: Mapping[str, NarrativeText]) -> dict[str, dict[str, str]]:
+    return {name: t.wire() for name, t in texts.items()}
+
+
+def from_wire(event_id: str, raw: Any) -> dict[str, NarrativeText]:
+    """Parse the texts sent beside a body (`{"rationale": {"text", "salt"}}`)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValidationError(f"event {event_id}: narrative must be an object of fields")
+    out: dict[str, NarrativeText] = {}
+    for name, item in raw.items():
+        where = f"event {event_id}: narrative.{name}"
+        if name not in NARRATIVE_FIELDS:
+            known = ", ".join(NARRATIVE_FIELDS)
+            raise ValidationError(f"{where} is not a narrative field ({known})")
+        if not isinstance(item, dict) or set(item) != {"text", "salt"}:
+            raise ValidationError(f"{where} must be an object with 'text' and 'salt'")
+        text, salt = item["text"], item["salt"]
+        if not isinstance(text, str) or len(text) > 8000:
+            raise ValidationError(f"{where}.text must be a string of at most 8000 characters")
+        try:
+            raw_salt = base64.b64decode(str(salt), validate=True)
+        except (binascii.Error, ValueError):
+            raw_salt = b""
+        if len(raw_salt) != 32:
+            raise ValidationError(f"{where}.salt must be 32 bytes in standard base64")
+        out[name] = NarrativeText(text, raw_salt)
+    return out
+
+
+def check(body: Mapping[str, Any], texts: Mapping[str, NarrativeText]) -> None:
+    """Every committed field arrived with the text it commits to, and nothing else did."""
+    committed: Mapping[str, str] = body.get("narrative") or {}
+    where = f"event {body['event_id']}"
+    for name in texts.keys() - committed.keys():
+        raise ValidationError(f"{where}: narrative.{name} was sent but the body commits to none")
+    for name, commitment in committed.items():
+        if name not in texts:
+            raise ValidationError(
+                f"{where}: the body commits to narrative.{name} but its text was not sent"
+            )
+        if texts[name].commitment(name) != commitment:
+            raise ValidationError(
+                f"{where}: narrative.{name} does not match its commitment in the signed body"
+            )
+
+
+# Identifiers a panel must not see in narrative, beyond the names the vault holds.
+_PATTERNS = (
+    re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}\b"),  # UK postcode
+    re.compile(r"\b(?:\+44\s?|0)(?:\d\s?){9,10}\b"),  # UK phone number
+    re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),  # email address
+    re.compile(r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b"),  # dates
+    re.compile(r"\b[A-Z]{2}[0-9]{2} ?[A-Z]{3}\b"),  # current-style vehicle registration
+    re.compile(  # a house number and street
+        r"\b\d{1,4}[A-Za-z]?,? (?:[A-Z][\w'-]+ ){1,3}(?:Road|Rd|Street|St|Lane|Ln|Avenue|Ave|"
+        r"Mews|Close|Court|Ct|Drive|Dr|Way|Place|Gardens|Terrace|Crescent|Grove|Hill|Square|"
+        r"Walk|Row|Park|Rise|Estate|House|Tower|Towers)\b"
+    ),
+)
+
+
+def mask(text: str, names: Mapping[str, str]) -> str:
+    """Narrative with identifiers replaced: patterns, then known names (whole words,
+    longest first) by their label."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(MASK, text)
+    for name in sorted(names, key=len, reverse=True):
+        if name.strip():
+            word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+            text = word.sub(names[name], text)
+    return text

@@ -1,0 +1,247 @@
+"""Narrative on both stores: committed in the chain, sealed in the vault under a key per
+case, shown per role, refused when it does not match, crypto-shredded at end of retention."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.sql import SQL, Identifier
+
+from ledger.audit import audit
+from ledger.core import Submission
+from ledger.errors import Conflict, IntegrityError, KeyFileError, ValidationError
+from ledger.narrative import NarrativeText, from_wire, mask, seal_body
+from ledger.obligations import SEALED
+from ledger.policy import load_policy
+from ledger.report import replay_case
+from ledger.vault import ERASED
+from ledger.verify import narrative_commitment
+from tests.conftest import World
+from tests.test_vault import raw_bytes
+
+NAME = "Zelda Quintrell-Okafor"
+RATIONALE = (
+    "Spoke to Zelda Quintrell-Okafor at 17 Larkspur Mews, SE11 4QQ (07700 900123); "
+    "she is streetwise and chose to go with the driver of AB12 CDE."
+)
+SUMMARY = "Strategy discussion by phone with Kestrelford school"
+
+
+def _append(world: World, agency: str = "police-a", case_id: str = "C-1", **payload: Any) -> Any:
+    signer = world.signers[agency]
+    draft = world.body(agency, case_id, payload={**payload})
+    return world.ledger.append(Submission.signed(draft, signer))
+
+
+def _events(world: World) -> int:
+    return world.ledger.store.catalog.count_events()
+
+
+def _raw_exec(world: World, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Run SQL on the database directly, behind the ledger's back."""
+    if world.url.startswith("sqlite:///"):
+        with sqlite3.connect(world.url.removeprefix("sqlite:///"), isolation_level=None) as c:
+            return c.execute(sql, params).fetchall()
+    schema = world.url.split("schema=")[1]
+    with psycopg.connect(world.url.split("?")[0], autocommit=True) as c:
+        c.execute(SQL("SET search_path TO {}").format(Identifier(schema)))
+        cur = c.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
+def test_narrative_is_committed_in_the_chain_and_sealed_in_the_vault(world: World) -> None:
+    child = world.ledger.vault().add(NAME, "2008-02-29")
+    receipt = _append(world, child_ref=child, rationale=RATIONALE, summary=SUMMARY)
+    env = world.ledger.case_envelopes("C-1")[-1]
+    assert env.event_hash == receipt.event_hash
+    assert env.body["v"] == 2
+    assert "rationale" not in env.body["payload"] and "summary" not in env.body["payload"]
+    assert set(env.body["narrative"]) == {"rationale", "summary"}
+    world.ledger.checkpoint()
+    dump = raw_bytes(world)  # the SQLite files, or a pg_dump of the schema
+    for secret in (RATIONALE, SUMMARY, "Larkspur", "streetwise", "Kestrelford", "AB12 CDE"):
+        assert secret.encode() not in dump, secret
+    full = world.ledger.vault().narrative_view("C-1", [env], "full")
+    assert full == {env.event_id: {"rationale": RATIONALE, "summary": SUMMARY}}
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_each_role_sees_narrative_as_it_may(world: World) -> None:
+    vault = world.ledger.vault()
+    child = vault.add(NAME, "2008-02-29")
+    _append(world, child_ref=child, rationale=RATIONALE)
+    _append(world, "csc-b", summary="Closed by Croydon; see notes")
+    envs = world.ledger.case_envelopes("C-1")
+    police, csc = envs[-2].event_id, envs[-1].event_id
+
+    panel = vault.narrative_view("C-1", envs, "panel", "panel-1", "inquiry")
+    text = panel[police]["rationale"]
+    for identifier in ("Zelda", "Quintrell-Okafor", "Larkspur", "SE11 4QQ", "07700", "AB12 CDE"):
+        assert identifier not in text, identifier
+    assert f"[{child}]" in text and "streetwise and chose to go" in text
+    # Masking the names decrypted them: that is on the subject's access log, with who and why.
+    reads = world.ledger.access_log(f"subject:{child}")
+    assert [e.body["payload"]["reader"] for e in reads] == ["panel-1"]
+    assert "mask names in C-1: inquiry" in reads[0].body["payload"]["summary"]
+    # Decrypting the case's narrative is on the case's access log.
+    assert any(
+        e.body["payload"]["summary"] == "vault narrative: inquiry"
+        for e in world.ledger.access_log("C-1")
+    )
+
+    own = vault.narrative_view("C-1", envs, "agency", "police-user", "read", agency="police-a")
+    assert own == {police: {"rationale": RATIONALE}}
+    assert csc not in own
+    assert vault.narrative_view("C-1", envs, "auditor", "auditor-1", "audit") == {}
+
+    sealed = replay_case(world.ledger, "C-1", load_policy())  # no view: nothing decrypted
+    assert {row["action"] for row in sealed.chronology if row["event_id"] == police} == {SEALED}
+    shown = replay_case(world.ledger, "C-1", load_policy(), view="full", reader="op")
+    assert any(row["action"] == RATIONALE for row in shown.chronology)
+    assert any(f.kind == "language" and f.text == "streetwise" for f in shown.flags)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("v1-plain", "must be sealed in the vault"),
+        ("v2-plain", "only as a commitment"),
+        ("text-missing", "its text was not sent"),
+        ("text-altered", "does not match its commitment"),
+        ("text-extra", "commits to none"),
+    ],
+)
+def test_narrative_that_does_not_match_is_refused_and_writes_nothing(
+    world: World, change: str, message: str
+) -> None:
+    signer = world.signers["police-a"]
+    draft = world.body("police-a", payload={"rationale": RATIONALE})
+    good = Submission.signed(draft, signer)
+    texts: dict[str, NarrativeText] = dict(good.narrative)
+    body = good.body
+    if change == "v1-plain":
+        body = draft
+        texts = {}
+    elif change == "v2-plain":
+        body = {**good.body, "payload": {**good.body["payload"], "rationale": RATIONALE}}
+    elif change == "text-missing":
+        texts = {}
+    elif change == "text-altered":
+        texts = {"rationale": NarrativeText(RATIONALE + " ", texts["rationale"].salt)}
+    else:
+        body = {k: v for k, v in good.body.items() if k != "narrative"}
+    before = _events(world)
+    with pytest.raises(ValidationError, match=message):
+        world.ledger.append(Submission(body, signer.sign_body(_canonical(body)), texts))
+    assert _events(world) == before
+    assert _raw_exec(world, "SELECT COUNT(*) FROM ledger_narrative", ())[0][0] == 0
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    from ledger.canonical import canonical
+
+    return canonical(body)
+
+
+def test_a_retry_of_the_same_draft_is_the_same_event(world: World) -> None:
+    first = _append(world, rationale=RATIONALE)
+    world.counter -= 1  # the same event id again
+    again = _append(world, rationale=RATIONALE)
+    assert again.duplicate and again.event_hash == first.event_hash
+    world.counter -= 1
+    with pytest.raises(Conflict, match="different body"):
+        _append(world, rationale=RATIONALE + " (edited)")
+
+
+def test_tampered_sealed_narrative_is_named_by_its_tag(world: World) -> None:
+    _append(world, rationale=RATIONALE)
+    envs = world.ledger.case_envelopes("C-1")
+    sealed = bytes(_raw_exec(world, "SELECT sealed FROM ledger_narrative", ())[0][0])
+    flipped = sealed[:20] + bytes([sealed[20] ^ 1]) + sealed[21:]
+    _raw_exec(world, "UPDATE ledger_narrative SET sealed = ?", (flipped,))
+    with pytest.raises(
+        IntegrityError, match=rf"case C-1 event {envs[-1].event_id}: .*narrative.rationale"
+    ):
+        world.ledger.vault().narrative_view("C-1", envs, "full")
+
+
+def test_narrative_moved_between_events_is_caught(world: World) -> None:
+    _append(world, rationale="first rationale")
+    _append(world, rationale="second rationale")
+    envs = world.ledger.case_envelopes("C-1")
+    rows = _raw_exec(world, "SELECT event_id, sealed FROM ledger_narrative ORDER BY event_id", ())
+    _raw_exec(
+        world, "UPDATE ledger_narrative SET sealed = ? WHERE event_id = ?", (rows[1][1], rows[0][0])
+    )
+    with pytest.raises(IntegrityError, match="tag does not verify"):
+        world.ledger.vault().narrative_view("C-1", envs, "full")
+
+
+def test_a_wrong_master_key_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _append(world, rationale=RATIONALE)  # the vault now exists, sealed with the real key
+    from ledger.core import Ledger
+
+    monkeypatch.setenv("LEDGER_MASTER_KEY", base64.b64encode(b"\x07" * 32).decode())
+    other = Ledger.open(world.url, world.keys)
+    try:
+        before = _events(world)
+        draft = world.body("police-a", payload={"rationale": "another"})
+        with pytest.raises(KeyFileError, match="wrong master key"):
+            other.append(Submission.signed(draft, world.signers["police-a"]))
+        assert _events(world) == before
+    finally:
+        other.close()
+
+
+def test_erasing_a_cases_narrative_keeps_every_proof(world: World) -> None:
+    _append(world, rationale=RATIONALE)
+    world.ledger.checkpoint()
+    vault = world.ledger.vault()
+    vault.hold("C-1", "IICSA moratorium")
+    with pytest.raises(Conflict, match="legal hold"):
+        vault.erase_narrative("C-1", "retention ended")
+    vault.hold("C-1", "", on=False)
+    vault.erase_narrative("C-1", "retention ended")
+    envs = world.ledger.case_envelopes("C-1")
+    assert vault.narrative_view("C-1", envs, "full") == {envs[-1].event_id: {"rationale": ERASED}}
+    assert _raw_exec(world, "SELECT sealed FROM ledger_narrative", ()) == [(None,)]
+    assert _raw_exec(world, "SELECT wrapped_key FROM vault_case_keys", ()) == [(None,)]
+    assert b"Larkspur" not in raw_bytes(world)
+    r = replay_case(world.ledger, "C-1", load_policy(), view="full")
+    assert r.chronology[-1]["action"] == ERASED
+    erased = [e for e in world.ledger.stream_envelopes("ledger") if e.type == "NARRATIVE_ERASED"]
+    assert erased[0].body["payload"] == {"case_ref": "C-1", "reason": "retention ended"}
+    world.ledger.checkpoint()
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+    with pytest.raises(Conflict, match="was erased"):
+        _append(world, rationale="more")
+    with pytest.raises(Conflict, match="already erased"):
+        vault.erase_narrative("C-1", "again")
+
+
+def test_wire_form_and_masking_rules() -> None:
+    body, texts = seal_body({"event_id": "e1", "payload": {"rationale": "x", "summary": None}})
+    assert body["v"] == 2 and set(body["narrative"]) == {"rationale"}
+    salt = texts["rationale"].salt
+    assert body["narrative"]["rationale"] == narrative_commitment("rationale", "x", salt)
+    wire = {"rationale": {"text": "x", "salt": base64.b64encode(salt).decode()}}
+    assert from_wire("e1", wire) == texts
+    for bad, msg in (
+        ({"notes": {"text": "x", "salt": wire["rationale"]["salt"]}}, "not a narrative field"),
+        ({"rationale": {"text": "x", "salt": "short"}}, "32 bytes"),
+        ({"rationale": {"text": "x"}}, "'text' and 'salt'"),
+        ("text", "must be an object"),
+    ):
+        with pytest.raises(ValidationError, match=msg):
+            from_wire("e1", bad)
+    masked = mask("Met Ann Lee on 03/03/2024 at SW1A 1AA, ann@example.org", {"Ann": "[p1]"})
+    assert masked == "Met [p1] Lee on [masked] at [masked], [masked]"
