@@ -429,15 +429,34 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
         task = progress.add_task("verifying", total=total)
         report = audit(ledger.store, pinned, lambda n: progress.advance(task, n))
     data = report.as_dict()
-    if report.ok:
+    vault_problems: list[str] = []
+    if args.vault and report.ok:
+        opened, vault_problems = ledger.vault().check(os.environ.get("USER", "cli"))
+        data["vault"] = {"checked": opened, "problems": vault_problems}
+    if report.ok and not vault_problems:
+        vault_line = (
+            f"; vault: {data['vault']['checked']} sealed items opened and checked"
+            if args.vault
+            else ""
+        )
         _emit(
             args,
             data,
             f"OK: {report.events} events in {report.streams} streams "
             f"({report.cases} cases, {report.agencies} agencies) verified; Merkle log of "
-            f"{report.leaves} events and {report.checkpoints} checkpoint(s) recomputed",
+            f"{report.leaves} events and {report.checkpoints} checkpoint(s) recomputed"
+            + vault_line,
         )
         return 0
+    if vault_problems:
+        if args.json:
+            _emit(args, data, "")
+        else:
+            print(f"FAIL: {vault_problems[0]}", file=sys.stderr)
+            for problem in vault_problems[1:20]:
+                print(f"  also: {problem}", file=sys.stderr)
+            print(f"{len(vault_problems)} vault problem(s)", file=sys.stderr)
+        return 1
     if args.json:
         _emit(args, data, "")
     else:
@@ -603,7 +622,6 @@ def cmd_subject_add(args: argparse.Namespace, ledger: Ledger | None) -> int:
         fields |= {"borough": args.borough, "kind": args.kind}
         ref = add_subject(args.server, args.token, fields)
     else:
-
         assert ledger is not None
         ref = ledger.vault().add(args.name, args.dob, args.address, args.kind, args.borough)
     _emit(args, {"ref": ref}, ref)
@@ -815,6 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", parents=[common], help="verify every stored event")
     p.add_argument("--ledger-key", help="pinned ledger public key (base64 or PEM file)")
+    p.add_argument(
+        "--vault",
+        action="store_true",
+        help="also open every sealed narrative and identity (needs the master key) and "
+        "check each narrative against its signed commitment",
+    )
     p.set_defaults(func=cmd_verify)
 
     log = sub.add_parser("log", parents=[common], help="the verifiable Merkle log")

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 REF_RE = re.compile(r"\b(?:child|person|staff|vehicle|place|phone)_[a-z2-7]{26}\b")
 KEY_CHECK = b"response-ledger vault master key check v1"
 ERASED = "[erased]"
+MISSING = "[missing from the vault]"  # committed in the chain, but its sealed text is gone
 CASE_KEY_CACHE = 20000
+TEXT_CACHE_CASES = 64
 
 
 def _key_file(path: Path, env: str) -> bytes:
@@ -119,6 +121,7 @@ class Vault:
         self.master = _key_file(keys / "master.key", "LEDGER_MASTER_KEY")
         self._check_master()
         self._case_keys: dict[str, bytes] = {}  # unwrapped narrative keys, dropped on erasure
+        self._texts: dict[str, dict[str, dict[str, str]]] = {}  # recently read narrative
 
     def _check_master(self) -> None:
         """Refuse a master key other than the one this vault was started with."""
@@ -389,17 +392,20 @@ class Vault:
         reason: str = "",
         agency: str | None = None,
         recorded: bool = False,
+        cached: bool = True,
     ) -> dict[str, dict[str, str]]:
         """A case's narrative texts by event id and field, as `view` may see them.
 
         `full` sees the words; `agency` only those of events `agency` wrote; `panel`
         sees them with identifiers masked (the names and addresses the vault holds for
         the people the case refers to, then postcodes, phone numbers, emails, dates,
-        street addresses and vehicle registrations); `auditor` sees none. Only what is
-        shown is decrypted, and each text is checked against the commitment its
-        agency signed, so not even the master key's holder can change the words.
-        With a `reader`, the decryption is put on the case's access log first, unless
-        the caller has `recorded` this very read there already (an HTTP read does).
+        street addresses and vehicle registrations); `auditor` sees none. Each text is
+        checked against the commitment its agency signed when it is decrypted, so not
+        even the master key's holder can change the words unseen. With a `reader`, the
+        read is put on the case's access log first, unless the caller has `recorded`
+        this very read there already (an HTTP read does). Texts of recently read cases
+        are kept in memory (`cached`); every read still asks the database whether the
+        case's narrative was erased, so an erasure in any process ends them.
         """
         if view not in VIEWS:
             raise UsageError(f"view {view!r} is not one of {', '.join(VIEWS)}")
@@ -410,57 +416,143 @@ class Vault:
         }
         if not committed or view == "auditor":
             return {}
+        if reader is not None and not recorded:
+            self.ledger.record_access(case_id, reader, "vault", f"narrative: {reason}")
+        texts = self._case_texts(case_id, committed, cached)
+        out = {
+            event_id: {name: texts.get(event_id, {}).get(name, MISSING) for name in fields}
+            for event_id, fields in committed.items()
+        }
+        if view == "panel":
+            names = self._names_to_mask(case_id, envelopes, reader or "panel", reason)
+            out = {
+                event_id: {
+                    f: t if t in (ERASED, MISSING) else mask(t, names) for f, t in fields.items()
+                }
+                for event_id, fields in out.items()
+            }
+        return out
+
+    def _case_texts(
+        self, case_id: str, committed: dict[str, dict[str, str]], cached: bool
+    ) -> dict[str, dict[str, str]]:
+        """Every stored narrative text of a case, decrypted and checked against the
+        commitments; erased ones as ERASED. Served from memory while it covers them."""
+        with self.db.read() as cur:
+            key_row = cur.execute(
+                "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
+            ).fetchone()
+        if key_row is not None and key_row[0] is None:  # erased: nothing left to decrypt
+            self._texts.pop(case_id, None)
+            return {e: {f: ERASED for f in fields} for e, fields in committed.items()}
+        texts = self._texts.pop(case_id, None) if cached else None
+        if texts is None or any(
+            name not in texts.get(event_id, ())
+            for event_id, fields in committed.items()
+            for name in fields
+        ):
+            texts = self._decrypt_case(case_id, key_row, committed)
+        self._texts[case_id] = texts  # most recently read last
+        while len(self._texts) > TEXT_CACHE_CASES:
+            self._texts.pop(next(iter(self._texts)))
+        return texts
+
+    def _decrypt_case(
+        self, case_id: str, key_row: Any, committed: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, str]]:
         with self.db.read() as cur:
             rows = cur.execute(
                 f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} WHERE case_id = ?",
                 (case_id,),
             ).fetchall()
-            key_row = cur.execute(
-                "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
-            ).fetchone()
-        rows = [r for r in rows if r[1] in committed.get(r[0], ())]
-        if not rows:
-            return {}
-        if reader is not None and not recorded:
-            self.ledger.record_access(case_id, reader, "vault", f"narrative: {reason}")
-        aead = None
-        if key_row is not None and key_row[0] is not None:
-            aad = b"case-key:" + case_id.encode()
-            aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
-        out: dict[str, dict[str, str]] = {}
-        sha256, decrypt = hashlib.sha256, None if aead is None else aead.decrypt
+        texts: dict[str, dict[str, str]] = {}
+        if key_row is None or not rows:
+            return texts
+        aad = b"case-key:" + case_id.encode()
+        decrypt = AESGCM(
+            self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key")
+        ).decrypt
+        sha256 = hashlib.sha256
         for event_id, field, sealed in rows:
-            text = ERASED
-            if decrypt is not None and sealed is not None:
-                try:
-                    aad = f"narrative:{case_id}:{event_id}:{field}".encode()
-                    plain = decrypt(sealed[:12], bytes(sealed[12:]), aad)
-                except InvalidTag:
-                    raise IntegrityError(
-                        f"case {case_id} event {event_id}: sealed narrative.{field} was altered "
-                        "(AES-GCM tag does not verify)"
-                    ) from None
-                # plain = salt ‖ UTF-8 text: the commitment's input without re-encoding.
-                digest = sha256(
-                    NARRATIVE_CONTEXT + plain[:32] + field.encode() + b"\x00" + plain[32:]
-                )
-                if digest.hexdigest() != committed[event_id][field]:
-                    raise IntegrityError(
-                        f"case {case_id} event {event_id}: sealed narrative.{field} does not "
-                        "match the commitment in its signed event"
-                    )
-                text = plain[32:].decode()
-            if event_id in out:
-                out[event_id][field] = text
+            commitment = committed.get(event_id, {}).get(field)
+            if commitment is None or sealed is None:
+                continue  # not this reader's, or not the case's events this read covers
+            where = f"case {case_id} event {event_id}: sealed narrative.{field}"
+            try:
+                aad = f"narrative:{case_id}:{event_id}:{field}".encode()
+                plain = decrypt(sealed[:12], bytes(sealed[12:]), aad)
+            except InvalidTag:
+                raise IntegrityError(f"{where} was altered (AES-GCM tag does not verify)") from None
+            # plain = salt ‖ UTF-8 text: the commitment's input without re-encoding.
+            digest = sha256(NARRATIVE_CONTEXT + plain[:32] + field.encode() + b"\x00" + plain[32:])
+            if digest.hexdigest() != commitment:
+                raise IntegrityError(f"{where} does not match the commitment in its signed event")
+            if event_id in texts:
+                texts[event_id][field] = plain[32:].decode()
             else:
-                out[event_id] = {field: text}
-        if view == "panel":
-            names = self._names_to_mask(case_id, envelopes, reader or "panel", reason)
-            out = {
-                event_id: {f: t if t == ERASED else mask(t, names) for f, t in fields.items()}
-                for event_id, fields in out.items()
-            }
-        return out
+                texts[event_id] = {field: plain[32:].decode()}
+        return texts
+
+    def check(self, reader: str) -> tuple[int, list[str]]:
+        """Open every sealed text and identity the vault still holds and check each
+        narrative against the commitment its agency signed; (items checked, problems).
+
+        Nothing is shown, but each batch of cases and subjects is put on the access log
+        before it is opened.
+        """
+        problems: list[str] = []
+        checked = 0
+        batch: list[tuple[str, list[Envelope]]] = []
+
+        def check_cases() -> None:
+            nonlocal checked
+            self.ledger.record_accesses(
+                [(c, reader, "vault", "narrative: vault check") for c, _ in batch]
+            )
+            for case_id, envelopes in batch:
+                try:
+                    texts = self.narrative_view(case_id, envelopes, "full", cached=False)
+                except IntegrityError as e:
+                    problems.append(str(e))
+                    continue
+                checked += sum(len(fields) for fields in texts.values())
+                problems.extend(
+                    f"case {case_id} event {event_id}: narrative.{name} is committed in the "
+                    "chain but missing from the vault"
+                    for event_id, fields in texts.items()
+                    for name, text in fields.items()
+                    if text == MISSING
+                )
+            batch.clear()
+
+        for case_id in self.ledger.iter_case_ids():
+            envelopes = self.ledger.case_envelopes(case_id, cached=False)
+            if any("narrative" in e.body for e in envelopes):
+                batch.append((case_id, envelopes))
+            if len(batch) >= 200:
+                check_cases()
+        if batch:
+            check_cases()
+        with self.db.read() as cur:
+            subjects = cur.execute(
+                "SELECT ref, wrapped_key, ciphertext FROM vault_subjects WHERE erased_at IS NULL"
+            ).fetchall()
+        for start in range(0, len(subjects), 500):
+            chunk = subjects[start : start + 500]
+            self.ledger.record_accesses(
+                [(f"subject:{r[0]}", reader, "vault", "show: vault check") for r in chunk]
+            )
+            for ref, wrapped, sealed in chunk:
+                try:
+                    key = _open(self.master, bytes(wrapped), b"data-key:" + ref.encode())
+                    _open(key, bytes(sealed), ref.encode())
+                    checked += 1
+                except (InvalidTag, TypeError):
+                    problems.append(
+                        f"subject {ref}: the sealed data or its key was altered or removed "
+                        "(AES-GCM tag does not verify)"
+                    )
+        return checked, problems
 
     def _names_to_mask(
         self, case_id: str, envelopes: Sequence[Envelope], reader: str, reason: str
@@ -534,6 +626,7 @@ class Vault:
                 )
             cur.execute(f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL WHERE case_id = ?", (case_id,))
         self._case_keys.pop(case_id, None)
+        self._texts.pop(case_id, None)
         self.db.scrub("vault_case_keys")
         self.db.scrub(NARRATIVE_TABLE)
         self.ledger.append_system(

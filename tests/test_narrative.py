@@ -245,3 +245,46 @@ def test_wire_form_and_masking_rules() -> None:
             from_wire("e1", bad)
     masked = mask("Met Ann Lee on 03/03/2024 at SW1A 1AA, ann@example.org", {"Ann": "[p1]"})
     assert masked == "Met [p1] Lee on [masked] at [masked], [masked]"
+
+
+def test_verify_vault_opens_everything_and_names_what_was_altered_or_lost(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+    from ledger.vault import MISSING
+
+    argv = ["verify", "--vault", "--db", world.url, "--keys", str(world.keys)]
+    ref = world.ledger.vault().add(NAME, "2008-02-29")
+    _append(world, child_ref=ref, rationale="first rationale")
+    _append(world, case_id="C-2", summary="second summary")
+    assert main(argv) == 0
+    assert "vault: 3 sealed items opened and checked" in capsys.readouterr().out
+    checks = [e for e in world.ledger.access_log("C-1") if "vault check" in str(e.body)]
+    assert len(checks) == 1  # opening is on the access log too
+    second = world.ledger.case_envelopes("C-2")[-1].event_id
+    _raw_exec(world, "DELETE FROM ledger_narrative WHERE case_id = ?", ("C-2",))
+    sealed = bytes(_raw_exec(world, "SELECT ciphertext FROM vault_subjects", ())[0][0])
+    _raw_exec(world, "UPDATE vault_subjects SET ciphertext = ?", (sealed[:-1] + b"\0",))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"case C-2 event {second}: narrative.summary is committed in the chain but " in err
+    assert f"subject {ref}: the sealed data or its key was altered" in err
+    envs = world.ledger.case_envelopes("C-2")
+    assert world.ledger.vault().narrative_view("C-2", envs, "full") == {
+        second: {"summary": MISSING}
+    }
+
+
+def test_an_erasure_elsewhere_ends_cached_narrative_here(world: World) -> None:
+    from ledger.core import Ledger
+
+    _append(world, rationale=RATIONALE)
+    envs = world.ledger.case_envelopes("C-1")
+    here = world.ledger.vault()
+    assert here.narrative_view("C-1", envs, "full")[envs[-1].event_id] == {"rationale": RATIONALE}
+    elsewhere = Ledger.open(world.url, world.keys)  # another API process, say
+    try:
+        elsewhere.vault().erase_narrative("C-1", "retention ended")
+    finally:
+        elsewhere.close()
+    assert here.narrative_view("C-1", envs, "full")[envs[-1].event_id] == {"rationale": ERASED}
