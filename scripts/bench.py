@@ -15,6 +15,7 @@ append_events_per_s and replay_ms_p50 with and without sealed narrative.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -73,7 +74,8 @@ def submissions(
         b = body(n, signer, agency, cases)
         if not narrative:
             b["payload"] = {k: v for k, v in b["payload"].items() if k != "rationale"}
-        out.append(Submission.signed(b, signer))
+        # As an agency's submission arrives: the ledger canonicalises the body itself.
+        out.append(dataclasses.replace(Submission.signed(b, signer), body_bytes=None))
     return out
 
 
