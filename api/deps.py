@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,6 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ledger.core import Ledger
 from ledger.groupcommit import GroupCommitter
 from ledger.policy import Policy
+from ledger.replay import Replay
+from ledger.report import replay_case
 from ledger.tokens import Principal, Role, TokenStore
 from ledger.vault import Vault
 from ledger.verify import Envelope
@@ -117,3 +120,28 @@ Agency = Annotated[Principal, Depends(requires(Role.AGENCY))]
 Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
 AnyRole = Annotated[Principal, Depends(principal)]
 Srv = Annotated[Server, Depends(server)]
+
+
+def panel_replay(
+    srv: Server,
+    who: Principal,
+    case_id: str,
+    route: str,
+    as_of: datetime | None = None,
+    basis: str = "recorded",
+) -> Replay:
+    """A panel's replay of a case: the read put on the access log (which covers decrypting
+    its narrative), identifiers in the narrative masked."""
+    envelopes = read_case(srv, who, case_id, route)
+    return replay_case(
+        srv.ledger,
+        case_id,
+        srv.policy,
+        as_of,
+        basis,
+        envelopes,
+        view="panel",
+        reader=who.name,
+        reason=route,
+        recorded=True,
+    )

@@ -31,10 +31,10 @@ from ledger.bundle import export_bundle
 from ledger.clock import LONDON, parse_instant
 from ledger.errors import LedgerError, NotFound
 from ledger.replay import KIND_LABELS, Replay
-from ledger.report import case_summaries, replay_case, replay_dict, to_csv, to_html
+from ledger.report import case_summaries, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
-from .deps import Server, read_case
+from .deps import Server, panel_replay, read_case
 from .problems import for_ledger_error
 
 router = APIRouter(include_in_schema=False)
@@ -275,21 +275,8 @@ async def case_page(request: Request, case_id: str, as_of: str = "") -> Response
         moment = moment.replace(hour=23, minute=59, second=59)  # the whole day
 
     def work() -> dict[str, Any]:
-        envelopes = read_case(srv, who, case_id, "page")
         kinds = srv.ledger.agency_kinds()
-        basis = "occurred" if moment else "recorded"
-        r = replay_case(
-            srv.ledger,
-            case_id,
-            srv.policy,
-            moment,
-            basis,
-            envelopes,
-            view="panel",
-            reader=who.name,
-            reason="page",
-            recorded=True,  # read_case put this read on the access log
-        )
+        r = panel_replay(srv, who, case_id, "page", moment, "occurred" if moment else "recorded")
         return {
             "r": r,
             "data": replay_dict(r),
@@ -348,18 +335,7 @@ async def page_chronology(request: Request, case_id: str, fmt: str) -> Response:
     srv = _server(request)
 
     def work() -> Response:
-        envelopes = read_case(srv, who, case_id, f"page.chronology.{fmt}")
-        r = replay_case(
-            srv.ledger,
-            case_id,
-            srv.policy,
-            datetime.now(UTC),
-            envelopes=envelopes,
-            view="panel",
-            reader=who.name,
-            reason=f"page.chronology.{fmt}",
-            recorded=True,
-        )
+        r = panel_replay(srv, who, case_id, f"page.chronology.{fmt}", datetime.now(UTC))
         if fmt == "csv":
             return PlainTextResponse(
                 to_csv(r),

@@ -18,7 +18,7 @@ from ledger.clock import parse_instant
 from ledger.report import case_summaries, replay_case, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
-from ..deps import Panel, Reader, Srv, read_case, requires
+from ..deps import Panel, Reader, Srv, panel_replay, read_case, requires
 from . import json_example
 
 router = APIRouter(tags=["cases"])
@@ -145,20 +145,7 @@ async def case_replay(
     moment = _instant(as_of)
 
     def work() -> dict[str, Any]:
-        envelopes = read_case(srv, who, case_id, "replay")
-        r = replay_case(
-            srv.ledger,
-            case_id,
-            srv.policy,
-            moment,
-            basis,
-            envelopes,
-            view="panel",
-            reader=who.name,
-            reason="replay",
-            recorded=True,  # read_case put this read on the access log
-        )
-        return replay_dict(r)
+        return replay_dict(panel_replay(srv, who, case_id, "replay", moment, basis))
 
     return await run_in_threadpool(work)
 
@@ -199,18 +186,7 @@ async def case_chronology(
     moment = _instant(as_of)
 
     def work() -> Any:
-        envelopes = read_case(srv, who, case_id, f"chronology.{format}")
-        r = replay_case(
-            srv.ledger,
-            case_id,
-            srv.policy,
-            moment,
-            envelopes=envelopes,
-            view="panel",
-            reader=who.name,
-            reason=f"chronology.{format}",
-            recorded=True,
-        )
+        r = panel_replay(srv, who, case_id, f"chronology.{format}", moment)
         if format == "csv":
             return PlainTextResponse(to_csv(r), media_type="text/csv")
         if format == "html":
