@@ -219,6 +219,18 @@ def _record_narrative(record: dict[str, Any]) -> dict[str, NarrativeText]:
     return from_wire(str(record["body"].get("event_id")), record.get("narrative"))
 
 
+def _draft(record: dict[str, Any]) -> dict[str, Any]:
+    """An unsigned import line as a draft to seal and sign: texts sent beside a body that
+    already commits to them go back into its payload, to be committed afresh."""
+    body = record["body"]
+    texts = _record_narrative(record)
+    check_narrative(body, texts)  # every commitment has its text, and no text is stray
+    if not texts:
+        return dict(body)
+    payload = {**(body.get("payload") or {}), **{name: t.text for name, t in texts.items()}}
+    return {**{k: v for k, v in body.items() if k != "narrative"}, "payload": payload}
+
+
 def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
     path = Path(args.file)
     now = datetime.now(UTC)
@@ -234,7 +246,7 @@ def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
                 validate_body(record["body"], now)
                 check_narrative(record["body"], _record_narrative(record))
             else:  # to be signed here: its free text will be sealed, so check that form
-                validate_body(seal_body(record["body"])[0], now)
+                validate_body(seal_body(_draft(record))[0], now)
         except ValidationError as e:
             raise ValidationError(f"{path} line {n}: {e}") from None
         total += 1
@@ -264,7 +276,7 @@ def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
                 agency = body["agency"]
                 if agency not in signers:
                     signers[agency] = load_key_file(ledger.agency_key_path(agency))
-                batch.append(Submission.signed(body, signers[agency]))
+                batch.append(Submission.signed(_draft(record), signers[agency]))
             if len(batch) >= args.batch:
                 flush()
         flush()

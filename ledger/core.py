@@ -34,6 +34,7 @@ from .checkpoint import NoteVerifier
 from .errors import (
     Conflict,
     LedgerError,
+    NarrativeErased,
     NotFound,
     SignatureError,
     StoreUnavailable,
@@ -118,7 +119,7 @@ class _Item:
     body_bytes: bytes
     sig: bytes
     stream: str
-    sealed: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # narrative rows
+    narrative: Mapping[str, NarrativeText] = field(default_factory=dict)
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -406,7 +407,6 @@ class Ledger:
             return []
         now = self.clock()
         items = [self._prepare(s, now, system) for s in submissions]
-        self._seal_narrative(items, submissions)
         signatures_checked = self._start_signature_checks(items)
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -415,6 +415,9 @@ class Ledger:
                 # above still run concurrently.
                 with self._write_lock:
                     return self._save(items, signatures_checked)
+            except NarrativeErased as e:
+                self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
+                raise
             except StoreIntegrityError:
                 # Another writer took a stream version or an event id first:
                 # re-read the streams and try again (idempotency sorts out the rest).
@@ -429,26 +432,28 @@ class Ledger:
             raise ValidationError(f"event {body['event_id']}: only the ledger may sign as 'ledger'")
         check_narrative(body, submission.narrative)
         body_bytes = submission.body_bytes or canonical(body)
-        return _Item(body, body_bytes, submission.sig, stream_of(body))
+        return _Item(body, body_bytes, submission.sig, stream_of(body), submission.narrative)
 
-    def _seal_narrative(self, items: Sequence[_Item], submissions: Sequence[Submission]) -> None:
-        """Seal each item's narrative under its case key before the write transaction."""
-        wanted = [(i, s.narrative) for i, s in zip(items, submissions, strict=True) if s.narrative]
+    def _seal_narrative(self, items: Sequence[_Item]) -> list[tuple[str, str, str, bytes]]:
+        """Rows of sealed narrative for the events about to be written.
+
+        Called only once every signature holds and duplicates are set aside, so a
+        forged or repeated submission never touches the vault. The case key may be
+        cached; the write transaction itself refuses a case erased meanwhile.
+        """
+        wanted = [i for i in items if i.narrative]
         if not wanted:
-            return
+            return []
         vault = self.vault()
-        keys = vault.case_keys({str(i.body["case_id"]) for i, _ in wanted})
-        for item, texts in wanted:
+        keys = vault.case_keys({str(i.body["case_id"]) for i in wanted})
+        rows = []
+        for item in wanted:
             case_id, event_id = str(item.body["case_id"]), str(item.body["event_id"])
-            item.sealed = [
-                (
-                    event_id,
-                    name,
-                    case_id,
-                    vault.seal_narrative(keys[case_id], case_id, event_id, name, text),
-                )
-                for name, text in texts.items()
-            ]
+            key = keys[case_id]
+            for name, text in item.narrative.items():
+                sealed = vault.seal_narrative(key, case_id, event_id, name, text)
+                rows.append((event_id, name, case_id, sealed))
+        return rows
 
     def _public_key(
         self,
@@ -552,7 +557,6 @@ class Ledger:
         self._load_streams(streams)
         now = format_recorded_at(self.clock())
         index_rows: list[tuple[Any, ...]] = []
-        narrative_rows: list[tuple[str, str, str, bytes]] = []
         envelopes: dict[str, Envelope] = {}
         for n, item in pending:
             agg = streams[item.stream]
@@ -591,10 +595,10 @@ class Ledger:
                     recorded_at,
                 )
             )
-            narrative_rows.extend(item.sealed)
             receipts[n] = _receipt(env)
         signatures_checked()  # every signature holds before anything is written or answered
         if index_rows:
+            narrative_rows = self._seal_narrative([item for _, item in pending])
             saved = [a for a in streams.values() if a is not None]
             # Straight to the event store: Application.save would test every aggregate
             # against two runtime-checkable protocols (tens of µs each) to learn what

@@ -28,6 +28,17 @@ class Conflict(LedgerError):
     """An event id was reused with a different body, or a concurrent write won."""
 
 
+class NarrativeErased(Conflict):
+    """New narrative for a case whose narrative was crypto-shredded."""
+
+    def __init__(self, case_id: str, erased_at: str) -> None:
+        super().__init__(
+            f"the narrative of case {case_id} was erased at {erased_at}; "
+            "no further narrative can be added to it"
+        )
+        self.case_id = case_id
+
+
 class SignatureError(LedgerError):
     """A signature does not verify, or the key is unknown, revoked or not the signer's."""
 

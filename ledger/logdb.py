@@ -39,7 +39,8 @@ TABLES = (
     "CREATE TABLE IF NOT EXISTS vault_suppliers (ref TEXT NOT NULL, agency TEXT NOT NULL, "
     "added_at TEXT NOT NULL, PRIMARY KEY (ref, agency))",
     "CREATE TABLE IF NOT EXISTS vault_case_keys (case_id TEXT PRIMARY KEY, wrapped_key {blob}, "
-    "created_at TEXT NOT NULL, erased_at TEXT, erase_reason TEXT)",
+    "created_at TEXT NOT NULL, erased_at TEXT, erase_reason TEXT, "
+    "revision INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS vault_holds (target TEXT PRIMARY KEY, reason TEXT NOT NULL, "
     "set_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS api_tokens (token_hash TEXT PRIMARY KEY, name TEXT NOT NULL "

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .errors import ValidationError
@@ -50,12 +50,18 @@ def seal_body(
     random, or derived from the submitter's secret `salt_key` so that sealing the
     same draft again gives the same body (an idempotent retry, not a conflict).
     """
+    if not isinstance(body.get("payload") or {}, dict):
+        raise ValidationError("body.payload must be an object")
     payload = dict(body.get("payload") or {})
     texts: dict[str, NarrativeText] = {}
     for name in NARRATIVE_FIELDS:
         text = payload.pop(name, None)
         if text is not None:
             text = str(text)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError(f"payload.{name} is not valid Unicode") from None
             if salt_key is None:
                 salt = os.urandom(32)
             else:
@@ -91,6 +97,10 @@ def from_wire(event_id: str, raw: Any) -> dict[str, NarrativeText]:
         if not isinstance(text, str) or len(text) > 8000:
             raise ValidationError(f"{where}.text must be a string of at most 8000 characters")
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"{where}.text is not valid Unicode (a lone surrogate)") from None
+        try:
             raw_salt = base64.b64decode(str(salt), validate=True)
         except (binascii.Error, ValueError):
             raw_salt = b""
@@ -103,7 +113,9 @@ def from_wire(event_id: str, raw: Any) -> dict[str, NarrativeText]:
 def check(body: Mapping[str, Any], texts: Mapping[str, NarrativeText]) -> None:
     """Every committed field arrived with the text it commits to, and nothing else did."""
     committed: Mapping[str, str] = body.get("narrative") or {}
-    where = f"event {body['event_id']}"
+    where = f"event {body.get('event_id')}"
+    if not isinstance(committed, dict):
+        raise ValidationError(f"{where}: narrative must be an object of commitments")
     for name in texts.keys() - committed.keys():
         raise ValidationError(f"{where}: narrative.{name} was sent but the body commits to none")
     for name, commitment in committed.items():
@@ -132,13 +144,29 @@ _PATTERNS = (
 )
 
 
+def identifying_terms(name: str, address: str | None) -> list[str]:
+    """What of a person's vault record a narrative may name them by: the whole name,
+    each part of it (and of a hyphenated part), the address and its first line."""
+    parts = [p for word in name.split() for p in (word, *word.split("-"))]
+    address = (address or "").strip()
+    terms = [name, *parts, address, address.split(",")[0]]
+    return [t.strip() for t in terms if len(t.strip()) >= 2]
+
+
+def _word(term: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(term)}(?!\w)", re.IGNORECASE)
+
+
+def names_any(text: str, terms: Iterable[str]) -> bool:
+    """Whether the text names any of the terms (whole words, any case)."""
+    return any(_word(t).search(text) for t in terms)
+
+
 def mask(text: str, names: Mapping[str, str]) -> str:
     """Narrative with identifiers replaced: patterns, then known names (whole words,
     longest first) by their label."""
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
     for name in sorted(names, key=len, reverse=True):
-        if name.strip():
-            word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-            text = word.sub(names[name], text)
+        text = _word(name).sub(names[name], text)
     return text

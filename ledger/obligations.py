@@ -53,9 +53,9 @@ class CaseEvent:
         body = env.body
         payload = body["payload"]
         committed = body.get("narrative")
-        if committed:
-            texts = (narrative or {}).get(env.event_id, {})
-            payload = {**payload, **{f: texts.get(f, SEALED) for f in committed}}
+        texts = narrative.get(env.event_id) if narrative else None
+        if committed or texts:
+            payload = {**payload, **{f: SEALED for f in committed or ()}, **(texts or {})}
         return cls(
             seq=env.seq,
             event_id=env.event_id,

@@ -14,7 +14,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from .errors import StoreUnavailable
+from .errors import NarrativeErased, StoreUnavailable
 from .store import (
     INDEX_COLUMNS,
     INDEX_TABLE,
@@ -62,9 +62,13 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         self.insert_index_statement = SQL(
             "INSERT INTO {}.{} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
         ).format(schema, table)
-        self.insert_narrative_statement = SQL("INSERT INTO {}.{} VALUES (%s,%s,%s,%s)").format(
-            schema, narrative
-        )
+        self.insert_narrative_statement = SQL(
+            "INSERT INTO {}.{} (event_id, field, case_id, sealed) VALUES (%s,%s,%s,%s)"
+        ).format(schema, narrative)
+        self.case_keys_statement = SQL(
+            "SELECT case_id, erased_at FROM {}.vault_case_keys WHERE case_id = ANY(%s) "
+            "ORDER BY case_id FOR SHARE"
+        ).format(schema)
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -74,6 +78,12 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
             curs.executemany(self.insert_index_statement, rows)
         sealed = kwargs.get("narrative_rows")
         if sealed:
+            # FOR SHARE waits for an erasure in flight (it locks the row FOR UPDATE) and
+            # holds one off until this transaction ends.
+            curs.execute(self.case_keys_statement, [sorted({row[2] for row in sealed})])
+            for row in curs.fetchall():
+                if row["erased_at"] is not None:
+                    raise NarrativeErased(str(row["case_id"]), str(row["erased_at"]))
             curs.executemany(self.insert_narrative_statement, sealed)
 
 

@@ -57,7 +57,7 @@ def replay_case(
     if envelopes is None:
         envelopes = ledger.case_envelopes(case_id)
     texts = None
-    if view is not None and any("narrative" in e.body for e in envelopes):
+    if view is not None and (view == "panel" or any("narrative" in e.body for e in envelopes)):
         vault = ledger.vault()
         texts = vault.narrative_view(case_id, envelopes, view, reader, reason, recorded=recorded)
     kinds = ledger.agency_kinds()

@@ -29,7 +29,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic, resolve_topic
 
-from .errors import NotFound, StoreUnavailable, UsageError
+from .errors import NarrativeErased, NotFound, StoreUnavailable, UsageError
 
 DEFAULT_DB = "sqlite:///var/ledger.sqlite"
 INDEX_TABLE = "ledger_event_index"
@@ -38,7 +38,7 @@ INDEX_COLUMNS = "event_id, stream, originator_id, seq, type, agency, occurred_at
 NARRATIVE_TABLE = "ledger_narrative"
 NARRATIVE_DDL = (
     "CREATE TABLE IF NOT EXISTS {table} (event_id TEXT NOT NULL, field TEXT NOT NULL, "
-    "case_id TEXT NOT NULL, sealed {blob}, PRIMARY KEY (event_id, field))"
+    "case_id TEXT NOT NULL, sealed {blob}, erased TEXT, PRIMARY KEY (event_id, field))"
 )
 NARRATIVE_INDEX_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} (case_id)"
 
@@ -160,7 +160,21 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
         sealed = kwargs.get("narrative_rows")
         if sealed:
-            c.executemany(f"INSERT INTO {NARRATIVE_TABLE} VALUES (?,?,?,?)", sealed)
+            # The events above took the write lock: no erasure can commit until this does.
+            cases = sorted({row[2] for row in sealed})
+            c.execute(
+                f"SELECT case_id, erased_at FROM vault_case_keys WHERE case_id IN "
+                f"({','.join('?' * len(cases))}) AND erased_at IS NOT NULL",
+                cases,
+            )
+            erased = c.fetchone()
+            if erased is not None:
+                raise NarrativeErased(str(erased[0]), str(erased[1]))
+            c.executemany(
+                f"INSERT INTO {NARRATIVE_TABLE} (event_id, field, case_id, sealed) "
+                "VALUES (?,?,?,?)",
+                sealed,
+            )
         return ids
 
 

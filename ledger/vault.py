@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,11 +28,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .canonical import format_recorded_at
-from .errors import Conflict, Forbidden, IntegrityError, KeyFileError, NotFound, UsageError
-from .narrative import NarrativeText, mask
+from .errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    KeyFileError,
+    NarrativeErased,
+    NotFound,
+    UsageError,
+)
+from .narrative import NarrativeText, identifying_terms, mask, names_any
 from .refs import pseudonym
 from .store import NARRATIVE_TABLE
-from .verify import NARRATIVE_CONTEXT
+from .verify import LEDGER_AGENCY, NARRATIVE_CONTEXT, NARRATIVE_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -121,7 +130,9 @@ class Vault:
         self.master = _key_file(keys / "master.key", "LEDGER_MASTER_KEY")
         self._check_master()
         self._case_keys: dict[str, bytes] = {}  # unwrapped narrative keys, dropped on erasure
-        self._texts: dict[str, dict[str, dict[str, str]]] = {}  # recently read narrative
+        # Recently read narrative, with the case's revision when it was read.
+        self._texts: dict[str, tuple[int | None, dict[str, dict[str, str]]]] = {}
+        self._cache_lock = threading.Lock()  # API threads share both caches
 
     def _check_master(self) -> None:
         """Refuse a master key other than the one this vault was started with."""
@@ -308,23 +319,98 @@ class Vault:
                 f"subject {ref} is under a legal hold ({target}: {why}); "
                 "clear the hold before erasing"
             )
-        with self.db.write() as cur:
+        unrecorded = False
+        with self.db.read() as cur:
             row = cur.execute(
-                "SELECT erased_at FROM vault_subjects WHERE ref = ?", (ref,)
+                "SELECT erased_at, wrapped_key, ciphertext FROM vault_subjects WHERE ref = ?",
+                (ref,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"no subject {ref} in the vault")
             if row[0] is not None:
-                raise Conflict(f"subject {ref} was already erased at {row[0]}")
+                if self.ledger.store.catalog.lookup([f"erased-{ref}"]):
+                    raise Conflict(f"subject {ref} was already erased at {row[0]}")
+                unrecorded = True  # erased, but the process stopped before recording it
+        if unrecorded:
+            self._record_erasure(ref, reason)
+            return
+        cases = [s.removeprefix("case/") for s in self.ledger.store.catalog.streams_mentioning(ref)]
+        if cases:  # their narrative is read to find the texts naming this person
+            self.ledger.record_accesses(
+                [(c, "vault", "vault", f"erase subject {ref}: {reason}") for c in cases]
+            )
+        with self.db.write() as cur:
+            row = cur.execute(
+                "SELECT erased_at, wrapped_key, ciphertext FROM vault_subjects WHERE ref = ?",
+                (ref,),
+            ).fetchone()
+            if row[0] is not None:
+                raise Conflict(f"subject {ref} was erased at {row[0]} while this erasure ran")
+            key = self._unwrap(
+                bytes(row[1]), b"data-key:" + ref.encode(), f"subject {ref}: data key"
+            )
+            try:
+                data = json.loads(_open(key, bytes(row[2]), ref.encode()))
+            except InvalidTag:
+                raise IntegrityError(
+                    f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
+                ) from None
+            terms = identifying_terms(str(data["name"]), data.get("address"))
+            for case_id in cases:
+                self._erase_texts_naming(cur, case_id, terms, f"subject:{ref}")
             cur.execute(
                 "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
                 "erased_at = ?, erase_reason = ? WHERE ref = ?",
                 (format_recorded_at(datetime.now(UTC)), reason, ref),
             )
+        for case_id in cases:
+            self.forget(case_id)
         self.db.scrub("vault_subjects")
+        self.db.scrub(NARRATIVE_TABLE)
+        self._record_erasure(ref, reason)
+
+    def _record_erasure(self, ref: str, reason: str) -> None:
         self.ledger.append_system(
             {}, "SUBJECT_ERASED", {"subject_ref": ref, "reason": reason}, event_id=f"erased-{ref}"
         )
+
+    def _erase_texts_naming(self, cur: Any, case_id: str, terms: list[str], erased_by: str) -> None:
+        """Destroy each narrative text of a case that names a person being erased: the
+        words cannot be edited (the chain commits to them), so the text goes."""
+        key_row = cur.execute(
+            "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        if key_row is None or key_row[0] is None:
+            return  # no narrative, or all of it already erased
+        aad = b"case-key:" + case_id.encode()
+        aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
+        rows = cur.execute(
+            f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} "
+            "WHERE case_id = ? AND sealed IS NOT NULL",
+            (case_id,),
+        ).fetchall()
+        naming = []
+        for event_id, field, sealed in rows:
+            try:
+                text = aead.decrypt(
+                    sealed[:12], bytes(sealed[12:]), _narrative_aad(case_id, event_id, field)
+                )[32:].decode()
+            except InvalidTag:
+                raise IntegrityError(
+                    f"case {case_id} event {event_id}: sealed narrative.{field} was altered "
+                    "(AES-GCM tag does not verify); nothing was erased"
+                ) from None
+            if names_any(text, terms):
+                naming.append((erased_by, event_id, field))
+        if naming:
+            cur.executemany(
+                f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL, erased = ? "
+                "WHERE event_id = ? AND field = ?",
+                naming,
+            )
+            cur.execute(
+                "UPDATE vault_case_keys SET revision = revision + 1 WHERE case_id = ?", (case_id,)
+            )
 
     def hold(self, target: str, reason: str, on: bool = True) -> None:
         with self.db.write() as cur:
@@ -343,33 +429,40 @@ class Vault:
 
     # --- narrative: one key per case --------------------------------------------------
     def case_keys(self, case_ids: set[str]) -> dict[str, bytes]:
-        """The narrative keys of these cases, made on first use; refused once erased."""
-        missing = sorted(case_ids - self._case_keys.keys())
-        if missing:
+        """The narrative keys of these cases, made on first use; refused once erased.
+
+        A key held here may outlive an erasure made by another process; the write
+        transaction of the events refuses such a case (NarrativeErased) all the same.
+        """
+        with self._cache_lock:
+            found = {c: self._case_keys[c] for c in case_ids if c in self._case_keys}
+        missing = sorted(case_ids - found.keys())
+        if not missing:
+            return found
+        with self.db.write() as cur:  # serialised, so two writers agree on one key
+            for case_id in missing:
+                row = cur.execute(
+                    "SELECT wrapped_key, erased_at FROM vault_case_keys WHERE case_id = ?",
+                    (case_id,),
+                ).fetchone()
+                if row is not None and row[1] is not None:
+                    raise NarrativeErased(case_id, str(row[1]))
+                aad = b"case-key:" + case_id.encode()
+                if row is None:
+                    key = AESGCM.generate_key(bit_length=256)
+                    cur.execute(
+                        "INSERT INTO vault_case_keys (case_id, wrapped_key, created_at) "
+                        "VALUES (?, ?, ?)",
+                        (case_id, _seal(self.master, key, aad), _now()),
+                    )
+                else:
+                    key = self._unwrap(bytes(row[0]), aad, f"case {case_id}: narrative key")
+                found[case_id] = key
+        with self._cache_lock:
             if len(self._case_keys) + len(missing) > CASE_KEY_CACHE:
                 self._case_keys.clear()
-            with self.db.write() as cur:  # serialised, so two writers agree on one key
-                for case_id in missing:
-                    row = cur.execute(
-                        "SELECT wrapped_key, erased_at FROM vault_case_keys WHERE case_id = ?",
-                        (case_id,),
-                    ).fetchone()
-                    if row is not None and row[1] is not None:
-                        raise Conflict(
-                            f"the narrative of case {case_id} was erased at {row[1]}; "
-                            "no further narrative can be added to it"
-                        )
-                    aad = b"case-key:" + case_id.encode()
-                    if row is None:
-                        key = AESGCM.generate_key(bit_length=256)
-                        cur.execute(
-                            "INSERT INTO vault_case_keys VALUES (?, ?, ?, NULL, NULL)",
-                            (case_id, _seal(self.master, key, aad), _now()),
-                        )
-                    else:
-                        key = self._unwrap(bytes(row[0]), aad, f"case {case_id}: narrative key")
-                    self._case_keys[case_id] = key
-        return {c: self._case_keys[c] for c in case_ids}
+            self._case_keys.update({c: found[c] for c in missing})
+        return found
 
     def _unwrap(self, sealed: bytes, aad: bytes, what: str) -> bytes:
         try:
@@ -414,15 +507,29 @@ class Vault:
             for e in envelopes
             if "narrative" in e.body and (view != "agency" or e.agency == agency)
         }
-        if not committed or view == "auditor":
-            return {}
-        if reader is not None and not recorded:
-            self.ledger.record_access(case_id, reader, "vault", f"narrative: {reason}")
-        texts = self._case_texts(case_id, committed, cached)
-        out = {
-            event_id: {name: texts.get(event_id, {}).get(name, MISSING) for name in fields}
-            for event_id, fields in committed.items()
+        # Agencies' text from before body version 2 sits in the signed payload itself:
+        # a panel sees it masked like the rest.
+        legacy = {
+            e.event_id: {
+                f: str(e.body["payload"][f]) for f in NARRATIVE_FIELDS if e.body["payload"].get(f)
+            }
+            for e in envelopes
+            if view == "panel"
+            and e.body["v"] == 1
+            and e.agency != LEDGER_AGENCY
+            and any(e.body["payload"].get(f) for f in NARRATIVE_FIELDS)
         }
+        if not (committed or legacy) or view == "auditor":
+            return {}
+        out: dict[str, dict[str, str]] = dict(legacy)
+        if committed:
+            if reader is not None and not recorded:
+                self.ledger.record_access(case_id, reader, "vault", f"narrative: {reason}")
+            texts = self._case_texts(case_id, committed, cached)
+            out |= {
+                event_id: {name: texts.get(event_id, {}).get(name, MISSING) for name in fields}
+                for event_id, fields in committed.items()
+            }
         if view == "panel":
             names = self._names_to_mask(case_id, envelopes, reader or "panel", reason)
             out = {
@@ -437,24 +544,31 @@ class Vault:
         self, case_id: str, committed: dict[str, dict[str, str]], cached: bool
     ) -> dict[str, dict[str, str]]:
         """Every stored narrative text of a case, decrypted and checked against the
-        commitments; erased ones as ERASED. Served from memory while it covers them."""
+        commitments; erased ones as ERASED. Served from memory while it covers them and
+        the case's revision (bumped whenever any of its texts is erased) is unchanged."""
         with self.db.read() as cur:
             key_row = cur.execute(
-                "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
+                "SELECT wrapped_key, revision FROM vault_case_keys WHERE case_id = ?", (case_id,)
             ).fetchone()
         if key_row is not None and key_row[0] is None:  # erased: nothing left to decrypt
-            self._texts.pop(case_id, None)
+            self.forget(case_id)
             return {e: {f: ERASED for f in fields} for e, fields in committed.items()}
-        texts = self._texts.pop(case_id, None) if cached else None
+        revision = None if key_row is None else int(key_row[1])
+        with self._cache_lock:
+            entry = self._texts.pop(case_id, None) if cached else None
+        texts = None
+        if entry is not None and entry[0] == revision:
+            texts = entry[1]
         if texts is None or any(
             name not in texts.get(event_id, ())
             for event_id, fields in committed.items()
             for name in fields
         ):
             texts = self._decrypt_case(case_id, key_row, committed)
-        self._texts[case_id] = texts  # most recently read last
-        while len(self._texts) > TEXT_CACHE_CASES:
-            self._texts.pop(next(iter(self._texts)))
+        with self._cache_lock:
+            self._texts[case_id] = (revision, texts)  # most recently read last
+            while len(self._texts) > TEXT_CACHE_CASES:
+                self._texts.pop(next(iter(self._texts)), None)
         return texts
 
     def _decrypt_case(
@@ -462,7 +576,7 @@ class Vault:
     ) -> dict[str, dict[str, str]]:
         with self.db.read() as cur:
             rows = cur.execute(
-                f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} WHERE case_id = ?",
+                f"SELECT event_id, field, sealed, erased FROM {NARRATIVE_TABLE} WHERE case_id = ?",
                 (case_id,),
             ).fetchall()
         texts: dict[str, dict[str, str]] = {}
@@ -473,10 +587,14 @@ class Vault:
             self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key")
         ).decrypt
         sha256 = hashlib.sha256
-        for event_id, field, sealed in rows:
+        for event_id, field, sealed, erased in rows:
             commitment = committed.get(event_id, {}).get(field)
-            if commitment is None or sealed is None:
-                continue  # not this reader's, or not the case's events this read covers
+            if commitment is None:
+                continue  # not this reader's, or not among the events this read covers
+            if sealed is None:
+                if erased is not None:  # destroyed with a person it named
+                    texts.setdefault(event_id, {})[field] = ERASED
+                continue
             where = f"case {case_id} event {event_id}: sealed narrative.{field}"
             try:
                 aad = f"narrative:{case_id}:{event_id}:{field}".encode()
@@ -495,34 +613,82 @@ class Vault:
 
     def check(self, reader: str) -> tuple[int, list[str]]:
         """Open every sealed text and identity the vault still holds and check each
-        narrative against the commitment its agency signed; (items checked, problems).
+        narrative against the commitment its agency signed; (texts and identities
+        opened, problems). An erasure counts only if the chain records it: a key or
+        text gone without its `NARRATIVE_ERASED` or `SUBJECT_ERASED` is named.
 
         Nothing is shown, but each batch of cases and subjects is put on the access log
         before it is opened.
         """
         problems: list[str] = []
         checked = 0
+        erased_cases: set[str] = set()
+        erased_subjects: set[str] = set()
+        for e in self.ledger.stream_envelopes("ledger"):
+            if e.type == "NARRATIVE_ERASED":
+                erased_cases.add(str(e.body["payload"]["case_ref"]))
+            elif e.type == "SUBJECT_ERASED":
+                erased_subjects.add(str(e.body["payload"]["subject_ref"]))
         batch: list[tuple[str, list[Envelope]]] = []
 
-        def check_cases() -> None:
+        def check_case(case_id: str, envelopes: list[Envelope]) -> None:
             nonlocal checked
+            with self.db.read() as cur:
+                key = cur.execute(
+                    "SELECT wrapped_key, erased_at FROM vault_case_keys WHERE case_id = ?",
+                    (case_id,),
+                ).fetchone()
+                gone = cur.execute(
+                    f"SELECT event_id, field, erased FROM {NARRATIVE_TABLE} "
+                    "WHERE case_id = ? AND erased IS NOT NULL",
+                    (case_id,),
+                ).fetchall()
+            recorded = case_id in erased_cases
+            if key is None:
+                problems.append(
+                    f"case {case_id}: the chain commits to narrative but the vault "
+                    "holds no key for it"
+                )
+                return
+            if key[0] is None:
+                if not recorded:
+                    problems.append(
+                        f"case {case_id}: the narrative key is gone but no NARRATIVE_ERASED "
+                        "records it (run 'ledger narrative erase' to record an erasure)"
+                    )
+                return
+            if recorded:
+                problems.append(
+                    f"case {case_id}: the chain records the narrative's erasure "
+                    "but its key survives"
+                )
+            for event_id, name, by in gone:
+                if str(by).removeprefix("subject:") not in erased_subjects:
+                    problems.append(
+                        f"case {case_id} event {event_id}: narrative.{name} was destroyed "
+                        f"as naming {by}, whose erasure the chain does not record"
+                    )
+            try:
+                texts = self.narrative_view(case_id, envelopes, "full", cached=False)
+            except IntegrityError as e:
+                problems.append(str(e))
+                return
+            for event_id, fields in texts.items():
+                for name, text in fields.items():
+                    if text == MISSING:
+                        problems.append(
+                            f"case {case_id} event {event_id}: narrative.{name} is committed "
+                            "in the chain but missing from the vault"
+                        )
+                    elif text != ERASED:
+                        checked += 1
+
+        def check_cases() -> None:
             self.ledger.record_accesses(
                 [(c, reader, "vault", "narrative: vault check") for c, _ in batch]
             )
             for case_id, envelopes in batch:
-                try:
-                    texts = self.narrative_view(case_id, envelopes, "full", cached=False)
-                except IntegrityError as e:
-                    problems.append(str(e))
-                    continue
-                checked += sum(len(fields) for fields in texts.values())
-                problems.extend(
-                    f"case {case_id} event {event_id}: narrative.{name} is committed in the "
-                    "chain but missing from the vault"
-                    for event_id, fields in texts.items()
-                    for name, text in fields.items()
-                    if text == MISSING
-                )
+                check_case(case_id, envelopes)
             batch.clear()
 
         for case_id in self.ledger.iter_case_ids():
@@ -537,6 +703,21 @@ class Vault:
             subjects = cur.execute(
                 "SELECT ref, wrapped_key, ciphertext FROM vault_subjects WHERE erased_at IS NULL"
             ).fetchall()
+            erased_here = {
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT ref FROM vault_subjects WHERE erased_at IS NOT NULL"
+                ).fetchall()
+            }
+        problems += [
+            f"subject {ref}: erased in the vault but no SUBJECT_ERASED records it"
+            for ref in sorted(erased_here - erased_subjects)
+        ]
+        problems += [
+            f"subject {r[0]}: the chain records the erasure but the vault still holds the data"
+            for r in subjects
+            if r[0] in erased_subjects
+        ]
         for start in range(0, len(subjects), 500):
             chunk = subjects[start : start + 500]
             self.ledger.record_accesses(
@@ -589,33 +770,48 @@ class Vault:
                 raise IntegrityError(
                     f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
                 ) from None
-            name, address = str(data["name"]), str(data.get("address") or "")
-            for part in [name, *name.split(), address, address.split(",")[0]]:
-                if len(part) >= 2:
-                    names.setdefault(part.strip(), f"[{ref}]")
+            for term in identifying_terms(str(data["name"]), data.get("address")):
+                names.setdefault(term, f"[{ref}]")
         return names
 
+    def forget(self, case_id: str) -> None:
+        """Drop what this process holds of a case's narrative (its key, decrypted texts)."""
+        with self._cache_lock:
+            self._case_keys.pop(case_id, None)
+            self._texts.pop(case_id, None)
+
     def erase_narrative(self, case_id: str, reason: str) -> None:
-        """Crypto-shred a case's narrative (end of retention); commitments stay in the chain."""
+        """Crypto-shred a case's narrative (end of retention); commitments stay in the chain.
+
+        The key and ciphertext go first, in one transaction with the legal-hold check;
+        then `NARRATIVE_ERASED` is appended. Were the process to stop in between,
+        `ledger verify --vault` names the unrecorded erasure and running this again
+        records it.
+        """
         if not reason.strip():
             raise UsageError("erasure needs a --reason")
-        with self.db.read() as cur:
+        event_id = f"narrative-erased-{case_id}"
+        with self.db.write() as cur:
             held = cur.execute(
                 "SELECT reason FROM vault_holds WHERE target = ?", (case_id,)
             ).fetchone()
-        if held is not None:
-            raise Conflict(
-                f"case {case_id} is under a legal hold ({held[0]}); clear the hold before erasing"
-            )
-        with self.db.write() as cur:
+            if held is not None:
+                raise Conflict(
+                    f"case {case_id} is under a legal hold ({held[0]}); "
+                    "clear the hold before erasing"
+                )
             row = cur.execute(
                 "SELECT erased_at FROM vault_case_keys WHERE case_id = ?", (case_id,)
             ).fetchone()
             if row is not None and row[0] is not None:
-                raise Conflict(f"the narrative of case {case_id} was already erased at {row[0]}")
-            if row is None:
+                if self.ledger.store.catalog.lookup([event_id]):
+                    raise Conflict(
+                        f"the narrative of case {case_id} was already erased at {row[0]}"
+                    )
+            elif row is None:
                 cur.execute(
-                    "INSERT INTO vault_case_keys VALUES (?, NULL, ?, ?, ?)",
+                    "INSERT INTO vault_case_keys (case_id, wrapped_key, created_at, erased_at, "
+                    "erase_reason) VALUES (?, NULL, ?, ?, ?)",
                     (case_id, _now(), _now(), reason),
                 )
             else:
@@ -625,15 +821,11 @@ class Vault:
                     (_now(), reason, case_id),
                 )
             cur.execute(f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL WHERE case_id = ?", (case_id,))
-        self._case_keys.pop(case_id, None)
-        self._texts.pop(case_id, None)
+        self.forget(case_id)
         self.db.scrub("vault_case_keys")
         self.db.scrub(NARRATIVE_TABLE)
         self.ledger.append_system(
-            {},
-            "NARRATIVE_ERASED",
-            {"case_ref": case_id, "reason": reason},
-            event_id=f"narrative-erased-{case_id}",
+            {}, "NARRATIVE_ERASED", {"case_ref": case_id, "reason": reason}, event_id=event_id
         )
 
 
