@@ -135,6 +135,12 @@ _PATTERNS = (
     re.compile(r"\b(?:\+44\s?|0)(?:\d\s?){9,10}\b"),  # UK phone number
     re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),  # email address
     re.compile(r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b"),  # dates
+    re.compile(  # dates in words: 29 Feb 2008, 29th February 2008, February 29, 2008
+        r"\b\d{1,2}(?:st|nd|rd|th)? (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)"
+        r"[a-z]*,? \d{4}\b|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]* "
+        r"\d{1,2}(?:st|nd|rd|th)?,? \d{4}\b",
+        re.IGNORECASE,
+    ),
     re.compile(r"\b[A-Z]{2}[0-9]{2} ?[A-Z]{3}\b"),  # current-style vehicle registration
     re.compile(  # a house number and street
         r"\b\d{1,4}[A-Za-z]?,? (?:[A-Z][\w'-]+ ){1,3}(?:Road|Rd|Street|St|Lane|Ln|Avenue|Ave|"

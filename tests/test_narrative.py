@@ -245,6 +245,9 @@ def test_wire_form_and_masking_rules() -> None:
             from_wire("e1", bad)
     masked = mask("Met Ann Lee on 03/03/2024 at SW1A 1AA, ann@example.org", {"Ann": "[p1]"})
     assert masked == "Met [p1] Lee on [masked] at [masked], [masked]"
+    for born in ("29 Feb 2008", "29th February 2008", "February 29, 2008", "2008-02-29"):
+        assert mask(f"born {born}.", {}) == "born [masked].", born
+    assert mask("Seen in May 2024 for 12 months", {}) == "Seen in May 2024 for 12 months"
 
 
 def test_verify_vault_opens_everything_and_names_what_was_altered_or_lost(
