@@ -49,12 +49,7 @@ class LedgerClient:
         attempts: int = 8,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.http = httpx.Client(
-            base_url=server.rstrip("/"),
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {token}"},
-            transport=transport,
-        )
+        self.http = _http(server, token, timeout, transport)
         self.signer = signer
         self.attempts = attempts
 
@@ -108,12 +103,7 @@ def add_subject(
 
     Adding the same person again returns the same reference, so a retry is safe.
     """
-    with httpx.Client(
-        base_url=server.rstrip("/"),
-        timeout=timeout,
-        headers={"Authorization": f"Bearer {token}"},
-        transport=transport,
-    ) as http:
+    with _http(server, token, timeout, transport) as http:
         try:
             response = http.post("/v1/subjects", json=subject)
         except (httpx.TransportError, httpx.TimeoutException) as e:
@@ -121,6 +111,17 @@ def add_subject(
     if response.status_code != 201:
         raise _error(response)
     return str(response.json()["ref"])
+
+
+def _http(
+    server: str, token: str, timeout: float, transport: httpx.BaseTransport | None
+) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.rstrip("/"),
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {token}"},
+        transport=transport,
+    )
 
 
 def _error(response: httpx.Response) -> LedgerError:

@@ -189,8 +189,11 @@ def decided_links(ledger: Ledger) -> set[tuple[str, str, str]]:
     return out
 
 
-def suggest_links(ledger: Ledger) -> list[LinkSuggestion]:
-    """Cases in different boroughs sharing a suspect, vehicle, place or phone reference."""
+def suggest_links(
+    ledger: Ledger, decided: set[tuple[str, str, str]] | None = None
+) -> list[LinkSuggestion]:
+    """Cases in different boroughs sharing a suspect, vehicle, place or phone reference
+    (less those in `decided`, read from the ledger unless the caller has them)."""
     kinds = ledger.agency_kinds()
     seen: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     boroughs: dict[str, list[str]] = {}
@@ -199,7 +202,8 @@ def suggest_links(ledger: Ledger) -> list[LinkSuggestion]:
         for env in ledger.case_envelopes(case["case_id"]):
             for ref in _linkable_refs(CaseEvent.from_envelope(env, kinds)):
                 seen[ref][case["case_id"]].append(env.event_id)
-    decided = decided_links(ledger)
+    if decided is None:
+        decided = decided_links(ledger)
     out = []
     for ref, cases in sorted(seen.items()):
         ids = sorted(cases)
@@ -228,9 +232,11 @@ def decide_link(
         raise UsageError("a link decision needs a --reason")
     for case in (case_a, case_b):
         ledger.case_envelopes(case)  # NotFound for an unknown case
-    if (case_a, case_b, ref) in decided_links(ledger):
+    decided = decided_links(ledger)
+    if (case_a, case_b, ref) in decided:
         raise Conflict(f"the link between {case_a} and {case_b} via {ref} was already decided")
-    if not any(s.ref == ref and {case_a, case_b} <= set(s.cases) for s in suggest_links(ledger)):
+    suggestions = suggest_links(ledger, decided)
+    if not any(s.ref == ref and {case_a, case_b} <= set(s.cases) for s in suggestions):
         raise NotFound(f"no open link suggestion between {case_a} and {case_b} via {ref}")
     verdict = "confirmed" if confirm else "rejected"
     receipts = []

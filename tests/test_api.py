@@ -195,6 +195,16 @@ def test_batch_is_atomic(api: Api) -> None:
     assert api.client.get("/v1/cases/B-1/events", headers=api.auth("panel")).status_code == 404
     r = api.client.post("/v1/events:batch", json={"events": [good]}, headers=api.auth("agency"))
     assert r.status_code == 201 and r.json()["receipts"][0]["seq"] == 1
+    assert r.json()["receipts"][0]["leaf_index"] is None  # not integrated yet
+    api.client.app.state.server.ledger.checkpoint()  # type: ignore[attr-defined]
+    again = api.client.post(
+        "/v1/events:batch", json={"events": [good]}, headers=api.auth("agency")
+    ).json()["receipts"][0]
+    assert (
+        again["duplicate"] is True and again["event_hash"] == r.json()["receipts"][0]["event_hash"]
+    )
+    single = api.post(good).json()  # the single route says the same of the same event
+    assert again["leaf_index"] == single["leaf_index"] is not None
 
 
 @pytest.mark.parametrize(

@@ -194,17 +194,10 @@ async def append_event(
 )
 async def append_batch(batch: Batch, who: Agency, srv: Srv) -> BatchReceipts:
     submissions = [to_submission(e, who, None, n) for n, e in enumerate(batch.events)]
-    receipts = await run_in_threadpool(srv.ledger.append_many, submissions)
-    return BatchReceipts(
-        receipts=[
-            ReceiptOut(
-                case_id=r.case_id,
-                event_id=r.event_id,
-                seq=r.seq,
-                event_hash=r.event_hash,
-                recorded_at=r.recorded_at,
-                duplicate=r.duplicate,
-            )
-            for r in receipts
-        ]
-    )
+
+    def work() -> BatchReceipts:
+        receipts = srv.ledger.append_many(submissions)
+        # As for a single append: a repeat already integrated also gets its leaf index.
+        return BatchReceipts(receipts=[receipt_out(srv, r) for r in receipts])
+
+    return await run_in_threadpool(work)
