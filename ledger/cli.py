@@ -227,6 +227,8 @@ def _draft(record: dict[str, Any]) -> dict[str, Any]:
     check_narrative(body, texts)  # every commitment has its text, and no text is stray
     if not texts:
         return dict(body)
+    if not isinstance(body.get("payload") or {}, dict):
+        raise ValidationError("body.payload must be an object")
     payload = {**(body.get("payload") or {}), **{name: t.text for name, t in texts.items()}}
     return {**{k: v for k, v in body.items() if k != "narrative"}, "payload": payload}
 

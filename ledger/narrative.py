@@ -150,29 +150,57 @@ _PATTERNS = (
 )
 
 
-def identifying_terms(name: str, address: str | None) -> list[str]:
-    """What of a person's vault record a narrative may name them by: the whole name,
+# A term is (words, whether to match in any case). Whole names and addresses are matched in
+# any case; a single part of a name only as written (capitalised), since "Will" and
+# "Young" are also words.
+Term = tuple[str, bool]
+
+
+def identifying_terms(name: str, address: str | None) -> list[Term]:
+    """What of a person's vault record a panel must not see in narrative: the whole name,
     each part of it (and of a hyphenated part), the address and its first line."""
     parts = [p for word in name.split() for p in (word, *word.split("-"))]
+    return _unique([(name, True), *((p, False) for p in parts), *_address_terms(address)])
+
+
+def erasure_terms(name: str, address: str | None) -> list[Term]:
+    """The narrower terms by which erasing a person destroys a narrative text: the whole
+    name, the surname as written and the address. A first name alone does not destroy a
+    text ("Will", "May" and "Rose" are words too); it stays masked from panels while the
+    person is in the vault."""
+    words = name.split()
+    surname = [(p, False) for p in (words[-1], *words[-1].split("-"))] if len(words) > 1 else []
+    return _unique([(name, True), *surname, *_address_terms(address)])
+
+
+def _address_terms(address: str | None) -> list[Term]:
     address = (address or "").strip()
-    terms = [name, *parts, address, address.split(",")[0]]
-    return [t.strip() for t in terms if len(t.strip()) >= 2]
+    return [(address, True), (address.split(",")[0], True)] if address else []
 
 
-def _word(term: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<!\w){re.escape(term)}(?!\w)", re.IGNORECASE)
+def _unique(terms: list[Term]) -> list[Term]:
+    out: dict[str, bool] = {}
+    for term, any_case in terms:
+        term = term.strip()
+        if len(term) >= 3 and (term not in out or any_case):
+            out[term] = any_case
+    return list(out.items())
 
 
-def names_any(text: str, terms: Iterable[str]) -> bool:
-    """Whether the text names any of the terms (whole words, any case)."""
-    return any(_word(t).search(text) for t in terms)
+def _word(term: str, any_case: bool = True) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(term)}(?!\w)", re.IGNORECASE if any_case else 0)
 
 
-def mask(text: str, names: Mapping[str, str]) -> str:
+def names_any(text: str, terms: Iterable[Term]) -> bool:
+    """Whether the text names any of the terms (whole words)."""
+    return any(_word(t, any_case).search(text) for t, any_case in terms)
+
+
+def mask(text: str, names: Mapping[Term, str]) -> str:
     """Narrative with identifiers replaced: patterns, then known names (whole words,
     longest first) by their label."""
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
-    for name in sorted(names, key=len, reverse=True):
-        text = _word(name).sub(names[name], text)
+    for term, any_case in sorted(names, key=lambda t: len(t[0]), reverse=True):
+        text = _word(term, any_case).sub(names[(term, any_case)], text)
     return text

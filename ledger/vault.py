@@ -37,7 +37,7 @@ from .errors import (
     NotFound,
     UsageError,
 )
-from .narrative import NarrativeText, identifying_terms, mask, names_any
+from .narrative import NarrativeText, Term, erasure_terms, identifying_terms, mask, names_any
 from .refs import pseudonym
 from .store import NARRATIVE_TABLE
 from .verify import LEDGER_AGENCY, NARRATIVE_CONTEXT, NARRATIVE_FIELDS
@@ -296,50 +296,62 @@ class Vault:
 
     def holds_on(self, ref: str) -> list[tuple[str, str]]:
         """Legal holds blocking erasure: on the subject, or on a case that mentions it."""
-        targets = [ref] + [
-            s.removeprefix("case/") for s in self.ledger.store.catalog.streams_mentioning(ref)
-        ]
         with self.db.read() as cur:
-            return [
-                (str(r[0]), str(r[1]))
-                for t in targets
-                for r in cur.execute(
-                    "SELECT target, reason FROM vault_holds WHERE target = ?", (t,)
-                ).fetchall()
-            ]
+            return self._holds(cur, [ref, *self._cases_mentioning(ref)])
+
+    def _cases_mentioning(self, ref: str) -> list[str]:
+        streams = self.ledger.store.catalog.streams_mentioning(ref)
+        return sorted(s.removeprefix("case/") for s in streams)
+
+    @staticmethod
+    def _holds(cur: Any, targets: list[str]) -> list[tuple[str, str]]:
+        return [
+            (str(r[0]), str(r[1]))
+            for t in targets
+            for r in cur.execute(
+                "SELECT target, reason FROM vault_holds WHERE target = ?", (t,)
+            ).fetchall()
+        ]
 
     def erase(self, ref: str, reason: str) -> None:
-        """Crypto-shred a subject: destroy the data key and the ciphertext, record it."""
+        """Crypto-shred a subject: destroy the data key and the ciphertext, and each
+        narrative text that names them (its commitment cannot be edited, so the text
+        goes); then record it. Holds are checked in the same transaction."""
         if not reason.strip():
             raise UsageError("erasure needs a --reason")
-        holds = self.holds_on(ref)
-        if holds:
-            target, why = holds[0]
-            raise Conflict(
-                f"subject {ref} is under a legal hold ({target}: {why}); "
-                "clear the hold before erasing"
-            )
-        unrecorded = False
         with self.db.read() as cur:
             row = cur.execute(
-                "SELECT erased_at, wrapped_key, ciphertext FROM vault_subjects WHERE ref = ?",
-                (ref,),
+                "SELECT erased_at FROM vault_subjects WHERE ref = ?", (ref,)
             ).fetchone()
-            if row is None:
-                raise NotFound(f"no subject {ref} in the vault")
-            if row[0] is not None:
-                if self.ledger.store.catalog.lookup([f"erased-{ref}"]):
-                    raise Conflict(f"subject {ref} was already erased at {row[0]}")
-                unrecorded = True  # erased, but the process stopped before recording it
-        if unrecorded:
+        if row is None:
+            raise NotFound(f"no subject {ref} in the vault")
+        if row[0] is not None:
+            if self.ledger.store.catalog.lookup([f"erased-{ref}"]):
+                raise Conflict(f"subject {ref} was already erased at {row[0]}")
+            self.db.scrub("vault_subjects")  # a stopped erasure: finish and record it
             self._record_erasure(ref, reason)
             return
-        cases = [s.removeprefix("case/") for s in self.ledger.store.catalog.streams_mentioning(ref)]
-        if cases:  # their narrative is read to find the texts naming this person
-            self.ledger.record_accesses(
-                [(c, "vault", "vault", f"erase subject {ref}: {reason}") for c in cases]
+        cases = self._cases_mentioning(ref)
+        with self.db.read() as cur:
+            holds = self._holds(cur, [ref, *cases])
+        if holds:
+            raise Conflict(
+                f"subject {ref} is under a legal hold ({holds[0][0]}: {holds[0][1]}); "
+                "clear the hold before erasing"
             )
+        # Their record and the narrative of the cases naming them are opened, to find
+        # the texts to destroy: on the access log first.
+        self.ledger.record_accesses(
+            [(f"subject:{ref}", "vault", "vault", f"erase: {reason}")]
+            + [(c, "vault", "vault", f"erase subject {ref}: {reason}") for c in cases]
+        )
+        destroyed = False
         with self.db.write() as cur:
+            if self._cases_mentioning(ref) != cases:
+                raise Conflict(f"cases naming {ref} changed while it was being erased; run again")
+            holds = self._holds(cur, [ref, *cases])
+            if holds:
+                raise Conflict(f"subject {ref} came under a legal hold ({holds[0][0]}); not erased")
             row = cur.execute(
                 "SELECT erased_at, wrapped_key, ciphertext FROM vault_subjects WHERE ref = ?",
                 (ref,),
@@ -355,9 +367,16 @@ class Vault:
                 raise IntegrityError(
                     f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
                 ) from None
-            terms = identifying_terms(str(data["name"]), data.get("address"))
+            terms = erasure_terms(str(data["name"]), data.get("address"))
+            if cases and not self.db.url.is_sqlite:
+                # Appends to these cases take FOR SHARE on the same rows, in the same order.
+                cur.execute(
+                    "SELECT case_id FROM vault_case_keys WHERE case_id = ANY(?) "
+                    "ORDER BY case_id FOR UPDATE",
+                    (cases,),
+                ).fetchall()
             for case_id in cases:
-                self._erase_texts_naming(cur, case_id, terms, f"subject:{ref}")
+                destroyed |= self._erase_texts_naming(cur, case_id, terms, f"subject:{ref}")
             cur.execute(
                 "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
                 "erased_at = ?, erase_reason = ? WHERE ref = ?",
@@ -366,7 +385,8 @@ class Vault:
         for case_id in cases:
             self.forget(case_id)
         self.db.scrub("vault_subjects")
-        self.db.scrub(NARRATIVE_TABLE)
+        if destroyed:
+            self.db.scrub(NARRATIVE_TABLE)
         self._record_erasure(ref, reason)
 
     def _record_erasure(self, ref: str, reason: str) -> None:
@@ -374,14 +394,16 @@ class Vault:
             {}, "SUBJECT_ERASED", {"subject_ref": ref, "reason": reason}, event_id=f"erased-{ref}"
         )
 
-    def _erase_texts_naming(self, cur: Any, case_id: str, terms: list[str], erased_by: str) -> None:
+    def _erase_texts_naming(
+        self, cur: Any, case_id: str, terms: list[Term], erased_by: str
+    ) -> bool:
         """Destroy each narrative text of a case that names a person being erased: the
         words cannot be edited (the chain commits to them), so the text goes."""
         key_row = cur.execute(
             "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
         ).fetchone()
         if key_row is None or key_row[0] is None:
-            return  # no narrative, or all of it already erased
+            return False  # no narrative, or all of it already erased
         aad = b"case-key:" + case_id.encode()
         aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
         rows = cur.execute(
@@ -411,6 +433,7 @@ class Vault:
             cur.execute(
                 "UPDATE vault_case_keys SET revision = revision + 1 WHERE case_id = ?", (case_id,)
             )
+        return bool(naming)
 
     def hold(self, target: str, reason: str, on: bool = True) -> None:
         with self.db.write() as cur:
@@ -624,11 +647,27 @@ class Vault:
         checked = 0
         erased_cases: set[str] = set()
         erased_subjects: set[str] = set()
-        for e in self.ledger.stream_envelopes("ledger"):
-            if e.type == "NARRATIVE_ERASED":
-                erased_cases.add(str(e.body["payload"]["case_ref"]))
-            elif e.type == "SUBJECT_ERASED":
-                erased_subjects.add(str(e.body["payload"]["subject_ref"]))
+
+        def read_erasures() -> None:
+            """The erasures the chain records; read again before calling one unrecorded,
+            since an erasure destroys first and records after."""
+            for e in self.ledger.stream_envelopes("ledger"):
+                if e.type == "NARRATIVE_ERASED":
+                    erased_cases.add(str(e.body["payload"]["case_ref"]))
+                elif e.type == "SUBJECT_ERASED":
+                    erased_subjects.add(str(e.body["payload"]["subject_ref"]))
+
+        def recorded_case(case_id: str) -> bool:
+            if case_id not in erased_cases:
+                read_erasures()
+            return case_id in erased_cases
+
+        def recorded_subject(ref: str) -> bool:
+            if ref not in erased_subjects:
+                read_erasures()
+            return ref in erased_subjects
+
+        read_erasures()
         batch: list[tuple[str, list[Envelope]]] = []
 
         def check_case(case_id: str, envelopes: list[Envelope]) -> None:
@@ -651,7 +690,7 @@ class Vault:
                 )
                 return
             if key[0] is None:
-                if not recorded:
+                if not recorded_case(case_id):
                     problems.append(
                         f"case {case_id}: the narrative key is gone but no NARRATIVE_ERASED "
                         "records it (run 'ledger narrative erase' to record an erasure)"
@@ -663,7 +702,7 @@ class Vault:
                     "but its key survives"
                 )
             for event_id, name, by in gone:
-                if str(by).removeprefix("subject:") not in erased_subjects:
+                if not recorded_subject(str(by).removeprefix("subject:")):
                     problems.append(
                         f"case {case_id} event {event_id}: narrative.{name} was destroyed "
                         f"as naming {by}, whose erasure the chain does not record"
@@ -712,6 +751,7 @@ class Vault:
         problems += [
             f"subject {ref}: erased in the vault but no SUBJECT_ERASED records it"
             for ref in sorted(erased_here - erased_subjects)
+            if not recorded_subject(ref)
         ]
         problems += [
             f"subject {r[0]}: the chain records the erasure but the vault still holds the data"
@@ -737,7 +777,7 @@ class Vault:
 
     def _names_to_mask(
         self, case_id: str, envelopes: Sequence[Envelope], reader: str, reason: str
-    ) -> dict[str, str]:
+    ) -> dict[Term, str]:
         """Names (and each part of them) of the case's people, each mapped to its reference.
 
         Decrypting them is put on each subject's access log, in one batch.
@@ -760,7 +800,7 @@ class Vault:
                 for r in rows
             ]
         )
-        names: dict[str, str] = {}
+        names: dict[Term, str] = {}
         for ref, wrapped, sealed in rows:
             aad = b"data-key:" + ref.encode()
             key = self._unwrap(bytes(wrapped), aad, f"subject {ref}: data key")
@@ -792,29 +832,27 @@ class Vault:
             raise UsageError("erasure needs a --reason")
         event_id = f"narrative-erased-{case_id}"
         with self.db.write() as cur:
+            row = cur.execute(
+                "SELECT erased_at FROM vault_case_keys WHERE case_id = ?", (case_id,)
+            ).fetchone()
+            unrecorded = row is not None and row[0] is not None
+            if unrecorded and self.ledger.store.catalog.lookup([event_id]):
+                raise Conflict(f"the narrative of case {case_id} was already erased at {row[0]}")
             held = cur.execute(
                 "SELECT reason FROM vault_holds WHERE target = ?", (case_id,)
             ).fetchone()
-            if held is not None:
+            if held is not None and not unrecorded:  # a finished erasure is only recorded
                 raise Conflict(
                     f"case {case_id} is under a legal hold ({held[0]}); "
                     "clear the hold before erasing"
                 )
-            row = cur.execute(
-                "SELECT erased_at FROM vault_case_keys WHERE case_id = ?", (case_id,)
-            ).fetchone()
-            if row is not None and row[0] is not None:
-                if self.ledger.store.catalog.lookup([event_id]):
-                    raise Conflict(
-                        f"the narrative of case {case_id} was already erased at {row[0]}"
-                    )
-            elif row is None:
+            if row is None:
                 cur.execute(
                     "INSERT INTO vault_case_keys (case_id, wrapped_key, created_at, erased_at, "
                     "erase_reason) VALUES (?, NULL, ?, ?, ?)",
                     (case_id, _now(), _now(), reason),
                 )
-            else:
+            elif not unrecorded:
                 cur.execute(
                     "UPDATE vault_case_keys SET wrapped_key = NULL, erased_at = ?, "
                     "erase_reason = ? WHERE case_id = ?",

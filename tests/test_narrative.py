@@ -243,7 +243,9 @@ def test_wire_form_and_masking_rules() -> None:
     ):
         with pytest.raises(ValidationError, match=msg):
             from_wire("e1", bad)
-    masked = mask("Met Ann Lee on 03/03/2024 at SW1A 1AA, ann@example.org", {"Ann": "[p1]"})
+    masked = mask(
+        "Met Ann Lee on 03/03/2024 at SW1A 1AA, ann@example.org", {("Ann", False): "[p1]"}
+    )
     assert masked == "Met [p1] Lee on [masked] at [masked], [masked]"
     for born in ("29 Feb 2008", "29th February 2008", "February 29, 2008", "2008-02-29"):
         assert mask(f"born {born}.", {}) == "born [masked].", born
@@ -421,9 +423,54 @@ def test_import_keeps_narrative_and_refuses_bad_text(
             "not valid Unicode",
         ),
         ({"body": {**world.body("police-a"), "payload": ["x"]}}, "payload must be an object"),
+        (
+            {
+                "body": {**record["body"], "event_id": "x-2", "payload": ["x"]},
+                "narrative": record["narrative"],
+            },
+            "payload must be an object",
+        ),
     ):
         path.write_text(json.dumps(line) + "\n")
         assert main(["import", str(path), "--sign", *argv]) == 1
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
     assert _events(world) == before
+
+
+def test_erasing_a_person_keeps_texts_that_only_share_words_with_their_name(world: World) -> None:
+    vault = world.ledger.vault()
+    ref = vault.add("Will Young", "2009-05-01")
+    kept = [
+        "Officers will attend; the young people were not home.",
+        "Strategy meeting will be held.",
+        "Will said he would come back.",  # a first name alone does not destroy a text
+    ]
+    for text in kept:
+        _append(world, child_ref=ref, rationale=text)
+    _append(world, child_ref=ref, rationale="Young was seen at the station.")
+    envs = world.ledger.case_envelopes("C-1")
+    panel = vault.narrative_view("C-1", envs, "panel", "p", "r")
+    assert panel[envs[-2].event_id]["rationale"] == f"[{ref}] said he would come back."
+    assert panel[envs[-4].event_id]["rationale"] == kept[0]  # lower-case words stay
+    vault.erase(ref, "retention ended")
+    full = vault.narrative_view("C-1", envs, "full")
+    assert [full[e.event_id]["rationale"] for e in envs[-4:]] == [*kept, ERASED]
+
+
+def test_an_erasure_stopped_before_it_was_recorded_is_recorded_despite_a_later_hold(
+    world: World,
+) -> None:
+    vault = world.ledger.vault()
+    ref = vault.add(NAME, "2008-02-29")
+    _raw_exec(
+        world,
+        "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
+        "erased_at = '2026-11-25T00:00:00.000000Z' WHERE ref = ?",
+        (ref,),
+    )
+    vault.hold(ref, "inquiry")
+    vault.erase(ref, "retention ended")  # the data is gone already: only the record is added
+    assert [e.type for e in world.ledger.stream_envelopes("ledger")][-1] == "SUBJECT_ERASED"
+    with pytest.raises(Conflict, match="already erased"):
+        vault.erase(ref, "again")
