@@ -664,12 +664,24 @@ def cmd_narrative_erase(args: argparse.Namespace, ledger: Ledger) -> int:
 
 def cmd_subject_erase(args: argparse.Namespace, ledger: Ledger) -> int:
 
-    ledger.vault().erase(args.ref, args.reason)
-    _emit(
-        args,
-        {"ref": args.ref, "erased": True},
-        f"erased {args.ref}: its key and data are destroyed; the audit trail still verifies",
-    )
+    plan = ledger.vault().erase(args.ref, args.reason, dry_run=args.dry_run)
+    gone, kept = plan["destroyed"], plan["kept"]
+    if args.dry_run:
+        head = f"dry run: erasing {args.ref} would destroy {len(gone)} narrative text(s)"
+    else:
+        head = (
+            f"erased {args.ref}: its key and data are destroyed, with {len(gone)} narrative "
+            "text(s) naming them; the audit trail still verifies"
+        )
+    lines = [head]
+    lines += [f"  destroy {t['case_id']} {t['event_id']} {t['field']}" for t in gone]
+    if kept:
+        lines.append(
+            f"{len(kept)} text(s) mention only part of the name and are kept "
+            "(review them; 'ledger narrative erase CASE' erases a case's narrative):"
+        )
+        lines += [f"  keep {t['case_id']} {t['event_id']} {t['field']}" for t in kept]
+    _emit(args, {**plan, "erased": not args.dry_run}, "\n".join(lines))
     return 0
 
 
@@ -928,6 +940,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("erase", parents=[common], help="crypto-shred a subject's data")
     p.add_argument("ref")
     p.add_argument("--reason", required=True)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the narrative texts erasure would destroy, and those it would keep",
+    )
     p.set_defaults(func=cmd_subject_erase)
     hold = sub.add_parser("hold", parents=[common], help="legal holds that block erasure")
     hsub = hold.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)

@@ -313,10 +313,15 @@ class Vault:
             ).fetchall()
         ]
 
-    def erase(self, ref: str, reason: str) -> None:
+    def erase(self, ref: str, reason: str, dry_run: bool = False) -> dict[str, Any]:
         """Crypto-shred a subject: destroy the data key and the ciphertext, and each
         narrative text that names them (its commitment cannot be edited, so the text
-        goes); then record it. Holds are checked in the same transaction."""
+        goes); then record it. Holds are checked in the same transaction.
+
+        Returns what went (or, with `dry_run`, would go, with nothing changed):
+        `destroyed`, and `kept`: texts that mention only a part of the name (a first
+        name, say), which an operator may review and erase with their case.
+        """
         if not reason.strip():
             raise UsageError("erasure needs a --reason")
         with self.db.read() as cur:
@@ -328,9 +333,10 @@ class Vault:
         if row[0] is not None:
             if self.ledger.store.catalog.lookup([f"erased-{ref}"]):
                 raise Conflict(f"subject {ref} was already erased at {row[0]}")
-            self.db.scrub("vault_subjects")  # a stopped erasure: finish and record it
-            self._record_erasure(ref, reason)
-            return
+            if not dry_run:
+                self.db.scrub("vault_subjects")  # a stopped erasure: finish and record it
+                self._record_erasure(ref, reason)
+            return {"ref": ref, "destroyed": [], "kept": [], "dry_run": dry_run}
         cases = self._cases_mentioning(ref)
         with self.db.read() as cur:
             holds = self._holds(cur, [ref, *cases])
@@ -341,11 +347,12 @@ class Vault:
             )
         # Their record and the narrative of the cases naming them are opened, to find
         # the texts to destroy: on the access log first.
+        verb = "erase (dry run)" if dry_run else "erase"
         self.ledger.record_accesses(
-            [(f"subject:{ref}", "vault", "vault", f"erase: {reason}")]
-            + [(c, "vault", "vault", f"erase subject {ref}: {reason}") for c in cases]
+            [(f"subject:{ref}", "vault", "vault", f"{verb}: {reason}")]
+            + [(c, "vault", "vault", f"{verb} subject {ref}: {reason}") for c in cases]
         )
-        destroyed = False
+        plan: dict[str, Any] = {"ref": ref, "destroyed": [], "kept": [], "dry_run": dry_run}
         with self.db.write() as cur:
             if self._cases_mentioning(ref) != cases:
                 raise Conflict(f"cases naming {ref} changed while it was being erased; run again")
@@ -367,8 +374,9 @@ class Vault:
                 raise IntegrityError(
                     f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
                 ) from None
-            terms = erasure_terms(str(data["name"]), data.get("address"))
-            if cases and not self.db.url.is_sqlite:
+            name, address = str(data["name"]), data.get("address")
+            destroy, mention = erasure_terms(name, address), identifying_terms(name, address)
+            if cases and not self.db.url.is_sqlite and not dry_run:
                 # Appends to these cases take FOR SHARE on the same rows, in the same order.
                 cur.execute(
                     "SELECT case_id FROM vault_case_keys WHERE case_id = ANY(?) "
@@ -376,7 +384,25 @@ class Vault:
                     (cases,),
                 ).fetchall()
             for case_id in cases:
-                destroyed |= self._erase_texts_naming(cur, case_id, terms, f"subject:{ref}")
+                naming, mentioning = self._texts_naming(cur, case_id, destroy, mention)
+                plan["destroyed"] += [
+                    {"case_id": case_id, "event_id": e, "field": f} for e, f in naming
+                ]
+                plan["kept"] += [
+                    {"case_id": case_id, "event_id": e, "field": f} for e, f in mentioning
+                ]
+                if naming and not dry_run:
+                    cur.executemany(
+                        f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL, erased = ? "
+                        "WHERE event_id = ? AND field = ?",
+                        [(f"subject:{ref}", e, f) for e, f in naming],
+                    )
+                    cur.execute(
+                        "UPDATE vault_case_keys SET revision = revision + 1 WHERE case_id = ?",
+                        (case_id,),
+                    )
+            if dry_run:
+                return plan  # nothing was changed in this transaction
             cur.execute(
                 "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
                 "erased_at = ?, erase_reason = ? WHERE ref = ?",
@@ -385,33 +411,35 @@ class Vault:
         for case_id in cases:
             self.forget(case_id)
         self.db.scrub("vault_subjects")
-        if destroyed:
+        if plan["destroyed"]:
             self.db.scrub(NARRATIVE_TABLE)
         self._record_erasure(ref, reason)
+        return plan
 
     def _record_erasure(self, ref: str, reason: str) -> None:
         self.ledger.append_system(
             {}, "SUBJECT_ERASED", {"subject_ref": ref, "reason": reason}, event_id=f"erased-{ref}"
         )
 
-    def _erase_texts_naming(
-        self, cur: Any, case_id: str, terms: list[Term], erased_by: str
-    ) -> bool:
-        """Destroy each narrative text of a case that names a person being erased: the
-        words cannot be edited (the chain commits to them), so the text goes."""
+    def _texts_naming(
+        self, cur: Any, case_id: str, destroy: list[Term], mention: list[Term]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(event, field) of a case's narrative texts that name a person by the `destroy`
+        terms, and of those that only `mention` part of their name."""
         key_row = cur.execute(
             "SELECT wrapped_key FROM vault_case_keys WHERE case_id = ?", (case_id,)
         ).fetchone()
         if key_row is None or key_row[0] is None:
-            return False  # no narrative, or all of it already erased
+            return [], []  # no narrative, or all of it already erased
         aad = b"case-key:" + case_id.encode()
         aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
         rows = cur.execute(
             f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} "
-            "WHERE case_id = ? AND sealed IS NOT NULL",
+            "WHERE case_id = ? AND sealed IS NOT NULL ORDER BY event_id, field",
             (case_id,),
         ).fetchall()
-        naming = []
+        naming: list[tuple[str, str]] = []
+        mentioning: list[tuple[str, str]] = []
         for event_id, field, sealed in rows:
             try:
                 text = aead.decrypt(
@@ -422,18 +450,11 @@ class Vault:
                     f"case {case_id} event {event_id}: sealed narrative.{field} was altered "
                     "(AES-GCM tag does not verify); nothing was erased"
                 ) from None
-            if names_any(text, terms):
-                naming.append((erased_by, event_id, field))
-        if naming:
-            cur.executemany(
-                f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL, erased = ? "
-                "WHERE event_id = ? AND field = ?",
-                naming,
-            )
-            cur.execute(
-                "UPDATE vault_case_keys SET revision = revision + 1 WHERE case_id = ?", (case_id,)
-            )
-        return bool(naming)
+            if names_any(text, destroy):
+                naming.append((str(event_id), str(field)))
+            elif names_any(text, mention):
+                mentioning.append((str(event_id), str(field)))
+        return naming, mentioning
 
     def hold(self, target: str, reason: str, on: bool = True) -> None:
         with self.db.write() as cur:

@@ -4,6 +4,7 @@ case, shown per role, refused when it does not match, crypto-shredded at end of 
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -397,8 +398,6 @@ def test_a_panel_sees_text_from_before_version_2_masked(
 def test_import_keeps_narrative_and_refuses_bad_text(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import json
-
     from ledger.cli import main
     from ledger.client import LedgerClient
 
@@ -474,3 +473,30 @@ def test_an_erasure_stopped_before_it_was_recorded_is_recorded_despite_a_later_h
     assert [e.type for e in world.ledger.stream_envelopes("ledger")][-1] == "SUBJECT_ERASED"
     with pytest.raises(Conflict, match="already erased"):
         vault.erase(ref, "again")
+
+
+def test_a_dry_run_lists_what_erasing_a_person_would_destroy_and_keep(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+
+    vault = world.ledger.vault()
+    ref = vault.add(NAME, "2008-02-29")
+    _append(world, child_ref=ref, rationale=f"{NAME} was seen.")
+    _append(world, child_ref=ref, rationale="Zelda said she was scared.")
+    _append(world, child_ref=ref, rationale="No answer at the door.")
+    envs = world.ledger.case_envelopes("C-1")
+    named, first_name = envs[-3].event_id, envs[-2].event_id
+    argv = ["subject", "erase", ref, "--reason", "retention", "--db", world.url]
+    argv += ["--keys", str(world.keys)]
+    assert main([*argv, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [t["event_id"] for t in plan["destroyed"]] == [named]
+    assert [t["event_id"] for t in plan["kept"]] == [first_name]
+    assert plan["erased"] is False
+    assert vault.view(ref, "full", "op", "check")["name"] == NAME  # nothing changed
+    assert vault.narrative_view("C-1", envs, "full")[named] == {"rationale": f"{NAME} was seen."}
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"destroy C-1 {named} rationale" in out and f"keep C-1 {first_name} rationale" in out
+    assert vault.narrative_view("C-1", envs, "full")[named] == {"rationale": ERASED}
