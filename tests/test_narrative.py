@@ -500,3 +500,24 @@ def test_a_dry_run_lists_what_erasing_a_person_would_destroy_and_keep(
     out = capsys.readouterr().out
     assert f"destroy C-1 {named} rationale" in out and f"keep C-1 {first_name} rationale" in out
     assert vault.narrative_view("C-1", envs, "full")[named] == {"rationale": ERASED}
+
+
+def test_bundles_made_before_and_after_erasure_verify_offline(world: World) -> None:
+    from ledger.bundle import export_bundle
+    from ledger.verify import verify_bundle
+
+    vault = world.ledger.vault()
+    ref = vault.add(NAME, "2008-02-29")
+    _append(world, child_ref=ref, rationale=f"{NAME} was seen.")
+    _append(world, child_ref=ref, summary="Home visit")
+    world.ledger.checkpoint()
+    key = world.ledger.log_verifier().encode()
+    before = json.loads(json.dumps(export_bundle(world.ledger, "C-1")))
+    vault.erase(ref, "retention ended")
+    vault.erase_narrative("C-1", "retention ended")
+    world.ledger.checkpoint()
+    after = json.loads(json.dumps(export_bundle(world.ledger, "C-1")))
+    for bundle in (before, after):
+        report = verify_bundle(bundle, key)
+        assert report.case_id == "C-1" and report.events == 2
+    assert NAME not in json.dumps(after) and "Home visit" not in json.dumps(after)
