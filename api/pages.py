@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hmac
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -335,7 +335,7 @@ async def page_chronology(request: Request, case_id: str, fmt: str) -> Response:
     srv = _server(request)
 
     def work() -> Response:
-        r = panel_replay(srv, who, case_id, f"page.chronology.{fmt}", datetime.now(UTC))
+        r = panel_replay(srv, who, case_id, f"page.chronology.{fmt}")
         if fmt == "csv":
             return PlainTextResponse(
                 to_csv(r),

@@ -514,3 +514,26 @@ def test_narrative_that_does_not_match_is_a_422_problem(api: Api, change: str, d
     assert detail in response.json()["detail"]
     events = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency")).json()["events"]
     assert event["body"]["event_id"] not in {e["event_id"] for e in events}
+
+
+def test_the_printable_chronology_page_says_what_the_api_says(api: Api) -> None:
+    import html
+
+    from api.pages import SESSION
+
+    disclosure = api.signed(
+        case_id="S-1",
+        type="DISCLOSURE_RECEIVED",
+        payload={"child_ref": CHILD, "sexual_offence": True, "offence": "rape", "child_age": 15},
+    )
+    assert api.post(disclosure).status_code == 201
+    later = api.signed(case_id="S-1", occurred_at="2024-09-03T10:00:00Z")
+    assert api.post(later).status_code == 201  # the case's last word so far
+    stalls = api.client.get("/v1/cases/S-1/stalls", headers=api.auth("panel")).json()
+    sentence = stalls["first_stall"]["sentence"]
+    api.client.cookies.set(SESSION, api.tokens["panel"])
+    try:
+        page = api.client.get("/cases/S-1/chronology.html").text
+    finally:
+        api.client.cookies.clear()
+    assert html.escape(sentence) in page  # the same outstanding days, not counted to "now"
