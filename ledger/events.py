@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
+from .refs import REF_BODY
 from .verify import (
     BODY_KEYS,
     GENESIS_TYPE,
@@ -26,7 +27,7 @@ from .verify import (
     TIMESTAMP_RE,
 )
 
-REF_PATTERN = r"^(child|person|staff|vehicle|place|phone)_[a-z2-7]{26}$"
+REF_PATTERN = rf"^{REF_BODY}$"
 Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 ChildRef = Annotated[str, StringConstraints(pattern=r"^child_[a-z2-7]{26}$")]
 PersonRef = Annotated[str, StringConstraints(pattern=r"^(child|person|staff)_[a-z2-7]{26}$")]

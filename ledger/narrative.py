@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 from .errors import ValidationError
 from .verify import NARRATIVE_FIELDS, narrative_commitment
 
-WITHHELD = "[withheld]"
 MASK = "[masked]"
 
 

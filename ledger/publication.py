@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import LONDON
 from .errors import Conflict, NotFound, UsageError
 from .obligations import CaseEvent
+from .refs import REF_RE
 from .replay import Replay, humanise
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Pseudonyms:
 
 
 def _refs(value: Any) -> list[str]:
-    if isinstance(value, str) and value.split("_", 1)[0] in LABELS and len(value) > 20:
+    if isinstance(value, str) and REF_RE.fullmatch(value):
         return [value]
     if isinstance(value, dict):
         return [r for v in value.values() for r in _refs(v)]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 KINDS = ("child", "person", "staff", "vehicle", "place", "phone")
+# A reference: its kind, then 26 lowercase base32 characters of the keyed HMAC.
+REF_BODY = rf"(?:{'|'.join(KINDS)})_[a-z2-7]{{26}}"
+REF_RE = re.compile(rf"\b{REF_BODY}\b")
 
 
 def normalise(identifier: str) -> str:

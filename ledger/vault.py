@@ -13,10 +13,8 @@ hold on the subject, or on any case that mentions it, blocks erasure.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
-import re
 import stat
 import threading
 from dataclasses import dataclass
@@ -38,9 +36,9 @@ from .errors import (
     UsageError,
 )
 from .narrative import NarrativeText, Term, erasure_terms, identifying_terms, mask, names_any
-from .refs import pseudonym
+from .refs import REF_RE, pseudonym
 from .store import NARRATIVE_TABLE
-from .verify import LEDGER_AGENCY, NARRATIVE_CONTEXT, NARRATIVE_FIELDS
+from .verify import LEDGER_AGENCY, NARRATIVE_FIELDS, sealed_commitment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +46,6 @@ if TYPE_CHECKING:
     from .core import Ledger
     from .verify import Envelope
 
-REF_RE = re.compile(r"\b(?:child|person|staff|vehicle|place|phone)_[a-z2-7]{26}\b")
 KEY_CHECK = b"response-ledger vault master key check v1"
 ERASED = "[erased]"
 MISSING = "[missing from the vault]"  # committed in the chain, but its sealed text is gone
@@ -182,7 +179,7 @@ class Vault:
             {"name": name, "dob": dob, "address": address, "borough": borough}
         ).encode()
         data_key = AESGCM.generate_key(bit_length=256)
-        now = format_recorded_at(datetime.now(UTC))
+        now = _now()
         with self.db.write() as cur:
             # A subject already held keeps its sealed data: the reference is what the
             # caller needs, and a second supplier is recorded beside the first.
@@ -192,7 +189,7 @@ class Vault:
                     (
                         ref,
                         kind,
-                        _seal(self.master, data_key, b"data-key:" + ref.encode()),
+                        _seal(self.master, data_key, _subject_key_aad(ref)),
                         _seal(data_key, plaintext, ref.encode()),
                         now,
                     ),
@@ -224,14 +221,7 @@ class Vault:
         if row[3] is not None:
             return Subject(ref, str(row[0]), ERASED, ERASED, ERASED, ERASED)
         self.ledger.record_access(f"subject:{ref}", reader, "vault", f"show: {reason}")
-        try:
-            data_key = _open(self.master, bytes(row[1]), b"data-key:" + ref.encode())
-            data: dict[str, Any] = json.loads(_open(data_key, bytes(row[2]), ref.encode()))
-        except InvalidTag:
-            raise IntegrityError(
-                f"subject {ref}: the sealed data or its key was altered "
-                "(AES-GCM tag does not verify)"
-            ) from None
+        data = self._open_subject(ref, row[1], row[2])
         return Subject(
             ref,
             str(row[0]),
@@ -293,11 +283,6 @@ class Vault:
         if row is None:
             raise NotFound(f"no subject {ref} in the vault")
         return {"ref": ref, "kind": row[0], "added_at": row[1], "erased_at": row[2]}
-
-    def holds_on(self, ref: str) -> list[tuple[str, str]]:
-        """Legal holds blocking erasure: on the subject, or on a case that mentions it."""
-        with self.db.read() as cur:
-            return self._holds(cur, [ref, *self._cases_mentioning(ref)])
 
     def _cases_mentioning(self, ref: str) -> list[str]:
         streams = self.ledger.store.catalog.streams_mentioning(ref)
@@ -365,15 +350,7 @@ class Vault:
             ).fetchone()
             if row[0] is not None:
                 raise Conflict(f"subject {ref} was erased at {row[0]} while this erasure ran")
-            key = self._unwrap(
-                bytes(row[1]), b"data-key:" + ref.encode(), f"subject {ref}: data key"
-            )
-            try:
-                data = json.loads(_open(key, bytes(row[2]), ref.encode()))
-            except InvalidTag:
-                raise IntegrityError(
-                    f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
-                ) from None
+            data = self._open_subject(ref, row[1], row[2])
             name, address = str(data["name"]), data.get("address")
             destroy, mention = erasure_terms(name, address), identifying_terms(name, address)
             if cases and not self.db.url.is_sqlite and not dry_run:
@@ -406,7 +383,7 @@ class Vault:
             cur.execute(
                 "UPDATE vault_subjects SET wrapped_key = NULL, ciphertext = NULL, "
                 "erased_at = ?, erase_reason = ? WHERE ref = ?",
-                (format_recorded_at(datetime.now(UTC)), reason, ref),
+                (_now(), reason, ref),
             )
         for case_id in cases:
             self.forget(case_id)
@@ -431,8 +408,7 @@ class Vault:
         ).fetchone()
         if key_row is None or key_row[0] is None:
             return [], []  # no narrative, or all of it already erased
-        aad = b"case-key:" + case_id.encode()
-        aead = AESGCM(self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key"))
+        aead = self._case_cipher(case_id, key_row[0])
         rows = cur.execute(
             f"SELECT event_id, field, sealed FROM {NARRATIVE_TABLE} "
             "WHERE case_id = ? AND sealed IS NOT NULL ORDER BY event_id, field",
@@ -464,7 +440,7 @@ class Vault:
                     raise Conflict(f"{target} is already under a legal hold")
                 cur.execute(
                     "INSERT INTO vault_holds VALUES (?, ?, ?)",
-                    (target, reason, format_recorded_at(datetime.now(UTC))),
+                    (target, reason, _now()),
                 )
             else:
                 if not held:
@@ -491,16 +467,15 @@ class Vault:
                 ).fetchone()
                 if row is not None and row[1] is not None:
                     raise NarrativeErased(case_id, str(row[1]))
-                aad = b"case-key:" + case_id.encode()
                 if row is None:
                     key = AESGCM.generate_key(bit_length=256)
                     cur.execute(
                         "INSERT INTO vault_case_keys (case_id, wrapped_key, created_at) "
                         "VALUES (?, ?, ?)",
-                        (case_id, _seal(self.master, key, aad), _now()),
+                        (case_id, _seal(self.master, key, _case_key_aad(case_id)), _now()),
                     )
                 else:
-                    key = self._unwrap(bytes(row[0]), aad, f"case {case_id}: narrative key")
+                    key = self._case_key(case_id, row[0])
                 found[case_id] = key
         with self._cache_lock:
             if len(self._case_keys) + len(missing) > CASE_KEY_CACHE:
@@ -508,11 +483,28 @@ class Vault:
             self._case_keys.update({c: found[c] for c in missing})
         return found
 
-    def _unwrap(self, sealed: bytes, aad: bytes, what: str) -> bytes:
+    def _open_subject(self, ref: str, wrapped: Any, sealed: Any) -> dict[str, Any]:
+        """A subject's sealed record, opened with its data key (itself under the master key)."""
         try:
-            return _open(self.master, sealed, aad)
+            key = _open(self.master, bytes(wrapped), _subject_key_aad(ref))
+            data: dict[str, Any] = json.loads(_open(key, bytes(sealed), ref.encode()))
+        except (InvalidTag, TypeError):  # TypeError: a key or record nulled behind our back
+            raise IntegrityError(
+                f"subject {ref}: the sealed data or its key was altered or removed "
+                "(AES-GCM tag does not verify)"
+            ) from None
+        return data
+
+    def _case_cipher(self, case_id: str, wrapped: Any) -> AESGCM:
+        return AESGCM(self._case_key(case_id, wrapped))
+
+    def _case_key(self, case_id: str, wrapped: Any) -> bytes:
+        try:
+            return _open(self.master, bytes(wrapped), _case_key_aad(case_id))
         except InvalidTag:
-            raise IntegrityError(f"{what} was altered (AES-GCM tag does not verify)") from None
+            raise IntegrityError(
+                f"case {case_id}: narrative key was altered (AES-GCM tag does not verify)"
+            ) from None
 
     @staticmethod
     def seal_narrative(
@@ -626,11 +618,7 @@ class Vault:
         texts: dict[str, dict[str, str]] = {}
         if key_row is None or not rows:
             return texts
-        aad = b"case-key:" + case_id.encode()
-        decrypt = AESGCM(
-            self._unwrap(bytes(key_row[0]), aad, f"case {case_id}: narrative key")
-        ).decrypt
-        sha256 = hashlib.sha256
+        decrypt = self._case_cipher(case_id, key_row[0]).decrypt
         for event_id, field, sealed, erased in rows:
             commitment = committed.get(event_id, {}).get(field)
             if commitment is None:
@@ -641,13 +629,11 @@ class Vault:
                 continue
             where = f"case {case_id} event {event_id}: sealed narrative.{field}"
             try:
-                aad = f"narrative:{case_id}:{event_id}:{field}".encode()
+                aad = _narrative_aad(case_id, event_id, field)
                 plain = decrypt(sealed[:12], bytes(sealed[12:]), aad)
             except InvalidTag:
                 raise IntegrityError(f"{where} was altered (AES-GCM tag does not verify)") from None
-            # plain = salt ‖ UTF-8 text: the commitment's input without re-encoding.
-            digest = sha256(NARRATIVE_CONTEXT + plain[:32] + field.encode() + b"\x00" + plain[32:])
-            if digest.hexdigest() != commitment:
+            if sealed_commitment(field, plain) != commitment:  # plain = salt ‖ UTF-8 text
                 raise IntegrityError(f"{where} does not match the commitment in its signed event")
             if event_id in texts:
                 texts[event_id][field] = plain[32:].decode()
@@ -786,14 +772,10 @@ class Vault:
             )
             for ref, wrapped, sealed in chunk:
                 try:
-                    key = _open(self.master, bytes(wrapped), b"data-key:" + ref.encode())
-                    _open(key, bytes(sealed), ref.encode())
+                    self._open_subject(ref, wrapped, sealed)
                     checked += 1
-                except (InvalidTag, TypeError):
-                    problems.append(
-                        f"subject {ref}: the sealed data or its key was altered or removed "
-                        "(AES-GCM tag does not verify)"
-                    )
+                except IntegrityError as e:
+                    problems.append(str(e))
         return checked, problems
 
     def _names_to_mask(
@@ -823,14 +805,7 @@ class Vault:
         )
         names: dict[Term, str] = {}
         for ref, wrapped, sealed in rows:
-            aad = b"data-key:" + ref.encode()
-            key = self._unwrap(bytes(wrapped), aad, f"subject {ref}: data key")
-            try:
-                data = json.loads(_open(key, bytes(sealed), ref.encode()))
-            except InvalidTag:
-                raise IntegrityError(
-                    f"subject {ref}: the sealed data was altered (AES-GCM tag does not verify)"
-                ) from None
+            data = self._open_subject(ref, wrapped, sealed)
             for term in identifying_terms(str(data["name"]), data.get("address")):
                 names.setdefault(term, f"[{ref}]")
         return names
@@ -859,25 +834,24 @@ class Vault:
             unrecorded = row is not None and row[0] is not None
             if unrecorded and self.ledger.store.catalog.lookup([event_id]):
                 raise Conflict(f"the narrative of case {case_id} was already erased at {row[0]}")
-            held = cur.execute(
-                "SELECT reason FROM vault_holds WHERE target = ?", (case_id,)
-            ).fetchone()
-            if held is not None and not unrecorded:  # a finished erasure is only recorded
+            held = self._holds(cur, [case_id])
+            if held and not unrecorded:  # a finished erasure is only recorded
                 raise Conflict(
-                    f"case {case_id} is under a legal hold ({held[0]}); "
+                    f"case {case_id} is under a legal hold ({held[0][1]}); "
                     "clear the hold before erasing"
                 )
+            now = _now()
             if row is None:
                 cur.execute(
                     "INSERT INTO vault_case_keys (case_id, wrapped_key, created_at, erased_at, "
                     "erase_reason) VALUES (?, NULL, ?, ?, ?)",
-                    (case_id, _now(), _now(), reason),
+                    (case_id, now, now, reason),
                 )
             elif not unrecorded:
                 cur.execute(
                     "UPDATE vault_case_keys SET wrapped_key = NULL, erased_at = ?, "
                     "erase_reason = ? WHERE case_id = ?",
-                    (_now(), reason, case_id),
+                    (now, reason, case_id),
                 )
             cur.execute(f"UPDATE {NARRATIVE_TABLE} SET sealed = NULL WHERE case_id = ?", (case_id,))
         self.forget(case_id)
@@ -890,6 +864,14 @@ class Vault:
 
 def _now() -> str:
     return format_recorded_at(datetime.now(UTC))
+
+
+def _subject_key_aad(ref: str) -> bytes:
+    return b"data-key:" + ref.encode()
+
+
+def _case_key_aad(case_id: str) -> bytes:
+    return b"case-key:" + case_id.encode()
 
 
 def _narrative_aad(case_id: str, event_id: str, field: str) -> bytes:

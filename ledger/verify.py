@@ -87,8 +87,15 @@ def narrative_commitment(field_name: str, text: str, salt: bytes) -> str:
     """
     if len(salt) != 32:
         raise ValueError("a narrative salt is 32 bytes")
-    data = NARRATIVE_CONTEXT + salt + field_name.encode() + b"\x00" + text.encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
+    return sealed_commitment(field_name, salt + text.encode("utf-8"))
+
+
+def sealed_commitment(field_name: str, salt_and_text: bytes) -> str:
+    """The commitment over what the vault seals for a field: salt (32) ‖ UTF-8 text."""
+    salt, text = salt_and_text[:32], salt_and_text[32:]
+    return hashlib.sha256(
+        NARRATIVE_CONTEXT + salt + field_name.encode() + b"\x00" + text
+    ).hexdigest()
 
 
 def signing_message(body_bytes: bytes) -> bytes:
