@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .canonical import format_recorded_at
 from .clock import deadline
 from .policy import Period, Policy, Rule
 from .verify import Envelope
@@ -73,6 +74,19 @@ class CaseEvent:
 
 def chronological(events: Iterable[CaseEvent]) -> list[CaseEvent]:
     return sorted(events, key=lambda e: (e.occurred, e.seq))
+
+
+def case_obligations(
+    envelopes: Iterable[Envelope], kinds: Mapping[str, str], policy: Policy, as_of: datetime
+) -> tuple[list[CaseEvent], list[Obligation]]:
+    """What the ledger knew of a case at `as_of` (in occurred order) and the obligations
+    it opens: the part of a replay that listings, statistics and the sweep need, without
+    the chronology, flags and stall analysis."""
+    known_by = format_recorded_at(as_of)
+    events = chronological(
+        CaseEvent.from_envelope(e, kinds) for e in envelopes if e.recorded_at <= known_by
+    )
+    return events, compute_obligations(events, policy, as_of)
 
 
 @dataclass

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import html
 import io
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from .obligations import case_obligations
 from .replay import Replay, obligation_dict, outstanding_until, replay
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ def case_summaries(
     `involving` is the caller's own agency (the case must involve it too).
     """
     kinds = ledger.agency_kinds()
+    now = datetime.now(UTC)
     out: list[dict[str, Any]] = []
     for c in ledger.cases():
         if limit is not None and len(out) >= limit:
@@ -94,8 +97,8 @@ def case_summaries(
             end and c["first_occurred_at"] > end + "T23:59:59Z"
         ):
             continue
-        r = replay(c["case_id"], ledger.case_envelopes(c["case_id"]), kinds, policy, lexicon=[])
-        statuses = [o.status for o in r.obligations]
+        envelopes = ledger.case_envelopes(c["case_id"])
+        statuses = [o.status for o in case_obligations(envelopes, kinds, policy, now)[1]]
         c.update(
             open_obligations=statuses.count("open"),
             breached_obligations=statuses.count("breached"),

@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from .canonical import format_recorded_at
 from .core import Ledger, Submission
 from .events import format_time
-from .obligations import CaseEvent, Obligation, compute_obligations
+from .obligations import Obligation, case_obligations
 from .policy import Policy
 
 BATCH = 500
@@ -83,9 +82,7 @@ def sweep(
             for e in envelopes
             if e.type == "DEADLINE_BREACHED"
         }
-        known_by = format_recorded_at(now)  # what the ledger knew at `now`
-        events = [CaseEvent.from_envelope(e, kinds) for e in envelopes if e.recorded_at <= known_by]
-        for ob in compute_obligations(events, policy, now):
+        for ob in case_obligations(envelopes, kinds, policy, now)[1]:
             summary.obligations += 1
             if ob.status != "breached":
                 continue
