@@ -295,7 +295,11 @@ class Auditor:
                         chain.seq, chain.head = version, None
                     continue
                 if chain is None:
-                    name = self._stream_name(oid, rows) or env.stream
+                    # Usually the first event names its own stream; only when it does not
+                    # (it was edited) are the others asked.
+                    name = env.stream
+                    if stream_id(name) != oid:
+                        name = self._stream_name(oid, rows) or name
                     chain = ChainState(name)
                     self.names[oid.hex] = name
                     for k, v, message in unnamed:

@@ -167,7 +167,9 @@ class LogAuditor:
 
     def _checked_checkpoints(self) -> list[tuple[int, bytes]]:
         out = []
+        notes: dict[int, str] = {}
         for size, root, note in self.log.checkpoints():
+            notes[size] = note
             self.checkpoints += 1
             try:
                 cp = verify_checkpoint(note, self.verifier)
@@ -184,7 +186,6 @@ class LogAuditor:
                 )
                 continue
             out.append((size, root))
-        notes = {size: note for size, _, note in self.log.checkpoints()}
         for size, witness, vkey, line in self.log.cosignatures():
             try:
                 verify_cosignature(notes.get(size, "") + line + "\n", NoteVerifier.parse(vkey))
