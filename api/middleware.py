@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from .problems import problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,22 +25,10 @@ SECURITY_HEADERS = [
 ]
 
 
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *SECURITY_HEADERS,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _problem(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    # The same problem document as every other error; SecurityHeaders (outermost) adds
+    # the security headers.
+    await problem(status, detail)(scope, receive, send)
 
 
 class Limits:
@@ -64,34 +53,33 @@ class Limits:
             else (b"application/json",)
         )
         if ctype not in allowed:
-            await _problem(send, 415, "Unsupported media type", "send the body as application/json")
+            await _problem(scope, receive, send, 415, "send the body as application/json")
             return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _problem(
+                scope,
+                receive,
                 send,
                 413,
-                "Request too large",
                 f"body of {int(length)} bytes exceeds the limit of {limit}",
             )
             return
         seen = 0
-        too_big = False
 
         async def counted() -> Message:
-            nonlocal seen, too_big
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    too_big = True
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await _problem(send, 413, "Request too large", f"body exceeds the limit of {limit}")
+            await _problem(scope, receive, send, 413, f"body exceeds the limit of {limit}")
 
 
 class _TooLarge(Exception):

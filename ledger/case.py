@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -185,10 +185,6 @@ class Agency(LedgerStream):
 
     def copy_mutable_state(self) -> None:
         self.keys = {k: dict(v) for k, v in self.keys.items()}
-
-    REGISTRY: ClassVar[frozenset[str]] = frozenset(
-        {"AGENCY_REGISTERED", "AGENCY_KEY_ADDED", "AGENCY_KEY_REVOKED"}
-    )
 
     def on_event(self, env: Envelope) -> None:
         payload = env.body["payload"]

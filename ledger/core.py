@@ -529,7 +529,7 @@ class Ledger:
         refs = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
         known = self.store.catalog.lookup(sorted(set(ids) | refs))
         receipts: list[Receipt | None] = [None] * len(items)
-        in_batch: dict[str, tuple[int, _Item]] = {}
+        in_batch: dict[str, _Item] = {}
         streams: dict[str, LedgerStream | None] = {}
         pending: list[tuple[int, _Item]] = []
         for n, item in enumerate(items):
@@ -545,13 +545,13 @@ class Ledger:
                 receipts[n] = _receipt(stored, duplicate=True)
                 continue
             if event_id in in_batch:
-                if in_batch[event_id][1].body_bytes != item.body_bytes:
+                if in_batch[event_id].body_bytes != item.body_bytes:
                     raise Conflict(
                         f"event id {event_id} appears twice in the batch with different bodies"
                     )
                 continue
             self._check_references(item, known, in_batch)
-            in_batch[event_id] = (n, item)
+            in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
         self._load_streams(streams)
@@ -642,16 +642,16 @@ class Ledger:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
 
     def _check_references(
-        self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, tuple[int, _Item]]
+        self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, _Item]
     ) -> None:
         own = stream_id(item.stream).hex
         for member in ("responds_to", "corrects"):
             value = item.body[member]
             for ref in value if isinstance(value, list) else [value] if value else []:
                 if ref in in_batch:
-                    same = in_batch[ref][1].stream == item.stream
-                else:
-                    same = ref in known and UUID(str(known[ref][0])).hex == own
+                    same = in_batch[ref].stream == item.stream
+                else:  # the index keeps originator ids as the hex this compares with
+                    same = ref in known and known[ref][0] == own
                 if not same:
                     raise ValidationError(
                         f"event {item.body['event_id']}: {member} names {ref}, "
@@ -714,6 +714,7 @@ class Ledger:
                     "ACCESS_READ",
                     {"reader": reader, "summary": f"{role} {route}"},
                     event_id="access-" + sha256_hex(unique.encode())[:40],
+                    occurred_at=moment,
                 )
             )
         return self.append_many(submissions, system=True)

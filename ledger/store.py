@@ -210,18 +210,21 @@ class SQLiteCatalog:
         )
         return [(UUID(r[0]), int(r[1])) for r in rows]
 
+    def _query_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """`sql` with `{marks}` for an IN list, run over `values` 500 at a time (SQLite
+        limits the number of parameters)."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start : start + 500])
+            rows += self._query(sql.format(marks=",".join("?" * len(chunk))), chunk)
+        return rows
+
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
-        found: dict[str, tuple[str, int]] = {}
-        for start in range(0, len(event_ids), 500):
-            chunk = list(event_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(
-                f"SELECT event_id, originator_id, seq FROM {INDEX_TABLE} "
-                f"WHERE event_id IN ({marks})",
-                chunk,
-            ):
-                found[r[0]] = (r[1], int(r[2]))
-        return found
+        rows = self._query_in(
+            f"SELECT event_id, originator_id, seq FROM {INDEX_TABLE} WHERE event_id IN ({{marks}})",
+            event_ids,
+        )
+        return {r[0]: (r[1], int(r[2])) for r in rows}
 
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]:
         return self._query(
@@ -261,17 +264,12 @@ class SQLiteCatalog:
         return [str(r[0]) for r in rows]
 
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
-        found: dict[UUID, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = [i.hex for i in ids[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(
-                f"SELECT originator_id, MAX(originator_version) FROM {self.events_table} "
-                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-                chunk,
-            ):
-                found[UUID(r[0])] = int(r[1])
-        return found
+        rows = self._query_in(
+            f"SELECT originator_id, MAX(originator_version) FROM {self.events_table} "
+            "WHERE originator_id IN ({marks}) GROUP BY originator_id",
+            [i.hex for i in ids],
+        )
+        return {UUID(r[0]): int(r[1]) for r in rows}
 
 
 class LedgerApplication(Application[UUID]):

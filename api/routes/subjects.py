@@ -21,7 +21,6 @@ from . import json_example
 
 router = APIRouter(tags=["subjects"])
 SubjectReader = Annotated[Principal, Depends(requires(Role.PANEL, Role.AUDITOR, Role.AGENCY))]
-VIEW = {Role.PANEL: "panel", Role.AUDITOR: "auditor", Role.AGENCY: "agency"}
 
 
 class NewSubject(BaseModel):
@@ -75,6 +74,6 @@ async def subject(
     reason: Annotated[str, Query(min_length=3, max_length=500, description="why you need it")],
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        return srv.vault().view(ref, VIEW[who.role], who.name, reason, agency=who.agency)
+        return srv.vault().view(ref, who.role.value, who.name, reason, agency=who.agency)
 
     return await run_in_threadpool(work)
