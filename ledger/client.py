@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 
-from .canonical import canonical
 from .errors import (
     Conflict,
     LedgerError,
@@ -25,7 +24,7 @@ from .errors import (
     ValidationError,
 )
 from .keys import Signer
-from .narrative import seal_body, wire
+from .narrative import sign_draft, wire
 
 ERRORS: dict[int, type[LedgerError]] = {
     400: UsageError,
@@ -59,11 +58,10 @@ class LedgerClient:
     def signed(self, draft: dict[str, Any]) -> dict[str, Any]:
         """The request for a draft body: its narrative moved into commitments (version 2)
         and sent beside the signed body, never inside it."""
-        body, texts = seal_body({**draft, "key_id": self.signer.key_id}, self.signer.salt_key)
-        sig = self.signer.sign_body(canonical(body))
-        out: dict[str, Any] = {"body": body, "sig": base64.b64encode(sig).decode()}
-        if texts:
-            out["narrative"] = wire(texts)
+        signed = sign_draft(draft, self.signer)
+        out: dict[str, Any] = {"body": signed.body, "sig": base64.b64encode(signed.sig).decode()}
+        if signed.texts:
+            out["narrative"] = wire(signed.texts)
         return out
 
     def append(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .errors import (
 from .events import AgencyKind, format_time, validate_body
 from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
-from .narrative import NarrativeText, seal_body
+from .narrative import NarrativeText, sign_draft
 from .narrative import check as check_narrative
 from .store import Store, open_store
 from .tokens import TokenStore
@@ -81,9 +81,8 @@ class Submission:
     @classmethod
     def signed(cls, draft: dict[str, Any], signer: Signer) -> Submission:
         """Seal a draft body's free text into commitments (version 2) and sign it."""
-        body, texts = seal_body({**draft, "key_id": signer.key_id}, signer.salt_key)
-        body_bytes = canonical(body)
-        return cls(body, signer.sign_body(body_bytes), texts, body_bytes)
+        signed = sign_draft(draft, signer)
+        return cls(signed.body, signed.sig, signed.texts, signed.body_bytes)
 
 
 @dataclass(frozen=True)

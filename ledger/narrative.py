@@ -18,10 +18,14 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .canonical import canonical
 from .errors import ValidationError
 from .verify import NARRATIVE_FIELDS, narrative_commitment
+
+if TYPE_CHECKING:
+    from .keys import Signer
 
 MASK = "[masked]"
 
@@ -72,6 +76,21 @@ def seal_body(
     if texts:
         out["narrative"] = {name: t.commitment(name) for name, t in texts.items()}
     return out, texts
+
+
+class SignedDraft(NamedTuple):
+    body: dict[str, Any]
+    body_bytes: bytes
+    sig: bytes
+    texts: dict[str, NarrativeText]
+
+
+def sign_draft(draft: Mapping[str, Any], signer: Signer) -> SignedDraft:
+    """A draft body sealed (its free text into commitments, version 2) and signed: what
+    an agency sends, whether through the client or to a local ledger."""
+    body, texts = seal_body({**draft, "key_id": signer.key_id}, signer.salt_key)
+    body_bytes = canonical(body)
+    return SignedDraft(body, body_bytes, signer.sign_body(body_bytes), texts)
 
 
 def wire(texts: Mapping[str, NarrativeText]) -> dict[str, dict[str, str]]:
