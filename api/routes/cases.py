@@ -1,7 +1,9 @@
 """Reading cases: listings, events, replay, chronology, stalls and bundles.
 
 Every panel or auditor read of a case is put on record in the case's access
-log (a ledger-signed, hash-chained stream) before the answer is sent.
+log (a ledger-signed, hash-chained stream) before the answer is sent. The
+endpoints are plain functions: FastAPI runs them on its threadpool, off the
+event loop, since each reads the database.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ledger.bundle import export_bundle
@@ -48,7 +49,7 @@ def _instant(text: str | None) -> datetime | None:
         ]
     ),
 )
-async def list_cases(
+def list_cases(
     who: CaseReader,
     srv: Srv,
     borough: str | None = None,
@@ -56,13 +57,10 @@ async def list_cases(
     breached: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
-    def work() -> list[dict[str, Any]]:
-        own = who.agency if who.role is Role.AGENCY else None
-        return case_summaries(
-            srv.ledger, srv.policy, borough, agency, breached, involving=own, limit=limit
-        )
-
-    return await run_in_threadpool(work)
+    own = who.agency if who.role is Role.AGENCY else None
+    return case_summaries(
+        srv.ledger, srv.policy, borough, agency, breached, involving=own, limit=limit
+    )
 
 
 @router.get(
@@ -86,37 +84,34 @@ async def list_cases(
         }
     ),
 )
-async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
-    def work() -> dict[str, Any]:
-        events = []
-        envelopes = read_case(srv, who, case_id, "events")
-        texts: dict[str, dict[str, str]] = {}
-        if who.role is Role.AGENCY:  # an agency reads back the narrative it wrote
-            texts = srv.ledger.vault().narrative_view(
-                case_id, envelopes, "agency", who.name, "events", agency=who.agency
-            )  # an agency's read is not otherwise logged: this decryption is
-        for e in envelopes:
-            if who.role is Role.AGENCY and e.agency != who.agency:
-                continue
-            item: dict[str, Any] = {
-                "seq": e.seq,
-                "event_hash": e.event_hash,
-                "recorded_at": e.recorded_at,
-                "prev_hash": e.prev_hash,
-                "event_id": e.event_id,
-                "type": e.type,
-                "agency": e.agency,
-            }
-            if who.role is Role.AUDITOR:
-                item["occurred_at"] = e.body["occurred_at"]  # metadata only
-            else:
-                item["envelope"] = e.raw.decode("utf-8")
-            if e.event_id in texts:
-                item["narrative"] = texts[e.event_id]
-            events.append(item)
-        return {"case_id": case_id, "events": events}
-
-    return await run_in_threadpool(work)
+def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]:
+    events = []
+    envelopes = read_case(srv, who, case_id, "events")
+    texts: dict[str, dict[str, str]] = {}
+    if who.role is Role.AGENCY:  # an agency reads back the narrative it wrote
+        texts = srv.ledger.vault().narrative_view(
+            case_id, envelopes, "agency", who.name, "events", agency=who.agency
+        )  # an agency's read is not otherwise logged: this decryption is
+    for e in envelopes:
+        if who.role is Role.AGENCY and e.agency != who.agency:
+            continue
+        item: dict[str, Any] = {
+            "seq": e.seq,
+            "event_hash": e.event_hash,
+            "recorded_at": e.recorded_at,
+            "prev_hash": e.prev_hash,
+            "event_id": e.event_id,
+            "type": e.type,
+            "agency": e.agency,
+        }
+        if who.role is Role.AUDITOR:
+            item["occurred_at"] = e.body["occurred_at"]  # metadata only
+        else:
+            item["envelope"] = e.raw.decode("utf-8")
+        if e.event_id in texts:
+            item["narrative"] = texts[e.event_id]
+        events.append(item)
+    return {"case_id": case_id, "events": events}
 
 
 @router.get(
@@ -135,7 +130,7 @@ async def case_events(case_id: str, who: CaseReader, srv: Srv) -> dict[str, Any]
         }
     ),
 )
-async def case_replay(
+def case_replay(
     case_id: str,
     who: Panel,
     srv: Srv,
@@ -144,10 +139,7 @@ async def case_replay(
 ) -> dict[str, Any]:
     moment = _instant(as_of)
 
-    def work() -> dict[str, Any]:
-        return replay_dict(panel_replay(srv, who, case_id, "replay", moment, basis))
-
-    return await run_in_threadpool(work)
+    return replay_dict(panel_replay(srv, who, case_id, "replay", moment, basis))
 
 
 @router.get(
@@ -176,7 +168,7 @@ async def case_replay(
         }
     },
 )
-async def case_chronology(
+def case_chronology(
     case_id: str,
     who: Panel,
     srv: Srv,
@@ -185,15 +177,12 @@ async def case_chronology(
 ) -> Any:
     moment = _instant(as_of)
 
-    def work() -> Any:
-        r = panel_replay(srv, who, case_id, f"chronology.{format}", moment)
-        if format == "csv":
-            return PlainTextResponse(to_csv(r), media_type="text/csv")
-        if format == "html":
-            return HTMLResponse(to_html(r))
-        return {"case_id": case_id, "chronology": r.chronology}
-
-    return await run_in_threadpool(work)
+    r = panel_replay(srv, who, case_id, f"chronology.{format}", moment)
+    if format == "csv":
+        return PlainTextResponse(to_csv(r), media_type="text/csv")
+    if format == "html":
+        return HTMLResponse(to_html(r))
+    return {"case_id": case_id, "chronology": r.chronology}
 
 
 @router.get(
@@ -214,13 +203,10 @@ async def case_chronology(
         }
     ),
 )
-async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
-    def work() -> dict[str, Any]:
-        envelopes = read_case(srv, who, case_id, "stalls")
-        r = replay_case(srv.ledger, case_id, srv.policy, envelopes=envelopes)
-        return {"case_id": case_id, **r.stall}
-
-    return await run_in_threadpool(work)
+def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
+    envelopes = read_case(srv, who, case_id, "stalls")
+    r = replay_case(srv.ledger, case_id, srv.policy, envelopes=envelopes)
+    return {"case_id": case_id, **r.stall}
 
 
 @router.get(
@@ -240,9 +226,6 @@ async def case_stalls(case_id: str, who: Panel, srv: Srv) -> dict[str, Any]:
         }
     ),
 )
-async def case_bundle(case_id: str, who: Reader, srv: Srv) -> dict[str, Any]:
-    def work() -> dict[str, Any]:
-        read_case(srv, who, case_id, "bundle")
-        return export_bundle(srv.ledger, case_id)
-
-    return await run_in_threadpool(work)
+def case_bundle(case_id: str, who: Reader, srv: Srv) -> dict[str, Any]:
+    read_case(srv, who, case_id, "bundle")
+    return export_bundle(srv.ledger, case_id)
