@@ -134,17 +134,6 @@ class Replay:
     explicit: bool = False  # an as-of instant was asked for
 
 
-def _select(envelopes: Sequence[Envelope], as_of: datetime, basis: str) -> list[Envelope]:
-    cutoff = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if basis == "recorded":
-        return [e for e in envelopes if e.recorded_at <= cutoff]
-    return [
-        e
-        for e in envelopes
-        if datetime.fromisoformat(e.body["occurred_at"].replace("Z", "+00:00")) <= as_of
-    ]
-
-
 def replay(
     case_id: str,
     envelopes: Sequence[Envelope],
@@ -158,8 +147,12 @@ def replay(
     """`narrative` holds the vaulted texts the reader may see, by event id and field."""
     explicit = as_of is not None
     as_of = as_of or datetime.now(UTC)
-    chosen = _select(envelopes, as_of, basis)
-    events = chronological(CaseEvent.from_envelope(e, kinds, narrative) for e in chosen)
+    # What the ledger knew by `as_of` (recorded), or what had happened by then (occurred).
+    events = [CaseEvent.from_envelope(e, kinds, narrative) for e in envelopes]
+    if basis == "recorded":
+        events = chronological(e for e in events if e.recorded <= as_of)
+    else:
+        events = chronological(e for e in events if e.occurred <= as_of)
     obligations = compute_obligations(events, policy, as_of)
     flags = language_flags(events, lexicon if lexicon is not None else load_language_flags())
     flags += pattern_flags(events, policy) + victim_as_suspect(events)
@@ -307,24 +300,24 @@ def stall_analysis(
             d[o.status] += 1
         d["days_late"] = round(d["days_late"] + (o.late_by_days() or 0.0), 2)
     episodes: list[dict[str, Any]] = []
+    ends: list[datetime] = []  # each episode's last event, formatted once at the end
     for e in events:
-        if (
-            not episodes
-            or (e.occurred - datetime.fromisoformat(episodes[-1]["end"])).days > EPISODE_GAP_DAYS
-        ):
+        if not ends or (e.occurred - ends[-1]).days > EPISODE_GAP_DAYS:
             episodes.append(
                 {
                     "start": e.occurred.isoformat(),
-                    "end": e.occurred.isoformat(),
                     "first_event": humanise(e.type),
                     "events": 0,
                     "agencies": [],
                 }
             )
+            ends.append(e.occurred)
         ep = episodes[-1]
-        ep["end"], ep["events"] = e.occurred.isoformat(), ep["events"] + 1
+        ends[-1], ep["events"] = e.occurred, ep["events"] + 1
         if e.agency not in ep["agencies"]:
             ep["agencies"].append(e.agency)
+    for ep, last in zip(episodes, ends, strict=True):
+        ep["end"] = last.isoformat()
     end = None if first is None else outstanding_until(first, events, as_of, explicit)
     return {
         "first_stall": None
