@@ -58,24 +58,29 @@ class Signer:
 
 def generate_key_file(path: Path) -> Signer:
     """Create a new key file with 0600 permissions; never overwrite an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    write_private(path, pem)
+    return Signer(key)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create a file only its owner may read (0600, directory 0700); never overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(f"key file {path} already exists; refusing to overwrite it") from None
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    return Signer(key)
+        f.write(data)
 
 
-def load_key_file(path: Path) -> Signer:
-    """Load a private key file, refusing one that group or others can read."""
+def read_private(path: Path) -> bytes:
+    """A key file's bytes, refusing one that group or others can read."""
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
@@ -87,6 +92,12 @@ def load_key_file(path: Path) -> Signer:
         raise KeyFileError(
             f"key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
         )
+    return data
+
+
+def load_key_file(path: Path) -> Signer:
+    """Load a private key file, refusing one that group or others can read."""
+    data = read_private(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:

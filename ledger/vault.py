@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -35,10 +34,11 @@ from .errors import (
     NotFound,
     UsageError,
 )
+from .keys import read_private, write_private
 from .narrative import NarrativeText, Term, erasure_terms, identifying_terms, mask, names_any
 from .refs import REF_RE, pseudonym
 from .store import NARRATIVE_TABLE
-from .verify import LEDGER_AGENCY, NARRATIVE_FIELDS, sealed_commitment
+from .verify import LEDGER_AGENCY, NARRATIVE_FIELDS, b64decode, sealed_commitment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,18 +55,15 @@ TEXT_CACHE_CASES = 64
 
 def _key_file(path: Path, env: str) -> bytes:
     """A 32-byte key from `$env` (base64) or from `path`, created 0600 if absent."""
-    if os.environ.get(env):
-        raw = base64.b64decode(os.environ[env])
-    elif path.exists():
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(f"key file {path} is readable by others; chmod 600 it")
-        raw = base64.b64decode(path.read_text().strip())
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not os.environ.get(env) and not path.exists():
         raw = AESGCM.generate_key(bit_length=256)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(raw).decode() + "\n")
+        write_private(path, base64.b64encode(raw) + b"\n")
+        return raw
+    text = os.environ.get(env) or read_private(path).decode("ascii", "replace").strip()
+    try:
+        raw = b64decode(text)
+    except ValueError:
+        raw = b""
     if len(raw) != 32:
         raise KeyFileError(f"{env} / {path} does not hold a 32-byte key")
     return raw

@@ -181,3 +181,16 @@ def test_role_views_of_a_subject(world: World) -> None:
         vault.view(ref, "agency", "x", "y", agency="police-a")
     with pytest.raises(UsageError):
         vault.add("Someone", "29/02/2008")
+
+
+def test_unreadable_or_exposed_vault_keys_are_one_clear_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_MASTER_KEY", "not base64!")
+    with pytest.raises(KeyFileError, match="does not hold a 32-byte key"):
+        Vault(world.ledger)
+    monkeypatch.delenv("LEDGER_MASTER_KEY")
+    Vault(world.ledger)  # creates KEYS/master.key, 0600
+    (world.keys / "master.key").chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by others"):
+        Vault(world.ledger)
