@@ -406,7 +406,7 @@ class Ledger:
             return []
         now = self.clock()
         items = [self._prepare(s, now, system) for s in submissions]
-        signatures_checked = self._start_signature_checks(items)
+        signatures_checked = self._start_signature_checks(items, format_recorded_at(now))
         for attempt in range(MAX_ATTEMPTS):
             try:
                 # One writer per process at a time: its threads would only race each other
@@ -485,10 +485,10 @@ class Ledger:
             self._public_keys[b64] = cached
         return cached
 
-    def _start_signature_checks(self, items: Sequence[_Item]) -> Callable[[], None]:
-        """Start verifying the batch's signatures; the result waits and raises on a bad one."""
+    def _start_signature_checks(self, items: Sequence[_Item], now: str) -> Callable[[], None]:
+        """Start verifying the batch's signatures (keys valid at `now`); the result waits
+        and raises on a bad one."""
         agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
-        now = format_recorded_at(self.clock())
         triples = [
             (
                 self._public_key(
