@@ -1,6 +1,7 @@
 """RFC 9457 problem details: every error leaves the API as application/problem+json.
 
-Each ledger error class maps to one status here and nowhere else.
+Each ledger error class maps to one status, in ledger.errors.HTTP_STATUS, which the
+agency client reads the other way.
 """
 
 from __future__ import annotations
@@ -13,31 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import (
-    Conflict,
-    Forbidden,
-    IntegrityError,
-    KeyFileError,
-    LedgerError,
-    NotFound,
-    SignatureError,
-    StoreUnavailable,
-    UsageError,
-    ValidationError,
-)
+from ledger.errors import HTTP_STATUS, LedgerError
 
 PROBLEM = "application/problem+json"
-STATUS: list[tuple[type[LedgerError], int, str]] = [
-    (UsageError, 400, "bad-request"),
-    (ValidationError, 422, "invalid-event"),
-    (NotFound, 404, "not-found"),
-    (Conflict, 409, "conflict"),
-    (SignatureError, 403, "signature-refused"),
-    (Forbidden, 403, "forbidden"),
-    (StoreUnavailable, 503, "store-unavailable"),
-    (KeyFileError, 500, "server-key"),
-    (IntegrityError, 500, "integrity"),
-]
 TITLES = {
     400: "Bad request",
     401: "Unauthorised",
@@ -101,7 +80,7 @@ def problem(
 
 
 def for_ledger_error(e: LedgerError) -> JSONResponse:
-    for cls, status, kind in STATUS:
+    for cls, status, kind in HTTP_STATUS:
         if isinstance(e, cls):
             headers = {"Retry-After": "1"} if status == 503 else None
             return problem(status, str(e), kind, headers)

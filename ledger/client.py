@@ -15,26 +15,22 @@ from typing import Any
 import httpx
 
 from .errors import (
-    Conflict,
+    HTTP_STATUS,
     LedgerError,
-    NotFound,
     SignatureError,
     StoreUnavailable,
     UsageError,
-    ValidationError,
 )
 from .keys import Signer
 from .narrative import sign_draft, wire
 
+# The API's statuses back to the ledger's errors (the first class for a shared status),
+# and what the HTTP layer itself refuses with: no token, body too large, not JSON.
 ERRORS: dict[int, type[LedgerError]] = {
-    400: UsageError,
+    **{status: cls for cls, status, _ in reversed(HTTP_STATUS) if status < 500},
     401: SignatureError,
-    403: SignatureError,
-    404: NotFound,
-    409: Conflict,
     413: UsageError,
     415: UsageError,
-    422: ValidationError,
 }
 
 

@@ -57,3 +57,19 @@ class StoreUnavailable(LedgerError):
 
 class KeyFileError(LedgerError):
     """A key file is missing, unreadable, malformed or too widely readable."""
+
+
+# Each error's HTTP status and problem kind: the API answers with them and the agency
+# client maps statuses back to these classes. First match wins (NarrativeErased is a
+# Conflict).
+HTTP_STATUS: tuple[tuple[type[LedgerError], int, str], ...] = (
+    (UsageError, 400, "bad-request"),
+    (ValidationError, 422, "invalid-event"),
+    (NotFound, 404, "not-found"),
+    (Conflict, 409, "conflict"),
+    (SignatureError, 403, "signature-refused"),
+    (Forbidden, 403, "forbidden"),
+    (StoreUnavailable, 503, "store-unavailable"),
+    (KeyFileError, 500, "server-key"),
+    (IntegrityError, 500, "integrity"),
+)
