@@ -25,18 +25,18 @@ def export_bundle(ledger: Ledger, case_id: str) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     log = ledger.log
     envelopes = [env for s in streams for env in ledger.stream_envelopes(s)] + case
+    proofs = log.proofs_at([env.event_hash for env in envelopes], size)
     for env in envelopes:
-        index = log.leaf_index_of(env.event_hash)
-        if index >= size:
+        if env.event_hash not in proofs:
             continue  # recorded after this checkpoint (a registry change since)
-        proof = log.inclusion(index, size)
+        index, hashes = proofs[env.event_hash]
         entries.append(
             {
                 "stream": env.stream,
                 "seq": env.seq,
                 "bytes": b64encode(env.raw),  # the stored canonical bytes
                 "leaf_index": index,
-                "inclusion": [b64encode(h) for h in proof.hashes],
+                "inclusion": [b64encode(h) for h in hashes],
             }
         )
     return {

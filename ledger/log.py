@@ -11,6 +11,7 @@ proofs cost O(log n) reads.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -307,6 +308,24 @@ class VerifiableLog:
                 inclusion_proof(tree, index, size),
                 range_hash(tree, 0, size),
             )
+
+    def proofs_at(
+        self, event_hashes: Sequence[str], size: int
+    ) -> dict[str, tuple[int, list[bytes]]]:
+        """Leaf index and inclusion proof at `size` of each of these events integrated
+        below it, read in one transaction (a bundle asks for a case's worth at once)."""
+        self._check_size(size)
+        out: dict[str, tuple[int, list[bytes]]] = {}
+        with self.db.read() as cur:
+            tree = StoredTree(cur)
+            for event_hash in event_hashes:
+                row = cur.execute(
+                    "SELECT leaf_index FROM merkle_leaves WHERE event_hash = ?",
+                    (_hash_bytes(event_hash),),
+                ).fetchone()
+                if row is not None and int(row[0]) < size:
+                    out[event_hash] = (int(row[0]), inclusion_proof(tree, int(row[0]), size))
+        return out
 
     def entries(self, start: int, end: int) -> list[dict[str, Any]]:
         """Integrated leaves [start, end) with the stored bytes each one hashes."""
