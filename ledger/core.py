@@ -425,6 +425,20 @@ class Ledger:
                 raise StoreUnavailable(f"database error; nothing was written: {e}") from None
         raise Conflict("could not append after repeated concurrent conflicts; retry later")
 
+    def screen(self, submissions: Sequence[Submission]) -> list[LedgerError | None]:
+        """What each submission would be refused for on its own, before any write:
+        its body, narrative and signature. Lets a refused batch be split cheaply."""
+        now = self.clock()
+        stamp = format_recorded_at(now)
+        verdicts: list[LedgerError | None] = []
+        for submission in submissions:
+            try:
+                self._start_signature_checks([self._prepare(submission, now, False)], stamp)()
+                verdicts.append(None)
+            except LedgerError as e:
+                verdicts.append(e)
+        return verdicts
+
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
         body = validate_body(submission.body, now)
         if body["agency"] == LEDGER_AGENCY and not system:

@@ -4,8 +4,10 @@ Request threads hand their submission to `GroupCommitter.submit` and wait on the
 returned future; one committer thread gathers whatever arrives within a few
 milliseconds (or up to a few hundred events) and saves it with one
 `append_many`. A request is answered only after its transaction has committed.
-If a batch is refused as a whole, its items are retried one by one so that each
-request gets its own answer and one bad event cannot fail another agency's.
+If a batch is refused as a whole, the events refused on their own (invalid, or
+badly signed) are answered and the rest committed together again; only if that
+is refused too are they tried one by one. Each request gets its own answer and
+one bad event cannot fail another agency's, nor cost a transaction per event.
 """
 
 from __future__ import annotations
@@ -62,21 +64,34 @@ class GroupCommitter:
                 batch.append(item)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Submission, Future[Receipt]]]) -> None:
-        self.batches += 1
-        self.events += len(batch)
+    def _commit(
+        self, batch: list[tuple[Submission, Future[Receipt]]], screened: bool = False
+    ) -> None:
+        if not screened:
+            self.batches += 1
+            self.events += len(batch)
         try:
             receipts = self.ledger.append_many([s for s, _ in batch])
-        except StoreUnavailable as e:
-            for _, future in batch:
-                future.set_exception(e)
-            return
-        except LedgerError:
-            for submission, future in batch:
-                try:
-                    future.set_result(self.ledger.append(submission))
-                except BaseException as e:  # each request gets its own answer
+        except LedgerError as e:
+            if isinstance(e, StoreUnavailable):
+                for _, future in batch:
                     future.set_exception(e)
+            elif not screened:  # answer what fails on its own; commit the rest together
+                rest = []
+                verdicts = self.ledger.screen([s for s, _ in batch])
+                for (submission, future), refusal in zip(batch, verdicts, strict=True):
+                    if refusal is None:
+                        rest.append((submission, future))
+                    else:
+                        future.set_exception(refusal)
+                if rest:
+                    self._commit(rest, screened=True)
+            else:  # refused only in company (a conflict between them): one by one
+                for submission, future in batch:
+                    try:
+                        future.set_result(self.ledger.append(submission))
+                    except BaseException as each:  # each request gets its own answer
+                        future.set_exception(each)
             return
         except BaseException as e:
             for _, future in batch:

@@ -149,3 +149,43 @@ def test_unknown_agency_is_refused(world: World) -> None:
 def test_agency_registered_twice_is_a_conflict(world: World) -> None:
     with pytest.raises(Conflict):
         world.ledger.register_agency("police-a", "police")
+
+
+def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import Future
+
+    from ledger.core import Receipt, Submission
+    from ledger.errors import Conflict, SignatureError, ValidationError
+    from ledger.groupcommit import GroupCommitter
+
+    one_by_one: list[str] = []
+    real_append = world.ledger.append
+
+    def counted(submission: Submission) -> Receipt:
+        one_by_one.append(submission.body["event_id"])
+        return real_append(submission)
+
+    monkeypatch.setattr(world.ledger, "append", counted)
+    committer = GroupCommitter(world.ledger, window_s=0.5)
+    try:
+        good = [world.signed(world.body("police-a")) for _ in range(8)]
+        forged = world.signed(world.body("police-a"))
+        forged = Submission(forged.body, b"\0" * 64)
+        invalid = world.signed(world.body("police-a", event_type="NOT_A_TYPE"))
+        futures: list[Future[Receipt]] = [committer.submit(s) for s in [*good, forged, invalid]]
+        receipts = [f.result(timeout=10) for f in futures[:8]]
+        assert [r.seq for r in receipts] == list(range(1, 9))
+        assert isinstance(futures[8].exception(timeout=10), SignatureError)
+        assert isinstance(futures[9].exception(timeout=10), ValidationError)
+        assert one_by_one == []  # the good ones went together, not one transaction each
+        # Events refused only together (one id, two bodies) are then tried one by one.
+        twin = world.body("police-a")
+        clash = [world.signed(twin), world.signed({**twin, "occurred_at": "2024-03-04T09:00:00Z"})]
+        outcomes = [committer.submit(s) for s in clash]
+        assert outcomes[0].result(timeout=10).seq == 9
+        assert isinstance(outcomes[1].exception(timeout=10), Conflict)
+        assert one_by_one == [twin["event_id"], twin["event_id"]]
+    finally:
+        committer.close()
