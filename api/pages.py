@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ledger.bundle import export_bundle
 from ledger.clock import LONDON, parse_instant
 from ledger.errors import LedgerError, NotFound
-from ledger.replay import KIND_LABELS, Replay
+from ledger.replay import Replay, agency_label
 from ledger.report import case_summaries, replay_dict, to_csv, to_html
 from ledger.tokens import Principal, Role
 
@@ -178,7 +178,7 @@ async def case_list(
 LANE_H, TOP, LEFT, WIDTH = 56, 40, 190, 900
 
 
-def timeline(r: Replay, kinds: dict[str, str]) -> dict[str, Any]:
+def timeline(r: Replay) -> dict[str, Any]:
     """Geometry for the SVG timeline: one lane per agency, marks and obligation bars."""
     events = [e for e in r.events if e.type not in ("ACCESS_READ",)]
     if not events:
@@ -247,7 +247,7 @@ def timeline(r: Replay, kinds: dict[str, str]) -> dict[str, Any]:
         {
             "agency": a,
             "y": y(a),
-            "label": f"{KIND_LABELS.get(kinds.get(a, a), a)} ({a})" if a in kinds else a,
+            "label": agency_label(a, r.kinds[a]) if a in r.kinds else a,
         }
         for a in lanes
     ]
@@ -275,12 +275,11 @@ async def case_page(request: Request, case_id: str, as_of: str = "") -> Response
         moment = moment.replace(hour=23, minute=59, second=59)  # the whole day
 
     def work() -> dict[str, Any]:
-        kinds = srv.ledger.agency_kinds()
         r = panel_replay(srv, who, case_id, "page", moment, "occurred" if moment else "recorded")
         return {
             "r": r,
             "data": replay_dict(r),
-            "timeline": timeline(r, kinds),
+            "timeline": timeline(r),
             "log_key": srv.ledger.log_verifier().encode(),
         }
 

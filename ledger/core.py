@@ -735,14 +735,18 @@ class Ledger:
     def access_log(self, case_id: str) -> list[Envelope]:
         return list(self.stream_envelopes(f"access/{case_id}"))
 
+    def agencies(self) -> dict[str, Agency]:
+        """Every registered agency, each read once from its registry stream."""
+        return {
+            agency_id: self.agency(agency_id)
+            for row in self.store.catalog.index_rows("agency/")
+            if row[4] == "AGENCY_REGISTERED"
+            for agency_id in [row[1].removeprefix("agency/")]
+        }
+
     def agency_kinds(self) -> dict[str, str]:
         """Each registered agency's kind (police, csc, ...), read from the registry."""
-        kinds: dict[str, str] = {}
-        for row in self.store.catalog.index_rows("agency/"):
-            if row[4] == "AGENCY_REGISTERED":
-                agency_id = row[1].removeprefix("agency/")
-                kinds[agency_id] = self.agency(agency_id).kind
-        return kinds
+        return {agency_id: a.kind for agency_id, a in self.agencies().items()}
 
     def iter_case_ids(self, page: int = 1000) -> Iterable[str]:
         """Every case id, a page at a time, in id order."""
@@ -757,11 +761,7 @@ class Ledger:
 
     def cases(self) -> list[dict[str, Any]]:
         """One summary per case from the index (a listing, not a verification)."""
-        boroughs: dict[str, str | None] = {}
-        for row in self.store.catalog.index_rows("agency/"):
-            if row[4] == "AGENCY_REGISTERED":
-                agency_id = row[1].removeprefix("agency/")
-                boroughs[agency_id] = None
+        boroughs = {agency_id: a.borough for agency_id, a in self.agencies().items()}
         summary: dict[str, dict[str, Any]] = {}
         for row in self.store.catalog.index_rows("case/"):
             case_id = row[1].removeprefix("case/")
@@ -784,14 +784,6 @@ class Ledger:
             entry["last_recorded_at"] = max(entry["last_recorded_at"], row[7])
         for entry in summary.values():
             entry["boroughs"] = sorted(
-                {b for a in entry["agencies"] if (b := self._borough(a, boroughs)) is not None}
+                {b for a in entry["agencies"] if (b := boroughs.get(a)) is not None}
             )
         return sorted(summary.values(), key=lambda e: e["case_id"])
-
-    def _borough(self, agency_id: str, cache: dict[str, str | None]) -> str | None:
-        if cache.get(agency_id) is None:
-            try:
-                cache[agency_id] = self.agency(agency_id).borough
-            except LedgerError:
-                cache[agency_id] = None
-        return cache[agency_id]

@@ -132,6 +132,7 @@ class Replay:
     chronology: list[dict[str, Any]] = field(default_factory=list)
     stall: dict[str, Any] = field(default_factory=dict)
     explicit: bool = False  # an as-of instant was asked for
+    kinds: Mapping[str, str] = field(default_factory=dict)  # agency -> kind, as replayed
 
 
 def replay(
@@ -157,7 +158,16 @@ def replay(
     flags = language_flags(events, lexicon if lexicon is not None else load_language_flags())
     flags += pattern_flags(events, policy) + victim_as_suspect(events)
     result = Replay(
-        case_id, as_of, basis, policy.id, policy.hash, events, obligations, flags, explicit=explicit
+        case_id,
+        as_of,
+        basis,
+        policy.id,
+        policy.hash,
+        events,
+        obligations,
+        flags,
+        explicit=explicit,
+        kinds=kinds,
     )
     result.chronology = chronology(events, flags)
     result.stall = stall_analysis(events, obligations, as_of, explicit)

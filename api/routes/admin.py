@@ -49,8 +49,7 @@ class TokenRequest(BaseModel):
 async def agencies(who: Admin, srv: Srv) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
         out = []
-        for agency_id in sorted(srv.ledger.agency_kinds()):
-            a = srv.ledger.agency(agency_id)
+        for agency_id, a in sorted(srv.ledger.agencies().items()):
             out.append(
                 {
                     "agency": agency_id,
