@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.core import Ledger
@@ -71,7 +72,9 @@ def read_case(srv: Server, who: Principal, case_id: str, route: str) -> list[Env
     return envelopes
 
 
-def server(request: Request) -> Server:
+# Async dependencies run on the event loop; sync ones would each cost every request
+# a trip through the thread pool.
+async def server(request: Request) -> Server:
     srv: Server = request.app.state.server
     return srv
 
@@ -81,7 +84,7 @@ _bearer = HTTPBearer(
 )
 
 
-def principal(
+async def principal(
     request: Request,
     srv: Annotated[Server, Depends(server)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -90,7 +93,9 @@ def principal(
         raise HTTPException(
             401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    who = srv.tokens.lookup(credentials.credentials)
+    hit, who = srv.tokens.cached(credentials.credentials)
+    if not hit:
+        who = await run_in_threadpool(srv.tokens.lookup, credentials.credentials)
     if who is None:
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if not srv.limiter.allow(who.name):
@@ -101,10 +106,10 @@ def principal(
     return who
 
 
-def requires(*roles: Role) -> Callable[..., Principal]:
+def requires(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only the given roles."""
 
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise HTTPException(403, f"role {who.role.value} may not do this (needs {allowed})")

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 << 20  # single event
     max_batch_bytes: int = 16 << 20
     max_batch_events: int = 1000
-    group_commit_window_ms: float = 4.0
+    group_commit_window_ms: float = 2.0
     group_commit_max: int = 500
     integrate_every_s: float = 5.0  # background integrator; 0 disables
     sweep_every_s: float = 300.0  # background watchdog; 0 disables

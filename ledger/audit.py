@@ -279,13 +279,13 @@ class Auditor:
         unnamed: list[tuple[tuple[int, int, int], int, str]] = []  # before the stream is known
         after = 0
         while True:
-            rows = self.recorder.select_events(oid, gt=after, limit=PAGE)
+            rows = self.store.catalog.stream_page(oid, after, PAGE)
             for row in rows:
-                version = row.originator_version
+                version, state = row
                 key = (order[0], order[1], version)
                 self.report.events += 1
                 try:
-                    env = parse_envelope(bytes(row.state))
+                    env = parse_envelope(state)
                 except (FormatError, KeyError) as e:
                     message = f"stored bytes are not a valid event: {e}"
                     if chain is None:
@@ -318,7 +318,7 @@ class Auditor:
             self.progress(len(rows))
             if len(rows) < PAGE:
                 break
-            after = rows[-1].originator_version
+            after = rows[-1][0]
         if chain is None:
             for k, v, message in unnamed:
                 self._problem(k, f"stream {oid}", v, None, message)
@@ -349,7 +349,7 @@ class Auditor:
         stored, so an edited first event is reported under the stream it was in."""
         for row in rows:
             try:
-                name = parse_envelope(bytes(row.state)).stream
+                name = parse_envelope(row[1]).stream
             except (FormatError, KeyError):
                 continue
             if stream_id(name) == oid:

@@ -183,20 +183,16 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.serve import serve
 
     db = args.db or default_db_url()
     Ledger.open(db, _keys_dir(args), create=False).close()  # refuse a missing ledger early
     os.environ["LEDGER_DB"] = db
     os.environ["LEDGER_KEYS"] = str(_keys_dir(args))
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-    )
+    try:
+        serve(args.host, args.port, args.workers, access_log=not args.no_access_log)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
     return 0
 
 
@@ -977,6 +973,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log each request (reads are still on the ledger's own access log)",
+    )
     p.set_defaults(func=cmd_serve, offline=True)
 
     p = sub.add_parser("demo", parents=[common], help="load synthetic demo cases")

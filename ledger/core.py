@@ -409,11 +409,7 @@ class Ledger:
         signatures_checked = self._start_signature_checks(items, format_recorded_at(now))
         for attempt in range(MAX_ATTEMPTS):
             try:
-                # One writer per process at a time: its threads would only race each other
-                # for the same stream versions and retry. Validation and signature checks
-                # above still run concurrently.
-                with self._write_lock:
-                    return self._save(items, signatures_checked)
+                return self._save_exclusively(items, signatures_checked)
             except NarrativeErased as e:
                 self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
                 raise
@@ -424,6 +420,29 @@ class Ledger:
             except PersistenceError as e:
                 raise StoreUnavailable(f"database error; nothing was written: {e}") from None
         raise Conflict("could not append after repeated concurrent conflicts; retry later")
+
+    def _save_exclusively(
+        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
+    ) -> list[Receipt]:
+        """One writer at a time, in this process and across processes sharing the
+        database: they would only race each other for the same stream versions and
+        retry. Validation and signature checks still run concurrently.
+
+        A batch waiting its turn finishes its own signature checks first, so the lock
+        is never held waiting on checks queued behind other batches'. Alone, a batch
+        overlaps its checks with reading the streams it extends, unless the lock is
+        shared with other processes.
+        """
+        if self.store.writer_lock is not None:
+            signatures_checked()
+        if not self._write_lock.acquire(blocking=False):
+            signatures_checked()
+            self._write_lock.acquire()
+        try:
+            with self.store.writer():
+                return self._save(items, signatures_checked)
+        finally:
+            self._write_lock.release()
 
     def screen(self, submissions: Sequence[Submission]) -> list[LedgerError | None]:
         """What each submission would be refused for on its own, before any write:
@@ -632,10 +651,13 @@ class Ledger:
 
     def _load_streams(self, streams: dict[str, LedgerStream | None]) -> None:
         """Current aggregates for a batch's streams: one query finds each stream's
-        latest version, and a cached aggregate at that version is used as it is."""
+        latest version, and a cached aggregate at that version is used as it is. The
+        rest (written by another process, say) are read in one more query: a case's
+        state is only its chain head, so its newest event is all it needs."""
         ids = {name: stream_id(name) for name in streams}
         heads = self.store.catalog.heads(list(ids.values()))
         cache = self.app.repository.cache
+        stale: list[str] = []
         for name, oid in ids.items():
             if oid not in heads:
                 streams[name] = None
@@ -648,11 +670,15 @@ class Ledger:
                     cached = None
             if cached is not None and cached.version == heads[oid]:
                 streams[name] = copy.deepcopy(cached)
-            elif name.startswith(("case/", "access/")):  # state is only the chain head
-                newest = self.stored_envelope(oid, heads[oid])
-                streams[name] = stream_class(name).at_head(oid, newest)
+            elif name.startswith(("case/", "access/")):
+                stale.append(name)
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
+        if stale:
+            newest = self.store.catalog.newest([ids[name] for name in stale])
+            for name in stale:
+                oid = ids[name]
+                streams[name] = stream_class(name).at_head(oid, parse_envelope(newest[oid][1]))
 
     def _check_references(
         self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, _Item]

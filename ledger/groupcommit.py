@@ -4,6 +4,9 @@ Request threads hand their submission to `GroupCommitter.submit` and wait on the
 returned future; one committer thread gathers whatever arrives within a few
 milliseconds (or up to a few hundred events) and saves it with one
 `append_many`. A request is answered only after its transaction has committed.
+A batch request (`submit_batch`) is committed by the same thread, on its own: it
+stays all or nothing, and one thread writing per process keeps concurrent batches
+from contending for the interpreter while one of them holds the write lock.
 If a batch is refused as a whole, the events refused on their own (invalid, or
 badly signed) are answered and the rest committed together again; only if that
 is refused too are they tried one by one. Each request gets its own answer and
@@ -15,18 +18,28 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from .core import Ledger, Receipt, Submission
 from .errors import LedgerError, StoreUnavailable
 
+_Single = tuple[Submission, "Future[Receipt]"]
+
+
+@dataclass
+class _Batch:
+    submissions: list[Submission]
+    future: Future[list[Receipt]]
+
 
 class GroupCommitter:
-    def __init__(self, ledger: Ledger, max_batch: int = 500, window_s: float = 0.004) -> None:
+    def __init__(self, ledger: Ledger, max_batch: int = 500, window_s: float = 0.002) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self.window_s = window_s
-        self._queue: queue.Queue[tuple[Submission, Future[Receipt]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Single | _Batch | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -37,15 +50,26 @@ class GroupCommitter:
         self._queue.put((submission, future))
         return future
 
+    def submit_batch(self, submissions: Sequence[Submission]) -> Future[list[Receipt]]:
+        """Commit these together, all or nothing, in their own transaction."""
+        future: Future[list[Receipt]] = Future()
+        self._queue.put(_Batch(list(submissions), future))
+        return future
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        held: _Single | _Batch | None = None
         while True:
-            first = self._queue.get()
+            first = held if held is not None else self._queue.get()
+            held = None
             if first is None:
                 return
+            if isinstance(first, _Batch):
+                self._commit_batch(first)
+                continue
             batch = [first]
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:
@@ -61,12 +85,19 @@ class GroupCommitter:
                 if item is None:
                     self._commit(batch)
                     return
+                if isinstance(item, _Batch):  # after the singles gathered so far
+                    held = item
+                    break
                 batch.append(item)
             self._commit(batch)
 
-    def _commit(
-        self, batch: list[tuple[Submission, Future[Receipt]]], screened: bool = False
-    ) -> None:
+    def _commit_batch(self, batch: _Batch) -> None:
+        try:
+            batch.future.set_result(self.ledger.append_many(batch.submissions))
+        except BaseException as e:  # the request gets the refusal
+            batch.future.set_exception(e)
+
+    def _commit(self, batch: list[_Single], screened: bool = False) -> None:
         if not screened:
             self.batches += 1
             self.events += len(batch)

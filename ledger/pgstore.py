@@ -94,9 +94,10 @@ class PostgresCatalog:
         self.events_table: str = recorder.events_table_name
 
     def _query(self, sql: SQL | Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [tuple(row.values()) for row in c.fetchall()]
+        # One statement on an autocommit connection: one round trip, where an explicit
+        # read transaction would add a BEGIN and a ROLLBACK to each query.
+        with self.recorder.datastore.get_connection() as conn:
+            return [tuple(row.values()) for row in conn.execute(sql, params).fetchall()]
 
     def _events(self) -> Any:
         return SQL("{}.{}").format(Identifier(self.schema), Identifier(self.events_table))
@@ -171,6 +172,29 @@ class PostgresCatalog:
         )
         return {UUID(str(r[0])): int(r[1]) for r in rows}
 
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(version, stored bytes) of a stream's events after `after`."""
+        rows = self._query(
+            SQL(
+                "SELECT originator_version, state FROM {} WHERE originator_id = %s "
+                "AND originator_version > %s ORDER BY originator_version LIMIT %s"
+            ).format(self._events()),
+            [oid, after, limit],
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
+        """Each stream's latest version and stored bytes, in one query."""
+        rows = self._query(
+            SQL(
+                "SELECT DISTINCT ON (originator_id) originator_id, originator_version, state "
+                "FROM {} WHERE originator_id = ANY(%s) "
+                "ORDER BY originator_id, originator_version DESC"
+            ).format(self._events()),
+            [list(ids)],
+        )
+        return {UUID(str(r[0])): (int(r[1]), bytes(r[2])) for r in rows}
+
     def count_events(self) -> int:
         return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])
 
@@ -184,6 +208,40 @@ def conninfo(url: DatabaseURL) -> str:
         dbname=url.dbname,
         connect_timeout=CONNECT_TIMEOUT_S,
     )
+
+
+class AdvisoryWriterLock:
+    """A session advisory lock on a connection of its own: taken around each write,
+    released by PostgreSQL itself if the process dies holding it."""
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+        self.key = "ledger-writer:" + url.schema
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> object:
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(conninfo(self.url), autocommit=True)
+                self.conn.execute("SET lock_timeout = '30s'")
+            self.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [self.key])
+        except psycopg.Error as e:
+            self.close()
+            raise StoreUnavailable(f"cannot take the ledger's write lock: {e}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [self.key])
+        except psycopg.Error:
+            self.close()  # the session's end releases the lock
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def open_postgres(url: DatabaseURL) -> Store:
@@ -240,4 +298,4 @@ def open_postgres(url: DatabaseURL) -> Store:
             )
     recorder = app.recorder
     assert isinstance(recorder, IndexedPostgresRecorder)
-    return Store(url, app, PostgresCatalog(recorder))
+    return Store(url, app, PostgresCatalog(recorder), AdvisoryWriterLock(url))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -188,6 +189,8 @@ class Catalog(Protocol):
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
+    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]: ...
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]: ...
     def streams_mentioning(self, text: str) -> list[str]: ...
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]: ...
@@ -271,6 +274,27 @@ class SQLiteCatalog:
         )
         return {UUID(r[0]): int(r[1]) for r in rows}
 
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(version, stored bytes) of a stream's events after `after`: what `ledger
+        verify` reads, without building a StoredEvent and a UUID for every row."""
+        rows = self._query(
+            f"SELECT originator_version, state FROM {self.events_table} "
+            "WHERE originator_id = ? AND originator_version > ? "
+            "ORDER BY originator_version LIMIT ?",
+            (oid.hex, after, limit),
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
+        """Each stream's latest version and stored bytes, in one query per 500 streams.
+        (SQLite takes a bare column from the row holding the MAX.)"""
+        rows = self._query_in(
+            f"SELECT originator_id, MAX(originator_version), state FROM {self.events_table} "
+            "WHERE originator_id IN ({marks}) GROUP BY originator_id",
+            [i.hex for i in ids],
+        )
+        return {UUID(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
+
 
 class LedgerApplication(Application[UUID]):
     """The eventsourcing Application holding case, agency and ledger streams."""
@@ -288,9 +312,28 @@ class Store:
     url: DatabaseURL
     app: LedgerApplication
     catalog: Catalog
+    writer_lock: WriterLock | None = field(default=None)
+
+    def writer(self) -> AbstractContextManager[object]:
+        """Held by a process while it reads stream heads and writes after them.
+
+        Processes writing to the same database (the API's workers) would otherwise
+        both read a case's head, both write after it, and one would redo its whole
+        batch on the unique-version conflict; with PostgreSQL they take turns instead.
+        SQLite already admits one writer at a time.
+        """
+        return nullcontext() if self.writer_lock is None else self.writer_lock
 
     def close(self) -> None:
+        if self.writer_lock is not None:
+            self.writer_lock.close()
         self.app.close()
+
+
+class WriterLock(Protocol):
+    def __enter__(self) -> object: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def close(self) -> None: ...
 
 
 def open_store(url: str, create: bool = True) -> Store:

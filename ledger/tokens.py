@@ -97,16 +97,24 @@ class TokenStore:
         Answers are kept for two seconds, so a busy API does not query the database
         on every request; revocation in this process takes effect at once.
         """
+        hit, found = self.cached(token)
+        if hit:
+            return found
         digest = token_hash(token)
         now = time.monotonic()
-        seen = self._seen.get(digest)
-        if seen is not None and now - seen[0] < LOOKUP_TTL_S:
-            return seen[1]
         found = self._lookup(digest)
         if len(self._seen) > 10_000:
             self._seen.clear()
         self._seen[digest] = (now, found)
         return found
+
+    def cached(self, token: str) -> tuple[bool, Principal | None]:
+        """The answer kept from a lookup less than two seconds ago, if any: lets an
+        async caller skip the thread a database lookup needs."""
+        seen = self._seen.get(token_hash(token))
+        if seen is not None and time.monotonic() - seen[0] < LOOKUP_TTL_S:
+            return True, seen[1]
+        return False, None
 
     def _lookup(self, digest: str) -> Principal | None:
         with self.db.read() as cur:

@@ -160,7 +160,18 @@ class Envelope:
         return None if value is None else str(value)
 
 
-_decode = json.JSONDecoder().decode  # skips json.loads's per-call encoding detection
+_DECODER = json.JSONDecoder()
+
+
+def _decode(text: str) -> Any:
+    """`json.loads` for stored bytes, which are canonical (no surrounding whitespace):
+    the scanner alone, falling back to the full decoder, and so to the same answers
+    and errors, for anything else."""
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except ValueError:
+        end = -1
+    return value if end == len(text) else _DECODER.decode(text)
 
 
 def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:

@@ -189,3 +189,27 @@ def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
         assert one_by_one == [twin["event_id"], twin["event_id"]]
     finally:
         committer.close()
+
+
+def test_group_committer_commits_a_batch_alone_and_all_or_nothing(world: World) -> None:
+    from ledger.core import Submission
+    from ledger.errors import SignatureError
+    from ledger.groupcommit import GroupCommitter
+
+    committer = GroupCommitter(world.ledger, window_s=0.2)
+    try:
+        singles = [committer.submit(world.signed(world.body("police-a"))) for _ in range(3)]
+        batch = [world.signed(world.body("police-a")) for _ in range(4)]
+        whole = committer.submit_batch(batch)
+        after = committer.submit(world.signed(world.body("police-a")))
+        assert [f.result(timeout=10).seq for f in singles] == [1, 2, 3]
+        assert [r.seq for r in whole.result(timeout=10)] == [4, 5, 6, 7]
+        assert after.result(timeout=10).seq == 8
+        # One forged event refuses its whole batch, and nothing of it is written.
+        bad = [world.signed(world.body("police-a")) for _ in range(3)]
+        bad[1] = Submission(bad[1].body, b"\0" * 64)
+        assert isinstance(committer.submit_batch(bad).exception(timeout=10), SignatureError)
+        assert committer.submit(world.signed(world.body("police-a"))).result(timeout=10).seq == 9
+        assert [e.seq for e in world.ledger.case_envelopes("C-1")] == list(range(1, 10))
+    finally:
+        committer.close()

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
 from ledger.audit import audit
+from ledger.canonical import canonical
+from ledger.core import Ledger
 from tests.conftest import CHILD, World
 
 WRITER = textwrap.dedent("""
@@ -125,3 +131,120 @@ def test_opening_an_existing_postgres_ledger_waits_on_no_table_lock(world: World
     opener.join(timeout=60)
     assert not blocked, "opening an existing ledger waited on a lock held by a writer"
     assert len(opened) == 1
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on `port` (IPv4), from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            found.add(fields[9])
+    return found
+
+
+def _listeners(port: int) -> set[int]:
+    """The processes holding a socket that listens on `port`."""
+    inodes = _listening_inodes(port)
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            pids.add(int(proc.name))
+    return pids
+
+
+def _workers(port: int, count: int) -> set[int]:
+    """The listening processes, once there are `count` of them (else none)."""
+    pids = _listeners(port)
+    return pids if len(pids) == count else set()
+
+
+def _wait(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_workers_each_listen_and_a_killed_one_is_replaced(world: World) -> None:
+    port = _free_port()
+    token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
+    exe = Path(sys.executable).parent / "ledger"
+    env = {**os.environ, "LEDGER_DB": world.url, "LEDGER_SWEEP_EVERY_S": "0"}
+    serve = subprocess.Popen(
+        [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Each worker listens on a socket of its own: the kernel spreads connections.
+        first = _wait("two listening workers", lambda: _workers(port, 2))
+        assert serve.pid not in first
+        _wait("health", lambda: httpx.get(base + "/v1/health", timeout=5).status_code == 200)
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        # The survivor answers at once; the supervisor starts a replacement.
+        assert httpx.get(base + "/v1/health", timeout=5).status_code == 200
+        replaced = _wait("a replacement", lambda: victim not in (p := _workers(port, 2)) and p)
+        assert first - {victim} < replaced
+        body = world.body("police-a", case_id="SERVED")
+        sig = base64.b64encode(world.signers["police-a"].sign_body(canonical(body))).decode()
+        for _ in range(4):  # on fresh connections, so both workers take some
+            r = httpx.post(
+                f"{base}/v1/cases/SERVED/events",
+                json={"body": body, "sig": sig},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert r.status_code in (200, 201), r.text
+            body = world.body("police-a", case_id="SERVED")
+            sig = base64.b64encode(world.signers["police-a"].sign_body(canonical(body))).decode()
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+    assert _listeners(port) == set()
+    ledger = Ledger.open(world.url, world.keys, create=False)
+    try:
+        assert [e.seq for e in ledger.case_envelopes("SERVED")] == [1, 2, 3, 4]
+        assert audit(ledger.store, ledger.ledger_signer().public_bytes).ok
+    finally:
+        ledger.close()
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        exe = Path(sys.executable).parent / "ledger"
+        out = subprocess.run(
+            [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
+            env={**os.environ, "LEDGER_DB": world.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
+    assert "Traceback" not in out.stderr

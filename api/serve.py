@@ -1,0 +1,95 @@
+"""`ledger serve`: uvicorn, with several workers each listening on its own socket.
+
+uvicorn's own multi-worker mode shares one listening socket, and whichever worker
+wakes first accepts a whole burst of connections: under keep-alive load one worker
+ends up serving most clients while the other idles. Here each worker binds the
+port with SO_REUSEPORT, so the kernel spreads connections across them evenly. The
+supervisor restarts a worker that dies (killed, say) and stops them all on
+SIGTERM or SIGINT. A client whose connection died with a worker retries on a new
+one, which the kernel hands to a live worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+APP = "api.app:create_app"
+logger = logging.getLogger("ledger.serve")
+
+
+def _socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(host: str, port: int, access_log: bool) -> None:
+    import uvicorn
+
+    sock = _socket(host, port)
+    sock.listen(2048)
+    config = uvicorn.Config(APP, factory=True, log_level="info", access_log=access_log)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(host: str, port: int, workers: int, access_log: bool = True) -> None:
+    import uvicorn
+
+    if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
+        uvicorn.run(
+            APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=access_log,
+        )
+        return
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    # Bound but not listening: the port is checked (and held) before any worker
+    # starts, and no connection is ever queued on this socket.
+    held = _socket(host, port)
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> BaseProcess:
+        proc = context.Process(target=_worker, args=(host, port, access_log), daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs = [start() for _ in range(workers)]
+    logger.info("serving on http://%s:%d with %d workers", host, port, workers)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for n, proc in enumerate(procs):
+                if not proc.is_alive() and not stopping:
+                    logger.warning(
+                        "worker %s exited (%s); starting another", proc.pid, proc.exitcode
+                    )
+                    procs[n] = start()
+    finally:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=20)
+            if proc.is_alive():
+                proc.kill()
+        held.close()
