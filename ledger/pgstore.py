@@ -163,14 +163,16 @@ class PostgresCatalog:
         return [str(r[0]) for r in rows]
 
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        # A subquery per stream reads one index entry each; a GROUP BY over the ids
+        # would read every event of every stream, slowing appends as cases grow.
         rows = self._query(
             SQL(
-                "SELECT originator_id, MAX(originator_version) FROM {} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+                "SELECT ids.id, (SELECT MAX(originator_version) FROM {} "
+                "WHERE originator_id = ids.id) FROM unnest(%s::uuid[]) AS ids(id)"
             ).format(self._events()),
             [list(ids)],
         )
-        return {UUID(str(r[0])): int(r[1]) for r in rows}
+        return {UUID(str(r[0])): int(r[1]) for r in rows if r[1] is not None}
 
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(version, stored bytes) of a stream's events after `after`."""
@@ -184,12 +186,13 @@ class PostgresCatalog:
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
-        """Each stream's latest version and stored bytes, in one query."""
+        """Each stream's latest version and stored bytes, in one query (an index
+        lookup per stream)."""
         rows = self._query(
             SQL(
-                "SELECT DISTINCT ON (originator_id) originator_id, originator_version, state "
-                "FROM {} WHERE originator_id = ANY(%s) "
-                "ORDER BY originator_id, originator_version DESC"
+                "SELECT ids.id, e.originator_version, e.state FROM unnest(%s::uuid[]) AS ids(id) "
+                "CROSS JOIN LATERAL (SELECT originator_version, state FROM {} "
+                "WHERE originator_id = ids.id ORDER BY originator_version DESC LIMIT 1) AS e"
             ).format(self._events()),
             [list(ids)],
         )

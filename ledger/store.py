@@ -266,13 +266,25 @@ class SQLiteCatalog:
         )
         return [str(r[0]) for r in rows]
 
+    def _per_stream(self, select: str, ids: Sequence[UUID]) -> list[tuple[Any, ...]]:
+        """`select` run once per stream id (`ids.id`), 500 ids to a query: each looks up
+        its stream's newest row in the primary key's index, where a GROUP BY over an
+        IN list would read every event of every stream, and long cases would make
+        each append slower."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), 500):
+            chunk = [i.hex for i in ids[start : start + 500]]
+            values = ",".join(["(?)"] * len(chunk))
+            rows += self._query(f"WITH ids(id) AS (VALUES {values}) {select}", chunk)
+        return rows
+
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
-        rows = self._query_in(
-            f"SELECT originator_id, MAX(originator_version) FROM {self.events_table} "
-            "WHERE originator_id IN ({marks}) GROUP BY originator_id",
-            [i.hex for i in ids],
+        rows = self._per_stream(
+            f"SELECT id, (SELECT MAX(originator_version) FROM {self.events_table} "
+            "WHERE originator_id = ids.id) FROM ids",
+            ids,
         )
-        return {UUID(r[0]): int(r[1]) for r in rows}
+        return {UUID(r[0]): int(r[1]) for r in rows if r[1] is not None}
 
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
         """(version, stored bytes) of a stream's events after `after`: what `ledger
@@ -286,12 +298,13 @@ class SQLiteCatalog:
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
-        """Each stream's latest version and stored bytes, in one query per 500 streams.
-        (SQLite takes a bare column from the row holding the MAX.)"""
-        rows = self._query_in(
-            f"SELECT originator_id, MAX(originator_version), state FROM {self.events_table} "
-            "WHERE originator_id IN ({marks}) GROUP BY originator_id",
-            [i.hex for i in ids],
+        """Each stream's latest version and stored bytes, in one query per 500 streams."""
+        t = self.events_table
+        rows = self._per_stream(
+            f"SELECT e.originator_id, e.originator_version, e.state FROM ids JOIN {t} e "
+            "ON e.originator_id = ids.id AND e.originator_version = "
+            f"(SELECT MAX(originator_version) FROM {t} WHERE originator_id = ids.id)",
+            ids,
         )
         return {UUID(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
 

@@ -73,7 +73,7 @@ class WrkLoad:
                 "-c",
                 str(self.connections),
                 "-d",
-                f"{self.seconds:g}s",
+                f"{max(1, round(self.seconds))}s",  # wrk takes whole seconds
                 "--timeout",
                 "30s",
                 "-s",
