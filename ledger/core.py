@@ -433,6 +433,10 @@ class Ledger:
         overlaps its checks with reading the streams it extends, unless the lock is
         shared with other processes.
         """
+        # Which ids are already recorded is read before the lock: the database's
+        # unique event id still refuses a repeat written meanwhile, and the retry
+        # then finds it.
+        known = self._known(items)
         if self.store.writer_lock is not None:
             signatures_checked()
         if not self._write_lock.acquire(blocking=False):
@@ -440,7 +444,7 @@ class Ledger:
             self._write_lock.acquire()
         try:
             with self.store.writer():
-                return self._save(items, signatures_checked)
+                return self._save(items, signatures_checked, known)
         finally:
             self._write_lock.release()
 
@@ -554,12 +558,18 @@ class Ledger:
             raise NotFound(f"no event at seq {seq} of stream {originator_id}")
         return parse_envelope(bytes(rows[0].state))
 
-    def _save(
-        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
-    ) -> list[Receipt]:
+    def _known(self, items: Sequence[_Item]) -> dict[str, tuple[str, int]]:
+        """Where the batch's event ids, and the events they refer to, already are."""
         ids = [i.body["event_id"] for i in items]
         refs = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
-        known = self.store.catalog.lookup(sorted(set(ids) | refs))
+        return self.store.catalog.lookup(sorted(set(ids) | refs))
+
+    def _save(
+        self,
+        items: Sequence[_Item],
+        signatures_checked: Callable[[], None],
+        known: dict[str, tuple[str, int]],
+    ) -> list[Receipt]:
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
         streams: dict[str, LedgerStream | None] = {}

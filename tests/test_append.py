@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -213,3 +215,33 @@ def test_group_committer_commits_a_batch_alone_and_all_or_nothing(world: World) 
         assert [e.seq for e in world.ledger.case_envelopes("C-1")] == list(range(1, 10))
     finally:
         committer.close()
+
+
+def test_a_repeat_recorded_between_lookup_and_write_gets_the_original_receipt(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which ids are known is read before the write lock; the database's unique event
+    id catches a repeat another process records in between, and the retry finds it."""
+    from ledger.core import Ledger
+
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        submission = world.signed(world.body("police-a"))
+        real = world.ledger._known
+        raced: list[bool] = []
+
+        def racing(items: Any) -> Any:
+            known = real(items)
+            if not raced:
+                raced.append(other.append(submission).duplicate)  # recorded meanwhile
+            return known
+
+        monkeypatch.setattr(world.ledger, "_known", racing)
+        receipt = world.ledger.append(submission)
+        assert raced == [False]
+        assert receipt.duplicate and receipt.seq == 1
+        assert [e.event_id for e in world.ledger.case_envelopes("C-1", cached=False)] == [
+            submission.body["event_id"]
+        ]
+    finally:
+        other.close()
