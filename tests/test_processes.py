@@ -249,3 +249,18 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_served_workers_keep_startup_objects_out_of_the_cycle_collector() -> None:
+    import gc
+
+    from api.serve import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (50_000, 20, 100)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
