@@ -6,7 +6,7 @@ import asyncio
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,7 @@ from ledger.narrative import from_wire
 from ledger.tokens import Principal
 from ledger.verify import b64decode, narrative_commitment
 
-from ..deps import Agency, Server, Srv
+from ..deps import Agency, Server, server_of
 
 router = APIRouter(tags=["events"])
 
@@ -176,8 +176,13 @@ def receipt_out(srv: Server, r: Receipt) -> ReceiptOut:
     },
 )
 async def append_event(
-    case_id: str, event: Annotated[SignedEvent, Body()], who: Agency, srv: Srv, response: Response
+    case_id: str,
+    event: Annotated[SignedEvent, Body()],
+    who: Agency,
+    request: Request,
+    response: Response,
 ) -> ReceiptOut:
+    srv = server_of(request)  # not a dependency: the hot path resolves as few as it can
     submission = to_submission(event, who, case_id)
     receipt = await asyncio.wrap_future(srv.committer.submit(submission))
     if not receipt.duplicate:
@@ -192,7 +197,8 @@ async def append_event(
     response_model=BatchReceipts,
     summary="Append up to 1,000 signed events atomically: all are recorded, or none",
 )
-async def append_batch(batch: Batch, who: Agency, srv: Srv) -> BatchReceipts:
+async def append_batch(batch: Batch, who: Agency, request: Request) -> BatchReceipts:
+    srv = server_of(request)
     submissions = [to_submission(e, who, None, n) for n, e in enumerate(batch.events)]
 
     receipts = await asyncio.wrap_future(srv.committer.submit_batch(submissions))
