@@ -24,7 +24,7 @@ from psycopg.sql import SQL, Identifier
 from ledger.audit import audit
 from ledger.canonical import canonical
 from ledger.core import Ledger
-from tests.conftest import CHILD, World
+from tests.conftest import CHILD, PG_URL, World
 
 WRITER = textwrap.dedent("""
     import sys
@@ -264,3 +264,30 @@ def test_served_workers_keep_startup_objects_out_of_the_cycle_collector() -> Non
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: World) -> None:
+    """Another process holding the write lock holds appends off until it lets go; the
+    events then chain after whatever it wrote. SQLite serialises writers itself."""
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        assert store.writer_lock is None
+        return
+    holder = psycopg.connect(PG_URL, autocommit=True)
+    try:
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtext(%s))", ["ledger-writer:" + store.url.schema]
+        )
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(world.append("police-a")))
+        thread.start()
+        time.sleep(1.0)
+        assert done == [] and thread.is_alive()  # waiting for the lock, nothing written
+        assert "C-1" not in set(world.ledger.iter_case_ids())
+        holder.execute(
+            "SELECT pg_advisory_unlock(hashtext(%s))", ["ledger-writer:" + store.url.schema]
+        )
+        thread.join(timeout=30)
+        assert [r.seq for r in done] == [1]
+    finally:
+        holder.close()
