@@ -91,9 +91,9 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _authenticate(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
+# Each dependency FastAPI resolves costs every request some tens of µs, so a route's
+# authentication is one dependency (and the bearer scheme, for OpenAPI), not a chain.
+async def principal(request: Request, credentials: Credentials) -> Principal:
     srv = server_of(request)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
@@ -112,17 +112,11 @@ async def _authenticate(
     return who
 
 
-# Each dependency FastAPI resolves costs every request some tens of µs, so a route's
-# authentication is one dependency (and the bearer scheme, for OpenAPI), not a chain.
-async def principal(request: Request, credentials: Credentials) -> Principal:
-    return await _authenticate(request, credentials)
-
-
 def requires(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only the given roles."""
 
     async def check(request: Request, credentials: Credentials) -> Principal:
-        who = await _authenticate(request, credentials)
+        who = await principal(request, credentials)
         if who.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise HTTPException(403, f"role {who.role.value} may not do this (needs {allowed})")

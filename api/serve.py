@@ -20,7 +20,13 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from ledger.errors import LedgerError
+
 APP = "api.app:create_app"
+# A worker that dies this soon after starting, this many times in a row, is failing
+# to start (a bad setting, say): give up rather than restart it for ever.
+QUICK_EXIT_S = 10.0
+QUICK_EXITS = 3
 logger = logging.getLogger("ledger.serve")
 
 
@@ -79,9 +85,12 @@ def serve(host: str, port: int, workers: int, access_log: bool = True) -> None:
     context = multiprocessing.get_context("spawn")
     stopping = False
 
+    started: dict[int, float] = {}
+
     def start() -> BaseProcess:
         proc = context.Process(target=_worker, args=(host, port, access_log), daemon=False)
         proc.start()
+        started[id(proc)] = time.monotonic()
         return proc
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -92,15 +101,24 @@ def serve(host: str, port: int, workers: int, access_log: bool = True) -> None:
     signal.signal(signal.SIGINT, stop)
     procs = [start() for _ in range(workers)]
     logger.info("serving on http://%s:%d with %d workers", host, port, workers)
+    quick_exits = 0
     try:
         while not stopping:
             time.sleep(0.2)
             for n, proc in enumerate(procs):
-                if not proc.is_alive() and not stopping:
-                    logger.warning(
-                        "worker %s exited (%s); starting another", proc.pid, proc.exitcode
-                    )
-                    procs[n] = start()
+                if proc.is_alive() or stopping:
+                    continue
+                if time.monotonic() - started.pop(id(proc)) < QUICK_EXIT_S:
+                    quick_exits += 1
+                    if quick_exits >= QUICK_EXITS:
+                        raise LedgerError(
+                            f"workers keep exiting at start-up (exit code {proc.exitcode}); "
+                            "see the log above"
+                        )
+                else:
+                    quick_exits = 0
+                logger.warning("worker %s exited (%s); starting another", proc.pid, proc.exitcode)
+                procs[n] = start()
     finally:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:

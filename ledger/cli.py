@@ -185,8 +185,13 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
 
+    from .policy import load_policy
+
     db = args.db or default_db_url()
-    Ledger.open(db, _keys_dir(args), create=False).close()  # refuse a missing ledger early
+    # Refuse a missing ledger or a bad $LEDGER_POLICY here, in one line, rather than
+    # in every worker's start-up.
+    Ledger.open(db, _keys_dir(args), create=False).close()
+    load_policy()
     os.environ["LEDGER_DB"] = db
     os.environ["LEDGER_KEYS"] = str(_keys_dir(args))
     try:

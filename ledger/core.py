@@ -437,9 +437,7 @@ class Ledger:
         # unique event id still refuses a repeat written meanwhile, and the retry
         # then finds it.
         known = self._known(items)
-        if self.store.writer_lock is not None:
-            signatures_checked()
-        if not self._write_lock.acquire(blocking=False):
+        if self.store.writer_lock is not None or not self._write_lock.acquire(blocking=False):
             signatures_checked()
             self._write_lock.acquire()
         try:

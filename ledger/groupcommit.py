@@ -92,6 +92,8 @@ class GroupCommitter:
             self._commit(batch)
 
     def _commit_batch(self, batch: _Batch) -> None:
+        self.batches += 1
+        self.events += len(batch.submissions)
         try:
             batch.future.set_result(self.ledger.append_many(batch.submissions))
         except BaseException as e:  # the request gets the refusal

@@ -97,21 +97,23 @@ class TokenStore:
         Answers are kept for two seconds, so a busy API does not query the database
         on every request; revocation in this process takes effect at once.
         """
-        hit, found = self.cached(token)
+        digest = token_hash(token)
+        hit, found = self._kept(digest)
         if hit:
             return found
-        digest = token_hash(token)
-        now = time.monotonic()
         found = self._lookup(digest)
         if len(self._seen) > 10_000:
             self._seen.clear()
-        self._seen[digest] = (now, found)
+        self._seen[digest] = (time.monotonic(), found)
         return found
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
         """The answer kept from a lookup less than two seconds ago, if any: lets an
         async caller skip the thread a database lookup needs."""
-        seen = self._seen.get(token_hash(token))
+        return self._kept(token_hash(token))
+
+    def _kept(self, digest: str) -> tuple[bool, Principal | None]:
+        seen = self._seen.get(digest)
         if seen is not None and time.monotonic() - seen[0] < LOOKUP_TTL_S:
             return True, seen[1]
         return False, None

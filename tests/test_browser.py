@@ -8,7 +8,6 @@ Screenshots are kept in `test-artifacts/`.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,17 +22,12 @@ from api.app import create_app
 from api.settings import Settings
 from ledger.core import Ledger
 from ledger.demo import load_demo
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def big_case(ledger: Ledger) -> None:

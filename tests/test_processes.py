@@ -24,7 +24,7 @@ from psycopg.sql import SQL, Identifier
 from ledger.audit import audit
 from ledger.canonical import canonical
 from ledger.core import Ledger
-from tests.conftest import CHILD, PG_URL, World
+from tests.conftest import CHILD, PG_URL, World, free_port
 
 WRITER = textwrap.dedent("""
     import sys
@@ -178,14 +178,8 @@ def _wait(what: str, check: Any, timeout: float = 60) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_workers_each_listen_and_a_killed_one_is_replaced(world: World) -> None:
-    port = _free_port()
+    port = free_port()
     token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
     exe = Path(sys.executable).parent / "ledger"
     env = {**os.environ, "LEDGER_DB": world.url, "LEDGER_SWEEP_EVERY_S": "0"}
@@ -291,3 +285,47 @@ def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: Wor
         assert [r.seq for r in done] == [1]
     finally:
         holder.close()
+
+
+def test_serve_gives_up_when_workers_keep_failing_at_start_up(world: World) -> None:
+    exe = Path(sys.executable).parent / "ledger"
+    out = subprocess.run(
+        [
+            str(exe),
+            "serve",
+            "--keys",
+            str(world.keys),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, "LEDGER_DB": world.url, "LEDGER_MAX_BODY_BYTES": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1].startswith("ledger: workers keep exiting at start-up")
+
+
+def test_serve_refuses_a_bad_policy_in_one_line(world: World) -> None:
+    exe = Path(sys.executable).parent / "ledger"
+    out = subprocess.run(
+        [
+            str(exe),
+            "serve",
+            "--keys",
+            str(world.keys),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, "LEDGER_DB": world.url, "LEDGER_POLICY": "/nonexistent/policy.yaml"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot read policy" in out.stderr
