@@ -231,15 +231,7 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        exe = Path(sys.executable).parent / "ledger"
-        out = subprocess.run(
-            [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
-            env={**os.environ, "LEDGER_DB": world.url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = _serve_until_it_exits(world, busy.getsockname()[1])
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
     assert "Traceback" not in out.stderr
@@ -287,45 +279,25 @@ def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: Wor
         holder.close()
 
 
-def test_serve_gives_up_when_workers_keep_failing_at_start_up(world: World) -> None:
-    exe = Path(sys.executable).parent / "ledger"
-    out = subprocess.run(
-        [
-            str(exe),
-            "serve",
-            "--keys",
-            str(world.keys),
-            "--port",
-            str(free_port()),
-            "--workers",
-            "2",
-        ],
-        env={**os.environ, "LEDGER_DB": world.url, "LEDGER_MAX_BODY_BYTES": "lots"},
+def _serve_until_it_exits(world: World, port: int, **env: str) -> Any:
+    """`ledger serve --workers 2` run to its end, for the ways it refuses to start."""
+    exe = str(Path(sys.executable).parent / "ledger")
+    return subprocess.run(
+        [exe, "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
+        env={**os.environ, "LEDGER_DB": world.url, **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_serve_gives_up_when_workers_keep_failing_at_start_up(world: World) -> None:
+    out = _serve_until_it_exits(world, free_port(), LEDGER_MAX_BODY_BYTES="lots")
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1].startswith("ledger: workers keep exiting at start-up")
 
 
 def test_serve_refuses_a_bad_policy_in_one_line(world: World) -> None:
-    exe = Path(sys.executable).parent / "ledger"
-    out = subprocess.run(
-        [
-            str(exe),
-            "serve",
-            "--keys",
-            str(world.keys),
-            "--port",
-            str(free_port()),
-            "--workers",
-            "2",
-        ],
-        env={**os.environ, "LEDGER_DB": world.url, "LEDGER_POLICY": "/nonexistent/policy.yaml"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _serve_until_it_exits(world, free_port(), LEDGER_POLICY="/nonexistent/policy.yaml")
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "cannot read policy" in out.stderr
