@@ -16,7 +16,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +44,7 @@ from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
 from .narrative import NarrativeText, sign_draft
 from .narrative import check as check_narrative
+from .sigchecks import SignatureChecks
 from .store import Store, open_store
 from .tokens import TokenStore
 from .vault import Vault
@@ -59,12 +59,10 @@ from .verify import (
     parse_envelope,
     stream_id,
     stream_of,
-    verify_chunk,
 )
 
 MAX_ATTEMPTS = 30
 PARSED_CACHE_STREAMS = 64
-_VERIFY_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ed25519")
 
 
 @dataclass(frozen=True)
@@ -123,26 +121,6 @@ class _Item:
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
     return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
-
-
-def start_signature_checks(
-    items: Sequence[tuple[Ed25519PublicKey, bytes, bytes]],
-) -> Callable[[], list[bool]]:
-    """Begin checking Ed25519 signatures on all cores; call the result to wait for them.
-
-    Verification releases the GIL, so worker threads check signatures while the
-    caller goes on preparing the batch.
-    """
-    workers = _VERIFY_POOL._max_workers
-    if len(items) < 32 or workers < 2:
-        results = verify_chunk(list(items))
-        return lambda: results
-    size = -(-len(items) // workers)
-    futures = [
-        _VERIFY_POOL.submit(verify_chunk, list(items[i : i + size]))
-        for i in range(0, len(items), size)
-    ]
-    return lambda: [ok for f in futures for ok in f.result()]
 
 
 class Ledger:
@@ -405,8 +383,7 @@ class Ledger:
         if not submissions:
             return []
         now = self.clock()
-        items = [self._prepare(s, now, system) for s in submissions]
-        signatures_checked = self._start_signature_checks(items, format_recorded_at(now))
+        items, signatures_checked = self._prepare_batch(submissions, now, system)
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._save_exclusively(items, signatures_checked)
@@ -430,8 +407,9 @@ class Ledger:
 
         A batch waiting its turn finishes its own signature checks first, so the lock
         is never held waiting on checks queued behind other batches'. Alone, a batch
-        overlaps its checks with reading the streams it extends, unless the lock is
-        shared with other processes.
+        overlaps its checks with chaining and inserting its events, and commits only
+        once they all hold; not where the lock is shared with other processes, which
+        would wait on them too.
         """
         # Which ids are already recorded is read before the lock: the database's
         # unique event id still refuses a repeat written meanwhile, and the retry
@@ -450,15 +428,62 @@ class Ledger:
         """What each submission would be refused for on its own, before any write:
         its body, narrative and signature. Lets a refused batch be split cheaply."""
         now = self.clock()
-        stamp = format_recorded_at(now)
         verdicts: list[LedgerError | None] = []
         for submission in submissions:
             try:
-                self._start_signature_checks([self._prepare(submission, now, False)], stamp)()
+                self._prepare_batch([submission], now, False)[1]()
                 verdicts.append(None)
             except LedgerError as e:
                 verdicts.append(e)
         return verdicts
+
+    def _prepare_batch(
+        self, submissions: Sequence[Submission], now: datetime, system: bool
+    ) -> tuple[list[_Item], Callable[[], None]]:
+        """Validate a batch, its signatures checked on worker threads meanwhile (keys
+        valid at `now`); call the second result to wait, raising on a bad one.
+
+        Refusals come in the order they would one at a time: a body that does not
+        validate before a key that is not the agency's to use.
+        """
+        stamp = format_recorded_at(now)
+        checks = SignatureChecks()
+        agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
+        items: list[_Item] = []
+        refused: LedgerError | None = None
+        try:
+            for submission in submissions:
+                item = self._prepare(submission, now, system)
+                items.append(item)
+                if refused is None:
+                    body = item.body
+                    try:
+                        key = self._public_key(
+                            body["agency"], body["key_id"], body["event_id"], agencies, stamp
+                        )
+                    except LedgerError as e:
+                        refused = e
+                        continue
+                    checks.add(key, item.sig, item.body_bytes)
+            if refused is not None:
+                raise refused
+        except BaseException:
+            checks.abandon()
+            raise
+        done: list[bool] = []
+
+        def check() -> None:
+            if done:
+                return
+            for item, ok in zip(items, checks.results(), strict=True):
+                if not ok:
+                    raise SignatureError(
+                        f"event {item.body['event_id']}: signature does not verify with key "
+                        f"{item.body['key_id']} of agency {item.body['agency']!r}"
+                    )
+            done.append(True)
+
+        return items, check
 
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
         body = validate_body(submission.body, now)
@@ -468,18 +493,46 @@ class Ledger:
         body_bytes = submission.body_bytes or canonical(body)
         return _Item(body, body_bytes, submission.sig, stream_of(body), submission.narrative)
 
-    def _seal_narrative(self, items: Sequence[_Item]) -> list[tuple[str, str, str, bytes]]:
-        """Rows of sealed narrative for the events about to be written.
+    def _sealed_once_signed(
+        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
+    ) -> Callable[[], list[tuple[str, str, str, bytes]]]:
+        """What the write transaction calls before it commits: wait for every signature
+        to hold (a bad one rolls the batch back), then seal the batch's narrative.
 
-        Called only once every signature holds and duplicates are set aside, so a
-        forged or repeated submission never touches the vault. The case key may be
-        cached; the write transaction itself refuses a case erased meanwhile.
+        The events are inserted while the signatures are still being checked, but
+        nothing commits, and nothing reaches the vault, unless they all hold. A
+        case's first narrative needs a new key, written outside that transaction:
+        then the signatures are waited for first, so a forged or repeated
+        submission never makes one. The write transaction itself refuses a case
+        erased meanwhile, whose key may still be cached here.
         """
         wanted = [i for i in items if i.narrative]
         if not wanted:
-            return []
+
+            def checked() -> list[tuple[str, str, str, bytes]]:
+                signatures_checked()
+                return []
+
+            return checked
         vault = self.vault()
-        keys = vault.case_keys({str(i.body["case_id"]) for i in wanted})
+        cases = {str(i.body["case_id"]) for i in wanted}
+        keys = vault.cached_case_keys(cases)
+        if keys is None:
+            signatures_checked()
+            rows = self._seal_narrative(wanted, vault.case_keys(cases))
+            return lambda: rows
+
+        def sealed() -> list[tuple[str, str, str, bytes]]:
+            signatures_checked()
+            return self._seal_narrative(wanted, keys)
+
+        return sealed
+
+    def _seal_narrative(
+        self, wanted: Sequence[_Item], keys: Mapping[str, bytes]
+    ) -> list[tuple[str, str, str, bytes]]:
+        """Rows of sealed narrative for the events about to be written."""
+        vault = self.vault()
         rows = []
         for item in wanted:
             case_id, event_id = str(item.body["case_id"]), str(item.body["event_id"])
@@ -519,36 +572,6 @@ class Ledger:
             cached = Ed25519PublicKey.from_public_bytes(b64decode(b64))
             self._public_keys[b64] = cached
         return cached
-
-    def _start_signature_checks(self, items: Sequence[_Item], now: str) -> Callable[[], None]:
-        """Start verifying the batch's signatures (keys valid at `now`); the result waits
-        and raises on a bad one."""
-        agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
-        triples = [
-            (
-                self._public_key(
-                    i.body["agency"], i.body["key_id"], i.body["event_id"], agencies, now
-                ),
-                i.sig,
-                i.body_bytes,
-            )
-            for i in items
-        ]
-        wait = start_signature_checks(triples)
-        done: list[bool] = []
-
-        def check() -> None:
-            if done:
-                return
-            for item, ok in zip(items, wait(), strict=True):
-                if not ok:
-                    raise SignatureError(
-                        f"event {item.body['event_id']}: signature does not verify with key "
-                        f"{item.body['key_id']} of agency {item.body['agency']!r}"
-                    )
-            done.append(True)
-
-        return check
 
     def stored_envelope(self, originator_id: UUID | str, seq: int) -> Envelope:
         rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
@@ -636,22 +659,28 @@ class Ledger:
                 )
             )
             receipts[n] = _receipt(env)
-        signatures_checked()  # every signature holds before anything is written or answered
         if index_rows:
-            narrative_rows = self._seal_narrative([item for _, item in pending])
             saved = [a for a in streams.values() if a is not None]
             # Straight to the event store: Application.save would test every aggregate
             # against two runtime-checkable protocols (tens of µs each) to learn what
             # is already known here, and this ledger takes no snapshots and has no
             # followers to notify.
             events = [e for agg in saved for e in agg.collect_events()]
-            self.app.events.put(events, index_rows=index_rows, narrative_rows=narrative_rows)
+            self.app.events.put(
+                events,
+                index_rows=index_rows,
+                before_commit=self._sealed_once_signed(
+                    [item for _, item in pending], signatures_checked
+                ),
+            )
             cache = self.app.repository.cache
             if cache is not None:
                 # The next get() then fast-forwards from here instead of re-reading
                 # and re-parsing what this process has just written.
                 for agg in saved:
                     cache.put(agg.id, agg)
+        else:
+            signatures_checked()  # every signature holds before anything is answered
         for n, item in enumerate(items):
             if receipts[n] is None:  # a repeat of an earlier item in this batch
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)

@@ -24,6 +24,7 @@ from .store import (
     DatabaseURL,
     LedgerApplication,
     Store,
+    before_commit,
 )
 
 # eventsourcing names the events table after the application ("Ledger").
@@ -76,7 +77,7 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         rows = kwargs.get("index_rows")
         if rows:
             curs.executemany(self.insert_index_statement, rows)
-        sealed = kwargs.get("narrative_rows")
+        sealed = before_commit(kwargs)
         if sealed:
             # FOR SHARE waits for an erasure in flight (it locks the row FOR UPDATE) and
             # holds one off until this transaction ends.

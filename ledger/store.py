@@ -137,6 +137,13 @@ class _NoTranscoder(Transcoder):
         raise TypeError("ledger events are read as their canonical envelope bytes")
 
 
+def before_commit(kwargs: dict[str, Any]) -> list[tuple[str, str, str, bytes]]:
+    """Run the writer's last check inside the transaction, after its events are
+    inserted: it may refuse the batch (rolling it back) or return narrative rows."""
+    check = kwargs.get("before_commit")
+    return [] if check is None else list(check())
+
+
 class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
     """SQLite recorder that also writes the event-id index in the same transaction."""
 
@@ -159,7 +166,7 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
         rows = kwargs.get("index_rows")
         if rows:
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
-        sealed = kwargs.get("narrative_rows")
+        sealed = before_commit(kwargs)
         if sealed:
             # The events above took the write lock: no erasure can commit until this does.
             cases = sorted({row[2] for row in sealed})

@@ -445,6 +445,14 @@ class Vault:
                 cur.execute("DELETE FROM vault_holds WHERE target = ?", (target,))
 
     # --- narrative: one key per case --------------------------------------------------
+    def cached_case_keys(self, case_ids: set[str]) -> dict[str, bytes] | None:
+        """These cases' narrative keys if all are held here already, else None: lets a
+        writer seal narrative inside its own transaction, with no write of the vault's."""
+        with self._cache_lock:
+            if not all(c in self._case_keys for c in case_ids):
+                return None
+            return {c: self._case_keys[c] for c in case_ids}
+
     def case_keys(self, case_ids: set[str]) -> dict[str, bytes]:
         """The narrative keys of these cases, made on first use; refused once erased.
 

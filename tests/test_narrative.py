@@ -521,3 +521,48 @@ def test_bundles_made_before_and_after_erasure_verify_offline(world: World) -> N
         report = verify_bundle(bundle, key)
         assert report.case_id == "C-1" and report.events == 2
     assert NAME not in json.dumps(after) and "Home visit" not in json.dumps(after)
+
+
+def test_a_bad_signature_late_in_a_batch_rolls_back_what_was_inserted(world: World) -> None:
+    """On SQLite, once a case's key is held, a batch's events are inserted while its
+    signatures are still being checked: one that fails must leave no event, index
+    row or narrative behind, and the batch must go through whole once it is mended.
+    (PostgreSQL checks them before it takes the shared write lock.)"""
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.errors import SignatureError
+    from ledger.keys import Signer
+
+    _append(world, rationale="first")  # C-1's key is made and held
+    signer = world.signers["police-a"]
+    batch = [
+        Submission.signed(world.body("police-a", payload={"rationale": f"note {n}"}), signer)
+        for n in range(40)
+    ]
+    stranger = Signer(Ed25519PrivateKey.generate())
+
+    def counts() -> list[int]:
+        return [
+            _events(world),
+            *(
+                _raw_exec(world, f"SELECT COUNT(*) FROM {table}", ())[0][0]
+                for table in ("ledger_narrative", "ledger_event_index")
+            ),
+        ]
+
+    before = counts()
+    for bad in (37, 5):  # a wrong key late in the batch, then early
+        forged = replace(batch[bad], sig=stranger.sign_body(batch[bad].body_bytes or b""))
+        with pytest.raises(SignatureError, match=batch[bad].body["event_id"]):
+            world.ledger.append_many([*batch[:bad], forged, *batch[bad + 1 :]])
+        assert counts() == before
+    receipts = world.ledger.append_many(batch)
+    assert [r.seq for r in receipts] == list(range(2, 42))
+    assert counts() == [n + 40 for n in before]
+    assert world.ledger.vault().narrative_view(
+        "C-1", world.ledger.case_envelopes("C-1")[-1:], "full"
+    ) == {batch[-1].body["event_id"]: {"rationale": "note 39"}}
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems

@@ -1,0 +1,79 @@
+"""Signature checks handed to worker threads a few at a time, and taken back by
+whoever waits: results must still come out one per check, in order."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import sigchecks
+from ledger.sigchecks import SignatureChecks
+from ledger.verify import signing_message
+
+KEY = Ed25519PrivateKey.generate()
+OTHER = Ed25519PrivateKey.generate()
+
+
+def _body(n: int) -> bytes:
+    return b'{"n":%d}' % n
+
+
+def _sig(n: int, good: bool) -> bytes:
+    return (KEY if good else OTHER).sign(signing_message(_body(n)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    verdicts=st.lists(st.booleans(), max_size=60),
+    chunk=st.integers(min_value=1, max_value=9),
+)
+def test_results_are_one_per_check_in_order(verdicts: list[bool], chunk: int) -> None:
+    checks = SignatureChecks(chunk)
+    for n, good in enumerate(verdicts):
+        checks.add(KEY.public_key(), _sig(n, good), _body(n))
+    assert checks.results() == verdicts
+    assert checks.results() == verdicts  # asked again: the same answer, not re-run
+
+
+def test_waiting_takes_back_chunks_no_worker_has_started() -> None:
+    """With every worker held up, the waiting thread checks the queued chunks itself."""
+    release = threading.Event()
+    blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._POOL._max_workers)]
+    try:
+        checks = SignatureChecks(2)
+        for n in range(10):
+            checks.add(KEY.public_key(), _sig(n, n != 7), _body(n))
+        answer: list[list[bool]] = []
+        waiter = threading.Thread(target=lambda: answer.append(checks.results()))
+        waiter.start()
+        waiter.join(timeout=10)
+        assert answer == [[n != 7 for n in range(10)]]  # not stuck behind the workers
+        assert all(future.cancelled() for _, future in checks._started)
+    finally:
+        release.set()
+        for b in blockers:
+            b.result(timeout=10)
+
+
+def test_abandoned_checks_do_not_run_and_cannot_be_added_to_after_results() -> None:
+    release = threading.Event()
+    blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._POOL._max_workers)]
+    try:
+        checks = SignatureChecks(2)
+        for n in range(6):
+            checks.add(KEY.public_key(), _sig(n, True), _body(n))
+        checks.abandon()
+        assert all(future.cancelled() for _, future in checks._started)
+    finally:
+        release.set()
+        for b in blockers:
+            b.result(timeout=10)
+    done = SignatureChecks()
+    done.add(KEY.public_key(), _sig(0, True), _body(0))
+    assert done.results() == [True]
+    with pytest.raises(RuntimeError, match="already collected"):
+        done.add(KEY.public_key(), _sig(1, True), _body(1))
