@@ -19,27 +19,39 @@ from .verify import ENVELOPE_VERSION, b64encode
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
+# Built once: json.dumps with any option set builds a new encoder on every call.
+_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_IN_ORDER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _encoder_agrees(value: Any) -> bool:
     """True when the stdlib JSON encoder already yields RFC 8785 bytes for `value`.
 
     That holds for null, booleans, safe integers, strings, arrays and objects
     whose keys lie below U+10000 (where code-point order and RFC 8785's UTF-16
     order coincide). Floats, which need RFC 8785's number formatting, and
-    anything else go to the `rfc8785` library.
+    anything else go to the `rfc8785` library. A loop, not recursion: it runs
+    on every appended body.
     """
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
-    if kind is list:
-        return all(_encoder_agrees(v) for v in value)
-    if kind is dict:
-        return all(
-            type(k) is str and (k.isascii() or max(k) < "\U00010000") and _encoder_agrees(v)
-            for k, v in value.items()
-        )
-    return False
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict:
+            for k in item:
+                if type(k) is not str or not (k.isascii() or max(k) < "\U00010000"):
+                    return False
+            todo.extend(item.values())
+        elif kind is list:
+            todo.extend(item)
+        else:
+            return False
+    return True
 
 
 def canonical(value: Any) -> bytes:
@@ -51,8 +63,7 @@ def canonical(value: Any) -> bytes:
     """
     try:
         if _encoder_agrees(value):
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-            return text.encode("utf-8")
+            return _SORTED.encode(value).encode("utf-8")
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise ValidationError(f"value cannot be canonicalised as JSON: {e}") from None
@@ -77,7 +88,7 @@ def envelope_bytes(
     which both escape only quote, backslash and control characters, the latter as
     lowercase \\u00xx); tests check it against `rfc8785` on arbitrary text.
     """
-    return json.dumps(
+    return _IN_ORDER.encode(
         {
             "body": body_bytes.decode("utf-8"),
             "prev_hash": prev_hash,
@@ -85,7 +96,5 @@ def envelope_bytes(
             "seq": seq,
             "sig": b64encode(sig),
             "v": ENVELOPE_VERSION,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
+        }
     ).encode("utf-8")

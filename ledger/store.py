@@ -27,7 +27,7 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoder,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic, resolve_topic
 
 from .errors import NarrativeErased, NotFound, StoreUnavailable, UsageError
@@ -162,7 +162,10 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
+        # One executemany, not eventsourcing's INSERT per event (which it runs to learn
+        # each notification id): this ledger keeps no followers to pass them to, and
+        # its notification log reads them back from the table.
+        SQLiteAggregateRecorder._insert_events(self, c, stored_events)
         rows = kwargs.get("index_rows")
         if rows:
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -183,7 +186,7 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
                 "VALUES (?,?,?,?)",
                 sealed,
             )
-        return ids
+        return None
 
 
 class Catalog(Protocol):
