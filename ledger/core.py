@@ -10,6 +10,7 @@ so a case never forks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -686,35 +687,31 @@ class Ledger:
         return [r for r in receipts if r is not None]
 
     def _load_streams(self, streams: dict[str, LedgerStream | None]) -> None:
-        """Current aggregates for a batch's streams: one query finds each stream's
-        latest version, and a cached aggregate at that version is used as it is. The
-        rest (written by another process, say) are read in one more query: a case's
-        state is only its chain head, so its newest event is all it needs."""
+        """Current aggregates for a batch's streams, in one query: it finds each
+        stream's latest version, and brings its newest event unless a cached
+        aggregate is at that version already. A case's state is only its chain head,
+        so that event is all a stale one (written by another process, say) needs."""
         ids = {name: stream_id(name) for name in streams}
-        heads = self.store.catalog.heads(list(ids.values()))
         cache = self.app.repository.cache
-        stale: list[str] = []
+        held: dict[UUID, LedgerStream] = {}
+        if cache is not None:
+            for oid in ids.values():
+                with contextlib.suppress(KeyError):
+                    held[oid] = cast(LedgerStream, cache.get(oid))
+        current = self.store.catalog.current(
+            [(oid, held[oid].version if oid in held else 0) for oid in ids.values()]
+        )
         for name, oid in ids.items():
-            if oid not in heads:
+            if oid not in current:
                 streams[name] = None
                 continue
-            cached: LedgerStream | None = None
-            if cache is not None:
-                try:
-                    cached = cast(LedgerStream, cache.get(oid))
-                except KeyError:
-                    cached = None
-            if cached is not None and cached.version == heads[oid]:
-                streams[name] = cached.__deepcopy__({})  # the cache's own cheap copy
+            newest = current[oid][1]
+            if newest is None:
+                streams[name] = held[oid].__deepcopy__({})  # the cache's own cheap copy
             elif name.startswith(("case/", "access/")):
-                stale.append(name)
+                streams[name] = stream_class(name).at_head(oid, parse_envelope(newest))
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
-        if stale:
-            newest = self.store.catalog.newest([ids[name] for name in stale])
-            for name in stale:
-                oid = ids[name]
-                streams[name] = stream_class(name).at_head(oid, parse_envelope(newest[oid][1]))
 
     def _check_references(
         self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, _Item]

@@ -186,18 +186,20 @@ class PostgresCatalog:
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
-    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
-        """Each stream's latest version and stored bytes, in one query (an index
-        lookup per stream)."""
+    def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
+        """Each stream's latest version, with its newest stored bytes unless that is
+        the version already held: one query (an index lookup per stream), so one
+        round trip while the write lock is held."""
         rows = self._query(
             SQL(
-                "SELECT ids.id, e.originator_version, e.state FROM unnest(%s::uuid[]) AS ids(id) "
+                "SELECT ids.id, e.originator_version, CASE WHEN e.originator_version = ids.v "
+                "THEN NULL ELSE e.state END FROM unnest(%s::uuid[], %s::bigint[]) AS ids(id, v) "
                 "CROSS JOIN LATERAL (SELECT originator_version, state FROM {} "
                 "WHERE originator_id = ids.id ORDER BY originator_version DESC LIMIT 1) AS e"
             ).format(self._events()),
-            [list(ids)],
+            [[oid for oid, _ in held], [version for _, version in held]],
         )
-        return {UUID(str(r[0])): (int(r[1]), bytes(r[2])) for r in rows}
+        return {UUID(str(r[0])): (int(r[1]), None if r[2] is None else bytes(r[2])) for r in rows}
 
     def count_events(self) -> int:
         return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])

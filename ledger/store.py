@@ -199,7 +199,7 @@ class Catalog(Protocol):
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
-    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]: ...
+    def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]: ...
     def streams_mentioning(self, text: str) -> list[str]: ...
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
@@ -307,16 +307,25 @@ class SQLiteCatalog:
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
-    def newest(self, ids: Sequence[UUID]) -> dict[UUID, tuple[int, bytes]]:
-        """Each stream's latest version and stored bytes, in one query per 500 streams."""
+    def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
+        """Each stream's latest version, with its newest stored bytes unless that is
+        the version already held: one query per 250 streams."""
         t = self.events_table
-        rows = self._per_stream(
-            f"SELECT e.originator_id, e.originator_version, e.state FROM ids JOIN {t} e "
-            "ON e.originator_id = ids.id AND e.originator_version = "
-            f"(SELECT MAX(originator_version) FROM {t} WHERE originator_id = ids.id)",
-            ids,
-        )
-        return {UUID(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
+        found: dict[UUID, tuple[int, bytes | None]] = {}
+        for start in range(0, len(held), 250):
+            chunk = held[start : start + 250]
+            values = ",".join(["(?,?)"] * len(chunk))
+            rows = self._query(
+                f"WITH ids(id, v) AS (VALUES {values}) SELECT e.originator_id, "
+                "e.originator_version, CASE WHEN e.originator_version = ids.v THEN NULL "
+                f"ELSE e.state END FROM ids JOIN {t} e ON e.originator_id = ids.id AND "
+                f"e.originator_version = (SELECT MAX(originator_version) FROM {t} "
+                "WHERE originator_id = ids.id)",
+                [x for oid, version in chunk for x in (oid.hex, version)],
+            )
+            for r in rows:
+                found[UUID(r[0])] = (int(r[1]), None if r[2] is None else bytes(r[2]))
+        return found
 
 
 class LedgerApplication(Application[UUID]):

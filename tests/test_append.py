@@ -245,3 +245,24 @@ def test_a_repeat_recorded_between_lookup_and_write_gets_the_original_receipt(
         ]
     finally:
         other.close()
+
+
+def test_current_brings_the_newest_event_only_where_the_version_held_is_old(
+    world: World,
+) -> None:
+    """The one query an append makes under the write lock: each stream's latest
+    version, and its newest stored bytes unless the caller holds that version."""
+    from uuid import uuid4
+
+    from ledger.verify import stream_id
+
+    for _ in range(3):
+        world.append("police-a")
+    world.append("police-a", case_id="C-2")
+    one, two, nowhere = stream_id("case/C-1"), stream_id("case/C-2"), uuid4()
+    found = world.ledger.store.catalog.current([(one, 3), (two, 0), (nowhere, 0)])
+    assert found[one] == (3, None)
+    assert found[two] == (1, world.raw.state("case/C-2", 1))
+    assert nowhere not in found
+    stale = world.ledger.store.catalog.current([(one, 2)])
+    assert stale == {one: (3, world.raw.state("case/C-1", 3))}
