@@ -4,6 +4,8 @@ whoever waits: results must still come out one per check, in order."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,11 +41,22 @@ def test_results_are_one_per_check_in_order(verdicts: list[bool], chunk: int) ->
     assert checks.results() == verdicts  # asked again: the same answer, not re-run
 
 
-def test_waiting_takes_back_chunks_no_worker_has_started() -> None:
-    """With every worker held up, the waiting thread checks the queued chunks itself."""
+@contextmanager
+def _workers_busy() -> Iterator[None]:
+    """Every worker thread held up until the block ends."""
     release = threading.Event()
     blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._POOL._max_workers)]
     try:
+        yield
+    finally:
+        release.set()
+        for b in blockers:
+            b.result(timeout=10)
+
+
+def test_waiting_takes_back_chunks_no_worker_has_started() -> None:
+    """With every worker held up, the waiting thread checks the queued chunks itself."""
+    with _workers_busy():
         checks = SignatureChecks(2)
         for n in range(10):
             checks.add(KEY.public_key(), _sig(n, n != 7), _body(n))
@@ -53,25 +66,15 @@ def test_waiting_takes_back_chunks_no_worker_has_started() -> None:
         waiter.join(timeout=10)
         assert answer == [[n != 7 for n in range(10)]]  # not stuck behind the workers
         assert all(future.cancelled() for _, future in checks._started)
-    finally:
-        release.set()
-        for b in blockers:
-            b.result(timeout=10)
 
 
 def test_abandoned_checks_do_not_run_and_cannot_be_added_to_after_results() -> None:
-    release = threading.Event()
-    blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._POOL._max_workers)]
-    try:
+    with _workers_busy():
         checks = SignatureChecks(2)
         for n in range(6):
             checks.add(KEY.public_key(), _sig(n, True), _body(n))
         checks.abandon()
         assert all(future.cancelled() for _, future in checks._started)
-    finally:
-        release.set()
-        for b in blockers:
-            b.result(timeout=10)
     done = SignatureChecks()
     done.add(KEY.public_key(), _sig(0, True), _body(0))
     assert done.results() == [True]
