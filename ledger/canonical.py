@@ -17,6 +17,7 @@ from .errors import ValidationError
 from .verify import ENVELOPE_VERSION, b64encode
 
 MAX_SAFE_INTEGER = 2**53 - 1
+MAX_FAST_NODES = 1_000_000  # more than a 1 MiB body can hold
 
 
 # Built once: json.dumps with any option set builds a new encoder on every call.
@@ -31,10 +32,15 @@ def _encoder_agrees(value: Any) -> bool:
     whose keys lie below U+10000 (where code-point order and RFC 8785's UTF-16
     order coincide). Floats, which need RFC 8785's number formatting, and
     anything else go to the `rfc8785` library. A loop, not recursion: it runs
-    on every appended body.
+    on every appended body. A value that contains itself would loop for ever, so
+    past a bound on nodes visited it is left to `rfc8785`, which refuses it.
     """
     todo = [value]
+    budget = MAX_FAST_NODES
     while todo:
+        budget -= 1
+        if budget < 0:
+            return False
         item = todo.pop()
         kind = type(item)
         if kind is str or kind is bool or item is None:

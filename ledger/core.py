@@ -383,20 +383,24 @@ class Ledger:
         if not submissions:
             return []
         now = self.clock()
-        items, signatures_checked = self._prepare_batch(submissions, now, system)
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                return self._save_exclusively(items, signatures_checked)
-            except NarrativeErased as e:
-                self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
-                raise
-            except StoreIntegrityError:
-                # Another writer took a stream version or an event id first:
-                # re-read the streams and try again (idempotency sorts out the rest).
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
-            except PersistenceError as e:
-                raise StoreUnavailable(f"database error; nothing was written: {e}") from None
-        raise Conflict("could not append after repeated concurrent conflicts; retry later")
+        checks = SignatureChecks()
+        try:
+            items, signatures_checked = self._prepare_batch(submissions, now, system, checks)
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    return self._save_exclusively(items, signatures_checked)
+                except NarrativeErased as e:
+                    self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
+                    raise
+                except StoreIntegrityError:
+                    # Another writer took a stream version or an event id first:
+                    # re-read the streams and try again (idempotency sorts out the rest).
+                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                except PersistenceError as e:
+                    raise StoreUnavailable(f"database error; nothing was written: {e}") from None
+            raise Conflict("could not append after repeated concurrent conflicts; retry later")
+        finally:
+            checks.abandon()  # a batch refused before its checks were waited for
 
     def _save_exclusively(
         self, items: Sequence[_Item], signatures_checked: Callable[[], None]
@@ -431,45 +435,45 @@ class Ledger:
         verdicts: list[LedgerError | None] = []
         for submission in submissions:
             try:
-                self._prepare_batch([submission], now, False)[1]()
+                self._prepare_batch([submission], now, False, SignatureChecks())[1]()
                 verdicts.append(None)
             except LedgerError as e:
                 verdicts.append(e)
         return verdicts
 
     def _prepare_batch(
-        self, submissions: Sequence[Submission], now: datetime, system: bool
+        self,
+        submissions: Sequence[Submission],
+        now: datetime,
+        system: bool,
+        checks: SignatureChecks,
     ) -> tuple[list[_Item], Callable[[], None]]:
-        """Validate a batch, its signatures checked on worker threads meanwhile (keys
-        valid at `now`); call the second result to wait, raising on a bad one.
+        """Validate a batch, its signatures checked meanwhile by `checks` on worker
+        threads (keys valid at `now`); call the second result to wait, raising on a
+        bad one.
 
         Refusals come in the order they would one at a time: a body that does not
         validate before a key that is not the agency's to use.
         """
         stamp = format_recorded_at(now)
-        checks = SignatureChecks()
         agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
         items: list[_Item] = []
         refused: LedgerError | None = None
-        try:
-            for submission in submissions:
-                item = self._prepare(submission, now, system)
-                items.append(item)
-                if refused is None:
-                    body = item.body
-                    try:
-                        key = self._public_key(
-                            body["agency"], body["key_id"], body["event_id"], agencies, stamp
-                        )
-                    except LedgerError as e:
-                        refused = e
-                        continue
-                    checks.add(key, item.sig, item.body_bytes)
-            if refused is not None:
-                raise refused
-        except BaseException:
-            checks.abandon()
-            raise
+        for submission in submissions:
+            item = self._prepare(submission, now, system)
+            items.append(item)
+            if refused is None:
+                body = item.body
+                try:
+                    key = self._public_key(
+                        body["agency"], body["key_id"], body["event_id"], agencies, stamp
+                    )
+                except LedgerError as e:
+                    refused = e
+                    continue
+                checks.add(key, item.sig, item.body_bytes)
+        if refused is not None:
+            raise refused
         done: list[bool] = []
 
         def check() -> None:

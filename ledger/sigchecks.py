@@ -30,18 +30,22 @@ class SignatureChecks:
         self._pending: list[_Check] = []
         self._started: list[tuple[list[_Check], Future[list[bool]]]] = []
         self._results: list[bool] | None = None
+        self._abandoned = False
 
     def add(self, key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> None:
-        if self._results is not None:
-            raise RuntimeError("signature checks already collected")
+        if self._results is not None or self._abandoned:
+            raise RuntimeError("signature checks already collected or abandoned")
         self._pending.append((key, sig, body_bytes))
         if len(self._pending) >= self._chunk and _POOL._max_workers > 1:
             chunk, self._pending = self._pending, []
             self._started.append((chunk, _POOL.submit(verify_chunk, chunk)))
 
     def abandon(self) -> None:
-        """Drop the checks no worker has started: the batch was refused before its
-        signatures mattered."""
+        """Drop the checks no worker has started, unless the results are in: the
+        batch is finished with, or was refused before its signatures mattered."""
+        if self._results is not None:
+            return
+        self._abandoned = True
         for _, future in self._started:
             future.cancel()
         self._pending = []
@@ -50,8 +54,9 @@ class SignatureChecks:
         """Whether each signature verifies; waits for the workers, helping them."""
         if self._results is not None:
             return self._results
+        if self._abandoned:
+            raise RuntimeError("signature checks were abandoned")
         tail = verify_chunk(self._pending)
-        self._pending = []
         done: list[list[bool] | None] = [None] * len(self._started)
         # Newest first: those are the chunks least likely to have been started.
         for n in range(len(self._started) - 1, -1, -1):
@@ -63,4 +68,5 @@ class SignatureChecks:
             part = done[n]
             out += future.result() if part is None else part
         self._results = out + tail
+        self._pending = []
         return self._results

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ledger import sigchecks
 from ledger.sigchecks import SignatureChecks
 from ledger.verify import signing_message
+from tests.conftest import World
 
 KEY = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()
@@ -75,8 +76,39 @@ def test_abandoned_checks_do_not_run_and_cannot_be_added_to_after_results() -> N
             checks.add(KEY.public_key(), _sig(n, True), _body(n))
         checks.abandon()
         assert all(future.cancelled() for _, future in checks._started)
+        with pytest.raises(RuntimeError, match="abandoned"):
+            checks.results()
+        with pytest.raises(RuntimeError, match="abandoned"):
+            checks.add(KEY.public_key(), _sig(9, True), _body(9))
     done = SignatureChecks()
     done.add(KEY.public_key(), _sig(0, True), _body(0))
     assert done.results() == [True]
     with pytest.raises(RuntimeError, match="already collected"):
         done.add(KEY.public_key(), _sig(1, True), _body(1))
+    done.abandon()  # once the results are in, abandoning changes nothing
+    assert done.results() == [True]
+
+
+def test_a_batch_refused_while_saving_drops_its_queued_checks(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch refused after validation (here: it responds to an event of another
+    case) leaves no checks queued ahead of the next batch's."""
+    from ledger import core
+    from ledger.errors import ValidationError
+
+    made: list[SignatureChecks] = []
+
+    class Recorded(SignatureChecks):
+        def __init__(self) -> None:
+            super().__init__(2)
+            made.append(self)
+
+    monkeypatch.setattr(core, "SignatureChecks", Recorded)
+    other = world.append("police-a", case_id="C-2")
+    batch = [world.signed(world.body("police-a")) for _ in range(20)]
+    batch.append(world.signed(world.body("police-a", responds_to=[other.event_id])))
+    with _workers_busy(), pytest.raises(ValidationError, match="not an earlier event"):
+        world.ledger.append_many(batch)
+    assert made[-1]._started
+    assert all(future.cancelled() for _, future in made[-1]._started)

@@ -132,6 +132,13 @@ def test_canonical_matches_rfc8785_library(value: Any) -> None:
         assert canonical(value) == expected
 
 
+def test_a_value_that_contains_itself_is_refused() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValidationError, match="cannot be canonicalised"):
+        canonical({"x": loop})
+
+
 OURS = HERE / "vectors"
 
 
