@@ -474,18 +474,14 @@ class Ledger:
                 checks.add(key, item.sig, item.body_bytes)
         if refused is not None:
             raise refused
-        done: list[bool] = []
 
-        def check() -> None:
-            if done:
-                return
+        def check() -> None:  # cheap to repeat: the results are kept
             for item, ok in zip(items, checks.results(), strict=True):
                 if not ok:
                     raise SignatureError(
                         f"event {item.body['event_id']}: signature does not verify with key "
                         f"{item.body['key_id']} of agency {item.body['agency']!r}"
                     )
-            done.append(True)
 
         return items, check
 
@@ -511,24 +507,18 @@ class Ledger:
         erased meanwhile, whose key may still be cached here.
         """
         wanted = [i for i in items if i.narrative]
-        if not wanted:
-
-            def checked() -> list[tuple[str, str, str, bytes]]:
+        keys: Mapping[str, bytes] = {}
+        if wanted:
+            cases = {str(i.body["case_id"]) for i in wanted}
+            cached = self.vault().cached_case_keys(cases)
+            if cached is None:
                 signatures_checked()
-                return []
-
-            return checked
-        vault = self.vault()
-        cases = {str(i.body["case_id"]) for i in wanted}
-        keys = vault.cached_case_keys(cases)
-        if keys is None:
-            signatures_checked()
-            rows = self._seal_narrative(wanted, vault.case_keys(cases))
-            return lambda: rows
+                cached = self.vault().case_keys(cases)
+            keys = cached
 
         def sealed() -> list[tuple[str, str, str, bytes]]:
             signatures_checked()
-            return self._seal_narrative(wanted, keys)
+            return self._seal_narrative(wanted, keys) if wanted else []
 
         return sealed
 

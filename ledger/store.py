@@ -138,8 +138,9 @@ class _NoTranscoder(Transcoder):
 
 
 def before_commit(kwargs: dict[str, Any]) -> list[tuple[str, str, str, bytes]]:
-    """Run the writer's last check inside the transaction, after its events are
-    inserted: it may refuse the batch (rolling it back) or return narrative rows."""
+    """Run the writer's last check inside the write transaction, before it commits
+    (on SQLite, after the events are inserted): it may refuse the batch, rolling it
+    back, or return the narrative rows to write with it."""
     check = kwargs.get("before_commit")
     return [] if check is None else list(check())
 
@@ -276,23 +277,29 @@ class SQLiteCatalog:
         )
         return [str(r[0]) for r in rows]
 
-    def _per_stream(self, select: str, ids: Sequence[UUID]) -> list[tuple[Any, ...]]:
-        """`select` run once per stream id (`ids.id`), 500 ids to a query: each looks up
-        its stream's newest row in the primary key's index, where a GROUP BY over an
-        IN list would read every event of every stream, and long cases would make
-        each append slower."""
-        rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(ids), 500):
-            chunk = [i.hex for i in ids[start : start + 500]]
-            values = ",".join(["(?)"] * len(chunk))
-            rows += self._query(f"WITH ids(id) AS (VALUES {values}) {select}", chunk)
-        return rows
+    def _per_stream(
+        self, select: str, rows: Sequence[tuple[Any, ...]], columns: str = "id"
+    ) -> list[tuple[Any, ...]]:
+        """`select` run once per stream (`ids.id`, and any further `columns` of `rows`),
+        500 parameters to a query: each looks up its stream's newest row in the
+        primary key's index, where a GROUP BY over an IN list would read every event
+        of every stream, and long cases would make each append slower."""
+        width = columns.count(",") + 1
+        marks = "(" + ",".join("?" * width) + ")"
+        step = 500 // width
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            values = ",".join([marks] * len(chunk))
+            params = [x for row in chunk for x in row]
+            found += self._query(f"WITH ids({columns}) AS (VALUES {values}) {select}", params)
+        return found
 
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]:
         rows = self._per_stream(
             f"SELECT id, (SELECT MAX(originator_version) FROM {self.events_table} "
             "WHERE originator_id = ids.id) FROM ids",
-            ids,
+            [(i.hex,) for i in ids],
         )
         return {UUID(r[0]): int(r[1]) for r in rows if r[1] is not None}
 
@@ -311,21 +318,15 @@ class SQLiteCatalog:
         """Each stream's latest version, with its newest stored bytes unless that is
         the version already held: one query per 250 streams."""
         t = self.events_table
-        found: dict[UUID, tuple[int, bytes | None]] = {}
-        for start in range(0, len(held), 250):
-            chunk = held[start : start + 250]
-            values = ",".join(["(?,?)"] * len(chunk))
-            rows = self._query(
-                f"WITH ids(id, v) AS (VALUES {values}) SELECT e.originator_id, "
-                "e.originator_version, CASE WHEN e.originator_version = ids.v THEN NULL "
-                f"ELSE e.state END FROM ids JOIN {t} e ON e.originator_id = ids.id AND "
-                f"e.originator_version = (SELECT MAX(originator_version) FROM {t} "
-                "WHERE originator_id = ids.id)",
-                [x for oid, version in chunk for x in (oid.hex, version)],
-            )
-            for r in rows:
-                found[UUID(r[0])] = (int(r[1]), None if r[2] is None else bytes(r[2]))
-        return found
+        rows = self._per_stream(
+            "SELECT e.originator_id, e.originator_version, CASE WHEN e.originator_version "
+            f"= ids.v THEN NULL ELSE e.state END FROM ids JOIN {t} e ON e.originator_id = "
+            f"ids.id AND e.originator_version = (SELECT MAX(originator_version) FROM {t} "
+            "WHERE originator_id = ids.id)",
+            [(oid.hex, version) for oid, version in held],
+            "id, v",
+        )
+        return {UUID(r[0]): (int(r[1]), None if r[2] is None else bytes(r[2])) for r in rows}
 
 
 class LedgerApplication(Application[UUID]):

@@ -260,7 +260,9 @@ def test_current_brings_the_newest_event_only_where_the_version_held_is_old(
         world.append("police-a")
     world.append("police-a", case_id="C-2")
     one, two, nowhere = stream_id("case/C-1"), stream_id("case/C-2"), uuid4()
-    found = world.ledger.store.catalog.current([(one, 3), (two, 0), (nowhere, 0)])
+    absent = [(uuid4(), 0) for _ in range(300)]  # past one query's worth of streams
+    found = world.ledger.store.catalog.current([*absent, (one, 3), (two, 0), (nowhere, 0)])
+    assert set(found) == {one, two}
     assert found[one] == (3, None)
     assert found[two] == (1, world.raw.state("case/C-2", 1))
     assert nowhere not in found
