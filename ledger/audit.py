@@ -45,8 +45,12 @@ from .verify import (
 )
 
 PAGE = 1000
-SIG_CHUNK = 256
+SIG_CHUNK = 1024
 MAX_KEPT_PROBLEMS = 1000
+
+# Where an event awaiting its signature result is (order, stream, seq, event id) and
+# whose key it needs: a plain tuple, as a Problem is made only for the few that fail.
+_Pending = tuple[tuple[int, int, int], str, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -194,9 +198,9 @@ class Auditor:
         )
         self.slots = cores
         self.processes = processes
-        self.in_flight: deque[tuple[Future[list[bool]], list[tuple[Problem, str]]]] = deque()
+        self.in_flight: deque[tuple[Future[list[bool]], list[_Pending]]] = deque()
         self.batch: list[tuple[bytes, bytes, bytes]] = []
-        self.batch_ctx: list[tuple[Problem, str]] = []
+        self.batch_ctx: list[_Pending] = []
         self.ids = _EventIds()
         self.raw_keys: dict[int, bytes] = {}
         self.origin: str | None = None
@@ -364,19 +368,20 @@ class Auditor:
         key: tuple[int, int, int],
         registry: bool,
     ) -> None:
+        event_id = env.event_id
         for message in chain.check(env, version):
-            self._problem(key, chain.stream, version, env.event_id, message)
-        is_registry_event = env.stream == LEDGER_STREAM or env.stream.startswith("agency/")
-        if is_registry_event != registry:
+            self._problem(key, chain.stream, version, event_id, message)
+        stream = env.stream
+        if (stream == LEDGER_STREAM or stream.startswith("agency/")) != registry:
             self._problem(
                 key,
                 chain.stream,
                 version,
-                env.event_id,
+                event_id,
                 "registry event stored outside the registry (topic altered?)",
             )
             return
-        self.ids.add(env.event_id, chain.stream, version, key)
+        self.ids.add(event_id, chain.stream, version, key)
         public_key, why = self.registry.key_for(env)
         if public_key is None:
             self._problem(key, chain.stream, version, env.event_id, str(why))
@@ -414,12 +419,11 @@ class Auditor:
                     key, chain.stream, version, env.event_id, f"bad registry payload: {e}"
                 )
             return
-        problem = Problem(key, chain.stream, version, env.event_id, "")
         raw = self.raw_keys.get(id(public_key))
         if raw is None:
             raw = self.raw_keys[id(public_key)] = public_key.public_bytes_raw()
         self.batch.append((raw, env.sig, env.body_bytes))
-        self.batch_ctx.append((problem, env.agency))
+        self.batch_ctx.append((key, chain.stream, version, event_id, env.agency))
         if len(self.batch) >= SIG_CHUNK:
             self._submit()
 
@@ -439,13 +443,13 @@ class Auditor:
             future, contexts = self.in_flight.popleft()
             results = future.result()
             self.report.signatures += len(results)
-            for ok, (where, agency) in zip(results, contexts, strict=True):
+            for ok, (order, stream, seq, event_id, agency) in zip(results, contexts, strict=True):
                 if not ok:
                     self._problem(
-                        where.order,
-                        where.stream,
-                        where.seq,
-                        where.event_id,
+                        order,
+                        stream,
+                        seq,
+                        event_id,
                         f"signature does not verify with {agency}'s key: "
                         "the body was altered, or it was signed by someone else",
                     )

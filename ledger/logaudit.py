@@ -44,19 +44,15 @@ class LogAuditor:
         return f"{self.name_of(oid)} seq {seq}"
 
     def _notifications(self) -> Iterator[tuple[int, str, int, bytes]]:
-        start = 1
+        """(notification id, originator hex, version, stored bytes) in log order, read
+        raw: the rows the integrator read, without an eventsourcing object per row."""
+        last = 0
         while True:
-            page = self.store.app.recorder.select_notifications(start, PAGE)
-            for n in page:
-                yield (
-                    n.id,
-                    str(n.originator_id).replace("-", ""),
-                    n.originator_version,
-                    bytes(n.state),
-                )
+            page = self.store.catalog.notifications_after(last, PAGE)
+            yield from page
             if len(page) < PAGE:
                 return
-            start = page[-1].id + 1
+            last = page[-1][0]
 
     def _stored(self, sql: str) -> Iterator[Any]:
         return self.log.db.stream(sql)
@@ -80,10 +76,10 @@ class LogAuditor:
             while pending_leaf is not None and int(pending_leaf[1]) < nid:
                 self._deleted(pending_leaf)
                 pending_leaf = next(stored_leaves, None)
-            event_hash = hashlib.sha256(state).digest()
             leaf = leaf_hash(state)
             if pending_leaf is not None and int(pending_leaf[1]) == nid:
                 index, _, l_oid, l_seq, l_hash, l_leaf = pending_leaf
+                event_hash = hashlib.sha256(state).digest()
                 if (
                     bytes(l_hash) != event_hash
                     or l_oid != oid

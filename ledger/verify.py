@@ -12,6 +12,7 @@ This module must never import the rest of the ledger.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import json
@@ -71,7 +72,12 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    """Strict base64. The usual, canonical case decodes in one call; anything else takes
+    the standard decoder's path, so it is accepted or refused exactly as there."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError, TypeError):
+        return base64.b64decode(text.encode("ascii"), validate=True)
 
 
 def key_id_of(public_key: bytes) -> str:

@@ -139,6 +139,26 @@ def test_a_value_that_contains_itself_is_refused() -> None:
         canonical({"x": loop})
 
 
+def _outcome(decode: Any, text: str) -> bytes | str:
+    try:
+        return bytes(decode(text))
+    except (ValueError, TypeError) as e:
+        return type(e).__name__
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n\xe9")
+)
+def test_b64decode_accepts_and_refuses_as_the_standard_decoder(text: str) -> None:
+    import base64
+
+    def standard(t: str) -> bytes:
+        return base64.b64decode(t.encode("ascii"), validate=True)
+
+    assert _outcome(b64decode, text) == _outcome(standard, text)
+
+
 OURS = HERE / "vectors"
 
 
