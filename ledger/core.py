@@ -388,9 +388,11 @@ class Ledger:
             items, signatures_checked = self._prepare_batch(submissions, now, system, checks)
             for attempt in range(MAX_ATTEMPTS):
                 try:
-                    return self._save_exclusively(items, signatures_checked)
+                    return self._save_exclusively(items, signatures_checked, attempt == 0)
                 except NarrativeErased as e:
                     self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
+                    if attempt == 0:
+                        continue  # unless the batch repeats what was recorded before it
                     raise
                 except StoreIntegrityError:
                     # Another writer took a stream version or an event id first:
@@ -403,7 +405,7 @@ class Ledger:
             checks.abandon()  # a batch refused before its checks were waited for
 
     def _save_exclusively(
-        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
+        self, items: Sequence[_Item], signatures_checked: Callable[[], None], first: bool
     ) -> list[Receipt]:
         """One writer at a time, in this process and across processes sharing the
         database: they would only race each other for the same stream versions and
@@ -414,17 +416,23 @@ class Ledger:
         overlaps its checks with chaining and inserting its events, and commits only
         once they all hold; not where the lock is shared with other processes, which
         would wait on them too.
+
+        A first attempt is optimistic: it looks up only the events the batch refers
+        to, not whether its own ids are already recorded, as they almost never are.
+        The database's unique event id refuses a repeat, and the retry, which looks
+        them up, answers it with the original receipt (or a conflict). Alone with
+        its database, it also trusts this process's cached stream heads: a stream
+        another process has extended meanwhile refuses the same version twice.
         """
-        # Which ids are already recorded is read before the lock: the database's
-        # unique event id still refuses a repeat written meanwhile, and the retry
-        # then finds it.
-        known = self._known(items)
+        # Read before the lock: a repeat written meanwhile is refused all the same.
+        known = self._known(items, own_ids=not first)
         if self.store.writer_lock is not None or not self._write_lock.acquire(blocking=False):
             signatures_checked()
             self._write_lock.acquire()
         try:
             with self.store.writer():
-                return self._save(items, signatures_checked, known)
+                trust_cache = first and self.store.writer_lock is None
+                return self._save(items, signatures_checked, known, trust_cache)
         finally:
             self._write_lock.release()
 
@@ -573,17 +581,20 @@ class Ledger:
             raise NotFound(f"no event at seq {seq} of stream {originator_id}")
         return parse_envelope(bytes(rows[0].state))
 
-    def _known(self, items: Sequence[_Item]) -> dict[str, tuple[str, int]]:
-        """Where the batch's event ids, and the events they refer to, already are."""
-        ids = [i.body["event_id"] for i in items]
-        refs = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
-        return self.store.catalog.lookup(sorted(set(ids) | refs))
+    def _known(self, items: Sequence[_Item], own_ids: bool) -> dict[str, tuple[str, int]]:
+        """Where the events the batch refers to, and with `own_ids` its own event ids,
+        already are."""
+        wanted = {r for i in items for r in [*i.body["responds_to"], i.body["corrects"]] if r}
+        if own_ids:
+            wanted.update(i.body["event_id"] for i in items)
+        return self.store.catalog.lookup(sorted(wanted)) if wanted else {}
 
     def _save(
         self,
         items: Sequence[_Item],
         signatures_checked: Callable[[], None],
         known: dict[str, tuple[str, int]],
+        trust_cache: bool = False,
     ) -> list[Receipt]:
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
@@ -611,7 +622,7 @@ class Ledger:
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
-        self._load_streams(streams)
+        self._load_streams(streams, trust_cache)
         now = format_recorded_at(self.clock())
         index_rows: list[tuple[Any, ...]] = []
         envelopes: dict[str, Envelope] = {}
@@ -680,11 +691,13 @@ class Ledger:
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)
         return [r for r in receipts if r is not None]
 
-    def _load_streams(self, streams: dict[str, LedgerStream | None]) -> None:
+    def _load_streams(self, streams: dict[str, LedgerStream | None], trust_cache: bool) -> None:
         """Current aggregates for a batch's streams, in one query: it finds each
         stream's latest version, and brings its newest event unless a cached
         aggregate is at that version already. A case's state is only its chain head,
-        so that event is all a stale one (written by another process, say) needs."""
+        so that event is all a stale one (written by another process, say) needs.
+        With `trust_cache`, cached streams are taken as they are (see
+        `_save_exclusively`) and only the others are read."""
         ids = {name: stream_id(name) for name in streams}
         cache = self.app.repository.cache
         held: dict[UUID, LedgerStream] = {}
@@ -692,9 +705,13 @@ class Ledger:
             for oid in ids.values():
                 with contextlib.suppress(KeyError):
                     held[oid] = cast(LedgerStream, cache.get(oid))
-        current = self.store.catalog.current(
-            [(oid, held[oid].version if oid in held else 0) for oid in ids.values()]
-        )
+        current: dict[UUID, tuple[int, bytes | None]] = {}
+        if trust_cache:
+            current = {oid: (agg.version, None) for oid, agg in held.items()}
+        unread = [(oid, held[oid].version if oid in held else 0) for oid in ids.values()]
+        unread = [(oid, version) for oid, version in unread if oid not in current]
+        if unread:
+            current.update(self.store.catalog.current(unread))
         for name, oid in ids.items():
             if oid not in current:
                 streams[name] = None

@@ -230,8 +230,8 @@ def test_a_repeat_recorded_between_lookup_and_write_gets_the_original_receipt(
         real = world.ledger._known
         raced: list[bool] = []
 
-        def racing(items: Any) -> Any:
-            known = real(items)
+        def racing(items: Any, own_ids: bool) -> Any:
+            known = real(items, own_ids)
             if not raced:
                 raced.append(other.append(submission).duplicate)  # recorded meanwhile
             return known
@@ -245,6 +245,37 @@ def test_a_repeat_recorded_between_lookup_and_write_gets_the_original_receipt(
         ]
     finally:
         other.close()
+
+
+def test_a_stream_another_writer_extended_is_chained_after_its_event(world: World) -> None:
+    """This process's cached head of C-1 goes stale when another writer appends; the
+    next append here still follows the other's event, not the stale head."""
+    from ledger.core import Ledger
+
+    world.append("police-a")  # cached here at seq 1
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        theirs = other.append(world.signed(world.body("police-a")))
+    finally:
+        other.close()
+    ours = world.append("police-a")
+    assert (theirs.seq, ours.seq) == (2, 3)
+    envelopes = world.ledger.case_envelopes("C-1", cached=False)
+    assert [e.seq for e in envelopes] == [1, 2, 3]
+    assert envelopes[2].prev_hash == theirs.event_hash
+    assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
+
+
+def test_a_repeat_in_a_batch_is_answered_with_its_original_receipt(world: World) -> None:
+    """A batch's own ids are not looked up on a first attempt; a stored repeat among
+    new events is still answered as one, and the new events are recorded once."""
+    first = world.signed(world.body("police-a"))
+    original = world.ledger.append(first)
+    fresh = [world.signed(world.body("police-a")) for _ in range(2)]
+    receipts = world.ledger.append_many([fresh[0], first, fresh[1]])
+    assert receipts[1].duplicate and receipts[1].event_hash == original.event_hash
+    assert [r.seq for r in receipts] == [2, 1, 3]
+    assert len(world.ledger.case_envelopes("C-1", cached=False)) == 3
 
 
 def test_current_brings_the_newest_event_only_where_the_version_held_is_old(
