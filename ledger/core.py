@@ -431,7 +431,7 @@ class Ledger:
             self._write_lock.acquire()
         try:
             with self.store.writer():
-                trust_cache = first and self.store.writer_lock is None
+                trust_cache = first and self.store.url.is_sqlite
                 return self._save(items, signatures_checked, known, trust_cache)
         finally:
             self._write_lock.release()
