@@ -394,6 +394,10 @@ class Ledger:
                     if attempt == 0:
                         continue  # unless the batch repeats what was recorded before it
                     raise
+                except (ValidationError, NotFound):
+                    if attempt == 0:
+                        continue  # a repeat with another body is a conflict: look it up
+                    raise
                 except StoreIntegrityError:
                     # Another writer took a stream version or an event id first:
                     # re-read the streams and try again (idempotency sorts out the rest).
@@ -420,12 +424,14 @@ class Ledger:
         A first attempt is optimistic: it looks up only the events the batch refers
         to, not whether its own ids are already recorded, as they almost never are.
         The database's unique event id refuses a repeat, and the retry, which looks
-        them up, answers it with the original receipt (or a conflict). Alone with
-        its database, it also trusts this process's cached stream heads: a stream
-        another process has extended meanwhile refuses the same version twice.
+        them up, answers it with the original receipt (or a conflict). Not where the
+        batch would make a case's first narrative key: that is written before the
+        events, so a repeat must be known first. Alone with its database, a first
+        attempt also trusts this process's cached stream heads: a stream another
+        process has extended meanwhile refuses the same version twice.
         """
         # Read before the lock: a repeat written meanwhile is refused all the same.
-        known = self._known(items, own_ids=not first)
+        known = self._known(items, own_ids=not (first and self._case_keys_held(items)))
         if self.store.writer_lock is not None or not self._write_lock.acquire(blocking=False):
             signatures_checked()
             self._write_lock.acquire()
@@ -500,6 +506,11 @@ class Ledger:
         check_narrative(body, submission.narrative)
         body_bytes = submission.body_bytes or canonical(body)
         return _Item(body, body_bytes, submission.sig, stream_of(body), submission.narrative)
+
+    def _case_keys_held(self, items: Sequence[_Item]) -> bool:
+        """Whether sealing this batch's narrative needs no new case key."""
+        cases = {str(i.body["case_id"]) for i in items if i.narrative}
+        return not cases or self.vault().cached_case_keys(cases) is not None
 
     def _sealed_once_signed(
         self, items: Sequence[_Item], signatures_checked: Callable[[], None]

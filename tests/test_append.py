@@ -278,6 +278,18 @@ def test_a_repeat_in_a_batch_is_answered_with_its_original_receipt(world: World)
     assert len(world.ledger.case_envelopes("C-1", cached=False)) == 3
 
 
+def test_a_reused_event_id_is_a_conflict_whatever_else_its_body_gets_wrong(
+    world: World,
+) -> None:
+    """The id names what is already recorded: reusing it with a body that would also be
+    refused for another reason (here, a reference to an unknown event) is a conflict."""
+    first = world.append("police-a")
+    body = world.body("police-a", responds_to=["no-such-event"])
+    body["event_id"] = first.event_id
+    with pytest.raises(Conflict, match="already recorded"):
+        world.ledger.append(world.signed(body))
+
+
 def test_current_brings_the_newest_event_only_where_the_version_held_is_old(
     world: World,
 ) -> None:

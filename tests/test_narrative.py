@@ -335,6 +335,26 @@ def test_forged_or_repeated_submissions_never_touch_the_vault(world: World) -> N
     assert again.duplicate and again.event_hash == first.event_hash
 
 
+def test_a_reused_event_id_makes_no_narrative_key_for_a_new_case(world: World) -> None:
+    """A case's first narrative key is written before its events; a submission that
+    reuses a recorded event id with another body, for a case with no key yet, is a
+    conflict and leaves no key behind."""
+    from ledger.errors import Conflict
+
+    first = world.ledger.append(
+        Submission.signed(
+            world.body("police-a", "C-1", payload={"rationale": "first"}),
+            world.signers["police-a"],
+        )
+    )
+    reused = world.body("police-a", "NEW-CASE", payload={"rationale": "other"})
+    reused["event_id"] = first.event_id
+    with pytest.raises(Conflict, match="already recorded"):
+        world.ledger.append(Submission.signed(reused, world.signers["police-a"]))
+    rows = _raw_exec(world, "SELECT COUNT(*) FROM vault_case_keys WHERE case_id = 'NEW-CASE'", ())
+    assert rows == [(0,)]
+
+
 def test_verify_vault_names_a_key_removed_without_a_recorded_erasure(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
