@@ -387,15 +387,17 @@ class Ledger:
         try:
             items, signatures_checked = self._prepare_batch(submissions, now, system, checks)
             for attempt in range(MAX_ATTEMPTS):
+                keys = self._held_case_keys(items)
+                optimistic = attempt == 0 and keys is not None
                 try:
-                    return self._save_exclusively(items, signatures_checked, attempt == 0)
+                    return self._save_exclusively(items, signatures_checked, optimistic, keys)
                 except NarrativeErased as e:
                     self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
-                    if attempt == 0:
+                    if optimistic:
                         continue  # unless the batch repeats what was recorded before it
                     raise
                 except (ValidationError, NotFound):
-                    if attempt == 0:
+                    if optimistic:
                         continue  # a repeat with another body is a conflict: look it up
                     raise
                 except StoreIntegrityError:
@@ -409,7 +411,11 @@ class Ledger:
             checks.abandon()  # a batch refused before its checks were waited for
 
     def _save_exclusively(
-        self, items: Sequence[_Item], signatures_checked: Callable[[], None], first: bool
+        self,
+        items: Sequence[_Item],
+        signatures_checked: Callable[[], None],
+        optimistic: bool,
+        keys: Mapping[str, bytes] | None,
     ) -> list[Receipt]:
         """One writer at a time, in this process and across processes sharing the
         database: they would only race each other for the same stream versions and
@@ -421,24 +427,25 @@ class Ledger:
         once they all hold; not where the lock is shared with other processes, which
         would wait on them too.
 
-        A first attempt is optimistic: it looks up only the events the batch refers
-        to, not whether its own ids are already recorded, as they almost never are.
-        The database's unique event id refuses a repeat, and the retry, which looks
-        them up, answers it with the original receipt (or a conflict). Not where the
-        batch would make a case's first narrative key: that is written before the
-        events, so a repeat must be known first. Alone with its database, a first
-        attempt also trusts this process's cached stream heads: a stream another
-        process has extended meanwhile refuses the same version twice.
+        An `optimistic` (first) attempt looks up only the events the batch refers to,
+        not whether its own ids are already recorded, as they almost never are. The
+        database's unique event id refuses a repeat, and the retry, which looks them
+        up, answers it with the original receipt (or a conflict). It is optimistic
+        only where the case keys of the batch's narrative are all held (`keys`): a
+        case's first key is written before the events, so a repeat must be known
+        first. Alone with its database, it also trusts this process's cached stream
+        heads: a stream another process has extended meanwhile refuses the same
+        version twice.
         """
         # Read before the lock: a repeat written meanwhile is refused all the same.
-        known = self._known(items, own_ids=not (first and self._case_keys_held(items)))
+        known = self._known(items, own_ids=not optimistic)
         if self.store.writer_lock is not None or not self._write_lock.acquire(blocking=False):
             signatures_checked()
             self._write_lock.acquire()
         try:
             with self.store.writer():
-                trust_cache = first and self.store.url.is_sqlite
-                return self._save(items, signatures_checked, known, trust_cache)
+                trust_cache = optimistic and self.store.url.is_sqlite
+                return self._save(items, signatures_checked, known, keys, trust_cache)
         finally:
             self._write_lock.release()
 
@@ -507,13 +514,17 @@ class Ledger:
         body_bytes = submission.body_bytes or canonical(body)
         return _Item(body, body_bytes, submission.sig, stream_of(body), submission.narrative)
 
-    def _case_keys_held(self, items: Sequence[_Item]) -> bool:
-        """Whether sealing this batch's narrative needs no new case key."""
+    def _held_case_keys(self, items: Sequence[_Item]) -> Mapping[str, bytes] | None:
+        """The keys of the cases this batch has narrative for, if all are held here;
+        None where one would have to be read or made."""
         cases = {str(i.body["case_id"]) for i in items if i.narrative}
-        return not cases or self.vault().cached_case_keys(cases) is not None
+        return self.vault().cached_case_keys(cases) if cases else {}
 
     def _sealed_once_signed(
-        self, items: Sequence[_Item], signatures_checked: Callable[[], None]
+        self,
+        items: Sequence[_Item],
+        signatures_checked: Callable[[], None],
+        held: Mapping[str, bytes] | None,
     ) -> Callable[[], list[tuple[str, str, str, bytes]]]:
         """What the write transaction calls before it commits: wait for every signature
         to hold (a bad one rolls the batch back), then seal the batch's narrative.
@@ -526,14 +537,10 @@ class Ledger:
         erased meanwhile, whose key may still be cached here.
         """
         wanted = [i for i in items if i.narrative]
-        keys: Mapping[str, bytes] = {}
-        if wanted:
-            cases = {str(i.body["case_id"]) for i in wanted}
-            cached = self.vault().cached_case_keys(cases)
-            if cached is None:
-                signatures_checked()
-                cached = self.vault().case_keys(cases)
-            keys = cached
+        keys: Mapping[str, bytes] = {} if held is None else held
+        if wanted and held is None:
+            signatures_checked()
+            keys = self.vault().case_keys({str(i.body["case_id"]) for i in wanted})
 
         def sealed() -> list[tuple[str, str, str, bytes]]:
             signatures_checked()
@@ -605,7 +612,8 @@ class Ledger:
         items: Sequence[_Item],
         signatures_checked: Callable[[], None],
         known: dict[str, tuple[str, int]],
-        trust_cache: bool = False,
+        keys: Mapping[str, bytes] | None,
+        trust_cache: bool,
     ) -> list[Receipt]:
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
@@ -686,7 +694,7 @@ class Ledger:
                 events,
                 index_rows=index_rows,
                 before_commit=self._sealed_once_signed(
-                    [item for _, item in pending], signatures_checked
+                    [item for _, item in pending], signatures_checked, keys
                 ),
             )
             cache = self.app.repository.cache
@@ -719,8 +727,11 @@ class Ledger:
         current: dict[UUID, tuple[int, bytes | None]] = {}
         if trust_cache:
             current = {oid: (agg.version, None) for oid, agg in held.items()}
-        unread = [(oid, held[oid].version if oid in held else 0) for oid in ids.values()]
-        unread = [(oid, version) for oid, version in unread if oid not in current]
+        unread = [
+            (oid, held[oid].version if oid in held else 0)
+            for oid in ids.values()
+            if oid not in current
+        ]
         if unread:
             current.update(self.store.catalog.current(unread))
         for name, oid in ids.items():

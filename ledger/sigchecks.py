@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .verify import verify_chunk
 
 CHUNK = 8  # checks per task: ~1 ms of work, against ~10 µs to hand a task over
-_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ed25519")
+_WORKERS = os.cpu_count() or 2
+_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ed25519")
 _Check = tuple[Ed25519PublicKey, bytes, bytes]
 
 
@@ -36,7 +37,7 @@ class SignatureChecks:
         if self._results is not None or self._abandoned:
             raise RuntimeError("signature checks already collected or abandoned")
         self._pending.append((key, sig, body_bytes))
-        if len(self._pending) >= self._chunk and _POOL._max_workers > 1:
+        if len(self._pending) >= self._chunk and _WORKERS > 1:
             chunk, self._pending = self._pending, []
             self._started.append((chunk, _POOL.submit(verify_chunk, chunk)))
 

@@ -46,7 +46,7 @@ def test_results_are_one_per_check_in_order(verdicts: list[bool], chunk: int) ->
 def _workers_busy() -> Iterator[None]:
     """Every worker thread held up until the block ends."""
     release = threading.Event()
-    blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._POOL._max_workers)]
+    blockers = [sigchecks._POOL.submit(release.wait) for _ in range(sigchecks._WORKERS)]
     try:
         yield
     finally:
