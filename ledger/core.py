@@ -119,6 +119,23 @@ class _Item:
     narrative: Mapping[str, NarrativeText] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """An agency whose keys a batch is checked against, at the version then seen."""
+
+    agency: Agency
+    version: int
+    fresh: bool  # read from the database for this batch, not taken from the cache
+
+
+_Signers = dict[str, _Seen]
+
+
+def _usable(agency: Agency, key_id: str, now: str) -> bool:
+    b64 = agency.active_key(key_id)
+    return b64 is not None and agency.keys[key_id]["added_at"] <= now
+
+
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
     return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
 
@@ -385,12 +402,16 @@ class Ledger:
         now = self.clock()
         checks = SignatureChecks()
         try:
-            items, signatures_checked = self._prepare_batch(submissions, now, system, checks)
+            items, signatures_checked, signers = self._prepare_batch(
+                submissions, now, system, checks
+            )
             for attempt in range(MAX_ATTEMPTS):
                 keys = self._held_case_keys(items)
                 optimistic = attempt == 0 and keys is not None
                 try:
-                    return self._save_exclusively(items, signatures_checked, optimistic, keys)
+                    return self._save_exclusively(
+                        items, signatures_checked, signers, optimistic, keys
+                    )
                 except NarrativeErased as e:
                     self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
                     if optimistic:
@@ -414,6 +435,7 @@ class Ledger:
         self,
         items: Sequence[_Item],
         signatures_checked: Callable[[], None],
+        signers: _Signers,
         optimistic: bool,
         keys: Mapping[str, bytes] | None,
     ) -> list[Receipt]:
@@ -445,7 +467,7 @@ class Ledger:
         try:
             with self.store.writer():
                 trust_cache = optimistic and self.store.url.is_sqlite
-                return self._save(items, signatures_checked, known, keys, trust_cache)
+                return self._save(items, signatures_checked, signers, known, keys, trust_cache)
         finally:
             self._write_lock.release()
 
@@ -468,16 +490,16 @@ class Ledger:
         now: datetime,
         system: bool,
         checks: SignatureChecks,
-    ) -> tuple[list[_Item], Callable[[], None]]:
+    ) -> tuple[list[_Item], Callable[[], None], _Signers]:
         """Validate a batch, its signatures checked meanwhile by `checks` on worker
         threads (keys valid at `now`); call the second result to wait, raising on a
-        bad one.
+        bad one. The third is the agencies the keys were taken from, as seen.
 
         Refusals come in the order they would one at a time: a body that does not
         validate before a key that is not the agency's to use.
         """
         stamp = format_recorded_at(now)
-        agencies: dict[str, Agency] = {}  # read each agency's keys once per batch
+        agencies: _Signers = {}  # each agency's keys looked at once per batch
         items: list[_Item] = []
         refused: LedgerError | None = None
         for submission in submissions:
@@ -504,7 +526,7 @@ class Ledger:
                         f"{item.body['key_id']} of agency {item.body['agency']!r}"
                     )
 
-        return items, check
+        return items, check, agencies
 
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
         body = validate_body(submission.body, now)
@@ -567,7 +589,7 @@ class Ledger:
         agency_id: str,
         key_id: str,
         event_id: str,
-        agencies: dict[str, Agency],
+        agencies: _Signers,
         now: str,
     ) -> Ed25519PublicKey:
         if agency_id == LEDGER_AGENCY:
@@ -575,9 +597,14 @@ class Ledger:
             if key_id != signer.key_id:
                 raise SignatureError(f"event {event_id}: not signed with the ledger key")
             return signer.private_key.public_key()
-        agency = agencies.get(agency_id)
-        if agency is None:
-            agency = agencies[agency_id] = self.agency(agency_id)
+        seen = agencies.get(agency_id)
+        if seen is None:
+            seen = agencies[agency_id] = self._agency_as_seen(agency_id, fresh=False)
+        if not seen.fresh and not _usable(seen.agency, key_id, now):
+            # Refused as this process last saw the agency: read it before refusing,
+            # in case another process has added the key since.
+            seen = agencies[agency_id] = self._agency_as_seen(agency_id, fresh=True)
+        agency = seen.agency
         b64 = agency.active_key(key_id)
         if b64 is not None and agency.keys[key_id]["added_at"] > now:
             raise SignatureError(f"event {event_id}: key {key_id} is not valid yet")
@@ -592,6 +619,39 @@ class Ledger:
             cached = Ed25519PublicKey.from_public_bytes(b64decode(b64))
             self._public_keys[b64] = cached
         return cached
+
+    def _agency_as_seen(self, agency_id: str, fresh: bool) -> _Seen:
+        """The agency as this process last saw it, unless `fresh`: no read per batch.
+        `_save` confirms under the write lock that it has not moved since."""
+        cache = self.app.repository.cache
+        if cache is not None and not fresh:
+            with contextlib.suppress(KeyError):
+                held = cache.get(stream_id(f"agency/{agency_id}"))
+                if isinstance(held, Agency):
+                    # The version before the keys: a fast-forward in between makes the
+                    # keys newer than the version, so the check under the lock re-reads.
+                    return _Seen(held, held.version, fresh=False)
+        agency = self.agency(agency_id)
+        return _Seen(agency, agency.version, fresh=True)
+
+    def _confirm_signers(
+        self, items: Sequence[_Item], signers: _Signers, versions: Mapping[UUID, int], now: str
+    ) -> None:
+        """Under the write lock: where an agency's stream has moved since its keys were
+        looked at (a key revoked, here or by another process), check its events'
+        keys again, as the agency now stands."""
+        moved = {
+            agency_id
+            for agency_id, seen in signers.items()
+            if versions.get(stream_id(f"agency/{agency_id}")) != seen.version
+        }
+        if not moved:
+            return
+        fresh: _Signers = {a: self._agency_as_seen(a, fresh=True) for a in moved}
+        for item in items:
+            body = item.body
+            if body["agency"] in moved:
+                self._public_key(body["agency"], body["key_id"], body["event_id"], fresh, now)
 
     def stored_envelope(self, originator_id: UUID | str, seq: int) -> Envelope:
         rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
@@ -611,6 +671,7 @@ class Ledger:
         self,
         items: Sequence[_Item],
         signatures_checked: Callable[[], None],
+        signers: _Signers,
         known: dict[str, tuple[str, int]],
         keys: Mapping[str, bytes] | None,
         trust_cache: bool,
@@ -641,8 +702,11 @@ class Ledger:
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
-        self._load_streams(streams, trust_cache)
+        agency_versions = self._load_streams(
+            streams, trust_cache, {stream_id(f"agency/{a}"): s.version for a, s in signers.items()}
+        )
         now = format_recorded_at(self.clock())
+        self._confirm_signers([item for _, item in pending], signers, agency_versions, now)
         index_rows: list[tuple[Any, ...]] = []
         envelopes: dict[str, Envelope] = {}
         for n, item in pending:
@@ -710,13 +774,20 @@ class Ledger:
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)
         return [r for r in receipts if r is not None]
 
-    def _load_streams(self, streams: dict[str, LedgerStream | None], trust_cache: bool) -> None:
+    def _load_streams(
+        self,
+        streams: dict[str, LedgerStream | None],
+        trust_cache: bool,
+        versions_of: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, int]:
         """Current aggregates for a batch's streams, in one query: it finds each
         stream's latest version, and brings its newest event unless a cached
         aggregate is at that version already. A case's state is only its chain head,
         so that event is all a stale one (written by another process, say) needs.
         With `trust_cache`, cached streams are taken as they are (see
-        `_save_exclusively`) and only the others are read."""
+        `_save_exclusively`) and only the others are read. The same query finds
+        the latest versions of the streams `versions_of` (stream → version seen),
+        even where cached, and returns them."""
         ids = {name: stream_id(name) for name in streams}
         cache = self.app.repository.cache
         held: dict[UUID, LedgerStream] = {}
@@ -732,8 +803,11 @@ class Ledger:
             for oid in ids.values()
             if oid not in current
         ]
-        if unread:
-            current.update(self.store.catalog.current(unread))
+        asked = {oid for oid, _ in unread}
+        wanted = versions_of or {}
+        unread += [(oid, seen) for oid, seen in wanted.items() if oid not in asked]
+        found = self.store.catalog.current(unread) if unread else {}
+        current.update({oid: row for oid, row in found.items() if oid in asked})
         for name, oid in ids.items():
             if oid not in current:
                 streams[name] = None
@@ -745,6 +819,7 @@ class Ledger:
                 streams[name] = stream_class(name).at_head(oid, parse_envelope(newest))
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
+        return {oid: found[oid][0] for oid in wanted if oid in found}
 
     def _check_references(
         self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, _Item]

@@ -8,8 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.audit import audit
+from ledger.core import Ledger
 from ledger.errors import Conflict, NotFound, SignatureError, ValidationError
-from ledger.keys import Signer
+from ledger.keys import Signer, load_key_file
 from tests.conftest import World
 
 
@@ -114,6 +115,55 @@ def test_revoked_key_is_refused_and_rotated_key_works(world: World) -> None:
     assert new_path is not None
     world.signers["police-a"] = load_key_file(new_path)
     world.append("police-a")
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_key_revoked_elsewhere_is_refused_here(world: World) -> None:
+    """This process holds the agency as it last saw it; a key revoked by another
+    process since is refused all the same, and a key added there is accepted."""
+    world.append("police-a")  # the agency is now held here, key valid
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        _, new_path = other.add_agency_key("police-a")
+        other.revoke_agency_key("police-a", world.signers["police-a"].key_id, "lost")
+    finally:
+        other.close()
+    before = world.ledger.store.catalog.count_events()
+    with pytest.raises(SignatureError, match="revoked"):
+        world.append("police-a")
+    assert world.ledger.store.catalog.count_events() == before
+    assert new_path is not None
+    world.signers["police-a"] = load_key_file(new_path)
+    world.append("police-a")
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_key_revoked_while_a_batch_waits_to_be_written_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose keys were checked before a revocation committed, and which is
+    written after it, would carry a signature by a revoked key: the check under
+    the write lock refuses it."""
+    submission = world.signed(world.body("police-a"))
+    key_id = world.signers["police-a"].key_id
+    save = world.ledger._save_exclusively
+
+    def revoked_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        other = Ledger.open(world.url, world.keys, create=False)
+        try:
+            other.revoke_agency_key("police-a", key_id, "lost")
+        finally:
+            other.close()
+        monkeypatch.setattr(world.ledger, "_save_exclusively", save)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(world.ledger, "_save_exclusively", revoked_meanwhile)
+    before = world.ledger.store.catalog.count_events()
+    with pytest.raises(SignatureError, match="revoked"):
+        world.ledger.append(submission)
+    assert world.ledger.store.catalog.count_events() == before + 1  # the revocation only
     report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
     assert report.ok, report.problems
 
