@@ -417,9 +417,14 @@ class Ledger:
                     if optimistic:
                         continue  # unless the batch repeats what was recorded before it
                     raise
-                except (ValidationError, NotFound):
+                except StoreUnavailable:
+                    raise
+                except LedgerError:
                     if optimistic:
-                        continue  # a repeat with another body is a conflict: look it up
+                        # Only an attempt that has looked the batch's own ids up answers
+                        # a refusal: a repeat is answered with its receipt, a reused id
+                        # with a conflict, whatever else the first attempt tripped on.
+                        continue
                     raise
                 except StoreIntegrityError:
                     # Another writer took a stream version or an event id first:
