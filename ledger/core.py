@@ -417,13 +417,15 @@ class Ledger:
                     if optimistic:
                         continue  # unless the batch repeats what was recorded before it
                     raise
-                except StoreUnavailable:
+                except (StoreUnavailable, SignatureError):
+                    # A signature or key refused stands, repeat or not, as it does when
+                    # `_prepare_batch` refuses it before any attempt.
                     raise
                 except LedgerError:
                     if optimistic:
-                        # Only an attempt that has looked the batch's own ids up answers
-                        # a refusal: a repeat is answered with its receipt, a reused id
-                        # with a conflict, whatever else the first attempt tripped on.
+                        # Any other refusal is answered only by an attempt that has looked
+                        # the batch's own ids up: a repeat is answered with its receipt, a
+                        # reused id with a conflict, whatever else the first one tripped on.
                         continue
                     raise
                 except StoreIntegrityError:
@@ -478,7 +480,8 @@ class Ledger:
 
     def screen(self, submissions: Sequence[Submission]) -> list[LedgerError | None]:
         """What each submission would be refused for on its own, before any write:
-        its body, narrative and signature. Lets a refused batch be split cheaply."""
+        its body, narrative and signature, with keys as this process last saw them
+        (a write confirms them again). Lets a refused batch be split cheaply."""
         now = self.clock()
         verdicts: list[LedgerError | None] = []
         for submission in submissions:
@@ -504,7 +507,7 @@ class Ledger:
         validate before a key that is not the agency's to use.
         """
         stamp = format_recorded_at(now)
-        agencies: _Signers = {}  # each agency's keys looked at once per batch
+        agencies: _Signers = {}  # each agency as seen, shared by the batch's events
         items: list[_Item] = []
         refused: LedgerError | None = None
         for submission in submissions:
@@ -762,6 +765,7 @@ class Ledger:
             self.app.events.put(
                 events,
                 index_rows=index_rows,
+                agency_versions=agency_versions,
                 before_commit=self._sealed_once_signed(
                     [item for _, item in pending], signatures_checked, keys
                 ),

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import (
     Mapper,
     PersistenceError,
@@ -170,6 +171,9 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
         rows = kwargs.get("index_rows")
         if rows:
             c.executemany(f"INSERT INTO {INDEX_TABLE} VALUES (?,?,?,?,?,?,?,?)", rows)
+        moved = self._moved_agency(c, kwargs.get("agency_versions"))
+        if moved is not None:
+            raise StoreIntegrityError(f"agency stream {moved} moved while this batch was written")
         sealed = before_commit(kwargs)
         if sealed:
             # The events above took the write lock: no erasure can commit until this does.
@@ -187,6 +191,23 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
                 "VALUES (?,?,?,?)",
                 sealed,
             )
+        return None
+
+    def _moved_agency(self, c: SQLiteCursor, versions: dict[UUID, int] | None) -> UUID | None:
+        """A signing agency whose stream is no longer at the version its keys were
+        confirmed at, if any. The batch's keys are confirmed before this transaction
+        takes SQLite's write lock, and a process of its own may append to the agency
+        (revoke a key) in between; the inserts above now hold that lock, so what this
+        reads stays true until commit. The retry re-reads and confirms again.
+        (PostgreSQL's writer lock spans both, so its recorder has no need of this.)"""
+        for oid, version in (versions or {}).items():
+            c.execute(
+                f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                "WHERE originator_id = ?",
+                (oid.hex,),
+            )
+            if c.fetchone()[0] != version:
+                return oid
         return None
 
 

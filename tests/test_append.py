@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -140,6 +141,21 @@ def test_key_revoked_elsewhere_is_refused_here(world: World) -> None:
     assert report.ok, report.problems
 
 
+def test_a_repeat_signed_by_a_key_revoked_since_is_refused_each_time(world: World) -> None:
+    """Refused as it is when this process has already seen the revocation: the
+    answer must not depend on how fresh this process's view of the agency is."""
+    submission = world.signed(world.body("police-a"))
+    world.ledger.append(submission)
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        other.revoke_agency_key("police-a", world.signers["police-a"].key_id, "lost")
+    finally:
+        other.close()
+    for _ in range(2):
+        with pytest.raises(SignatureError, match="revoked"):
+            world.ledger.append(submission)
+
+
 def test_key_revoked_while_a_batch_waits_to_be_written_is_refused(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,6 +180,49 @@ def test_key_revoked_while_a_batch_waits_to_be_written_is_refused(
     with pytest.raises(SignatureError, match="revoked"):
         world.ledger.append(submission)
     assert world.ledger.store.catalog.count_events() == before + 1  # the revocation only
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_key_revoked_between_reading_heads_and_commit(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process revokes the key just after the batch has confirmed it. On
+    PostgreSQL the revocation waits for the writer lock, so the batch commits first,
+    signed by a key still valid; on SQLite it commits at once, and the batch, whose
+    transaction then finds the agency moved, is refused on its retry. Either way,
+    no event is signed by a key revoked before it was recorded."""
+    world.append("police-a")
+    key_id = world.signers["police-a"].key_id
+    load = world.ledger._load_streams
+    revoker: list[threading.Thread] = []
+
+    def revoke() -> None:
+        other = Ledger.open(world.url, world.keys, create=False)
+        try:
+            other.revoke_agency_key("police-a", key_id, "lost")
+        finally:
+            other.close()
+
+    def revoked_after_reading(*args: Any, **kwargs: Any) -> Any:
+        found = load(*args, **kwargs)
+        if not revoker:
+            revoker.append(threading.Thread(target=revoke))
+            revoker[0].start()
+            revoker[0].join(timeout=1.0)  # on PostgreSQL it waits for the writer lock
+        return found
+
+    monkeypatch.setattr(world.ledger, "_load_streams", revoked_after_reading)
+    submission = world.signed(world.body("police-a"))
+    if world.url.startswith("sqlite"):
+        with pytest.raises(SignatureError, match="revoked"):
+            world.ledger.append(submission)
+    else:
+        receipt = world.ledger.append(submission)
+        assert receipt.seq == 2
+    revoker[0].join(timeout=30)
+    assert not revoker[0].is_alive()
+    assert world.ledger.agency("police-a").active_key(key_id) is None
     report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
     assert report.ok, report.problems
 
