@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from .verify import (
     GENESIS_TYPE,
     LEDGER_AGENCY,
     LEDGER_STREAM,
+    REGISTRY_TYPES,
     Envelope,
     b64decode,
     b64encode,
@@ -134,6 +136,14 @@ _Signers = dict[str, _Seen]
 def _usable(agency: Agency, key_id: str, now: str) -> bool:
     b64 = agency.active_key(key_id)
     return b64 is not None and agency.keys[key_id]["added_at"] <= now
+
+
+def _after_batch(
+    versions: Mapping[UUID, int], pending: Sequence[tuple[int, _Item]]
+) -> dict[UUID, int]:
+    """The versions streams will be at once the batch's own events are inserted."""
+    written = Counter(stream_id(item.stream) for _, item in pending)
+    return {oid: version + written[oid] for oid, version in versions.items()}
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -540,6 +550,14 @@ class Ledger:
         body = validate_body(submission.body, now)
         if body["agency"] == LEDGER_AGENCY and not system:
             raise ValidationError(f"event {body['event_id']}: only the ledger may sign as 'ledger'")
+        if body["agency"] != LEDGER_AGENCY and (
+            body["type"] == GENESIS_TYPE or body["type"] in REGISTRY_TYPES
+        ):
+            # As `ledger verify` requires: an agency may not register itself or its keys.
+            raise ValidationError(
+                f"event {body['event_id']}: {body['type']} is recorded only by the ledger "
+                f"(ledger agency add / key commands), not signed by {body['agency']!r}"
+            )
         check_narrative(body, submission.narrative)
         body_bytes = submission.body_bytes or canonical(body)
         return _Item(body, body_bytes, submission.sig, stream_of(body), submission.narrative)
@@ -765,7 +783,7 @@ class Ledger:
             self.app.events.put(
                 events,
                 index_rows=index_rows,
-                agency_versions=agency_versions,
+                agency_versions=_after_batch(agency_versions, pending),
                 before_commit=self._sealed_once_signed(
                     [item for _, item in pending], signatures_checked, keys
                 ),

@@ -194,11 +194,12 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
         return None
 
     def _moved_agency(self, c: SQLiteCursor, versions: dict[UUID, int] | None) -> UUID | None:
-        """A signing agency whose stream is no longer at the version its keys were
-        confirmed at, if any. The batch's keys are confirmed before this transaction
-        takes SQLite's write lock, and a process of its own may append to the agency
-        (revoke a key) in between; the inserts above now hold that lock, so what this
-        reads stays true until commit. The retry re-reads and confirms again.
+        """A signing agency whose stream is not at the version expected (the one its
+        keys were confirmed at, plus any events of this batch), if any. The keys are
+        confirmed before this transaction takes SQLite's write lock, and another
+        process, whose writer lock is its own, may append to the agency (revoke a key)
+        in between; the inserts above now hold SQLite's lock, so what this reads stays
+        true until commit. The retry re-reads and confirms again.
         (PostgreSQL's writer lock spans both, so its recorder has no need of this.)"""
         for oid, version in (versions or {}).items():
             c.execute(

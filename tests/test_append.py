@@ -12,6 +12,7 @@ from ledger.audit import audit
 from ledger.core import Ledger
 from ledger.errors import Conflict, NotFound, SignatureError, ValidationError
 from ledger.keys import Signer, load_key_file
+from ledger.verify import b64encode, key_id_of
 from tests.conftest import World
 
 
@@ -209,7 +210,8 @@ def test_key_revoked_between_reading_heads_and_commit(
         if not revoker:
             revoker.append(threading.Thread(target=revoke))
             revoker[0].start()
-            revoker[0].join(timeout=1.0)  # on PostgreSQL it waits for the writer lock
+            # On PostgreSQL it waits for the writer lock this batch holds; not on SQLite.
+            revoker[0].join(timeout=None if world.url.startswith("sqlite") else 1.0)
         return found
 
     monkeypatch.setattr(world.ledger, "_load_streams", revoked_after_reading)
@@ -223,6 +225,43 @@ def test_key_revoked_between_reading_heads_and_commit(
     revoker[0].join(timeout=30)
     assert not revoker[0].is_alive()
     assert world.ledger.agency("police-a").active_key(key_id) is None
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_an_agency_cannot_record_its_own_registration_or_keys(world: World) -> None:
+    """Registry events are the ledger's to sign, as `ledger verify` requires; an
+    agency adding a key of its own choosing would be refused by verify afterwards."""
+    rogue = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    before = world.ledger.store.catalog.count_events()
+    for event_type, payload in (
+        ("AGENCY_KEY_ADDED", {"public_key": b64encode(rogue)}),
+        ("AGENCY_KEY_REVOKED", {"key_id": world.signers["csc-b"].key_id, "reason": "x"}),
+    ):
+        body = world.body("police-a", event_type=event_type, payload=payload)
+        del body["case_id"]
+        body["agency_id"] = "police-a"
+        with pytest.raises(ValidationError, match="recorded only by the ledger"):
+            world.ledger.append(world.signed(body))
+    assert world.ledger.store.catalog.count_events() == before
+
+
+def test_a_batch_may_extend_the_stream_of_an_agency_signing_in_it(world: World) -> None:
+    """A system batch holding a ledger-signed key for an agency and an event the
+    agency signs: the agency's stream moves by the batch's own event, which is not
+    another writer's."""
+    world.append("police-a")  # the agency is held here
+    new_key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    key_event = world.ledger.system_submission(
+        {"agency_id": "police-a"},
+        "AGENCY_KEY_ADDED",
+        {"public_key": b64encode(new_key)},
+        event_id="agency-police-a-key-batch",
+    )
+    seen = world.signed(world.body("police-a"))
+    receipts = world.ledger.append_many([key_event, seen], system=True)
+    assert [r.duplicate for r in receipts] == [False, False]
+    assert world.ledger.agency("police-a").active_key(key_id_of(new_key)) is not None
     report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
     assert report.ok, report.problems
 
