@@ -150,6 +150,46 @@ def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
     return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
 
 
+class Preparation:
+    """A batch being validated as its submissions arrive, their signatures checked
+    meanwhile on worker threads (keys valid at `now`). The group committer hands
+    each single append over as it comes in, so that by the time its window closes
+    the batch is ready to write; a submission refused on its own is refused at
+    `add` and left out, without costing the others a failed write."""
+
+    def __init__(self, ledger: Ledger, now: datetime, system: bool = False) -> None:
+        self.ledger = ledger
+        self.now = now
+        self.system = system
+        self.stamp = format_recorded_at(now)
+        self.checks = SignatureChecks()
+        self.signers: _Signers = {}  # each agency as seen, shared by the batch's events
+        self.items: list[_Item] = []
+
+    def add(self, submission: Submission) -> None:
+        """Validate `submission` and start its signature check, or raise its refusal
+        and leave the batch as it was."""
+        self.add_item(self.ledger._prepare(submission, self.now, self.system))
+
+    def add_item(self, item: _Item) -> None:
+        body = item.body
+        key = self.ledger._public_key(
+            body["agency"], body["key_id"], body["event_id"], self.signers, self.stamp
+        )
+        self.checks.add(key, item.sig, item.body_bytes)
+        self.items.append(item)
+
+    def signatures_checked(self) -> None:
+        """Wait for the signature checks; raise for the first that fails. Cheap to
+        repeat: the results are kept."""
+        for item, ok in zip(self.items, self.checks.results(), strict=True):
+            if not ok:
+                raise SignatureError(
+                    f"event {item.body['event_id']}: signature does not verify with key "
+                    f"{item.body['key_id']} of agency {item.body['agency']!r}"
+                )
+
+
 class Ledger:
     """An open ledger: its store and where its keys live."""
 
@@ -409,44 +449,51 @@ class Ledger:
         """Validate and save a batch in one transaction; all or nothing."""
         if not submissions:
             return []
-        now = self.clock()
-        checks = SignatureChecks()
+        batch = Preparation(self, self.clock(), system)
         try:
-            items, signatures_checked, signers = self._prepare_batch(
-                submissions, now, system, checks
-            )
-            for attempt in range(MAX_ATTEMPTS):
-                keys = self._held_case_keys(items)
-                optimistic = attempt == 0 and keys is not None
-                try:
-                    return self._save_exclusively(
-                        items, signatures_checked, signers, optimistic, keys
-                    )
-                except NarrativeErased as e:
-                    self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
-                    if optimistic:
-                        continue  # unless the batch repeats what was recorded before it
-                    raise
-                except (StoreUnavailable, SignatureError):
-                    # A signature or key refused stands, repeat or not, as it does when
-                    # `_prepare_batch` refuses it before any attempt.
-                    raise
-                except LedgerError:
-                    if optimistic:
-                        # Any other refusal is answered only by an attempt that has looked
-                        # the batch's own ids up: a repeat is answered with its receipt, a
-                        # reused id with a conflict, whatever else the first one tripped on.
-                        continue
-                    raise
-                except StoreIntegrityError:
-                    # Another writer took a stream version or an event id first:
-                    # re-read the streams and try again (idempotency sorts out the rest).
-                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
-                except PersistenceError as e:
-                    raise StoreUnavailable(f"database error; nothing was written: {e}") from None
-            raise Conflict("could not append after repeated concurrent conflicts; retry later")
+            self._prepare_batch(batch, submissions)
+            return self._write(batch)
         finally:
-            checks.abandon()  # a batch refused before its checks were waited for
+            batch.checks.abandon()  # a batch refused before its checks were waited for
+
+    def append_prepared(self, batch: Preparation) -> list[Receipt]:
+        """Save a batch whose submissions were added to `batch` one by one, in one
+        transaction; all or nothing."""
+        try:
+            return self._write(batch) if batch.items else []
+        finally:
+            batch.checks.abandon()
+
+    def _write(self, batch: Preparation) -> list[Receipt]:
+        items, signatures_checked, signers = batch.items, batch.signatures_checked, batch.signers
+        for attempt in range(MAX_ATTEMPTS):
+            keys = self._held_case_keys(items)
+            optimistic = attempt == 0 and keys is not None
+            try:
+                return self._save_exclusively(items, signatures_checked, signers, optimistic, keys)
+            except NarrativeErased as e:
+                self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
+                if optimistic:
+                    continue  # unless the batch repeats what was recorded before it
+                raise
+            except (StoreUnavailable, SignatureError):
+                # A signature or key refused stands, repeat or not, as it does when
+                # `_prepare_batch` refuses it before any attempt.
+                raise
+            except LedgerError:
+                if optimistic:
+                    # Any other refusal is answered only by an attempt that has looked
+                    # the batch's own ids up: a repeat is answered with its receipt, a
+                    # reused id with a conflict, whatever else the first one tripped on.
+                    continue
+                raise
+            except StoreIntegrityError:
+                # Another writer took a stream version or an event id first:
+                # re-read the streams and try again (idempotency sorts out the rest).
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+            except PersistenceError as e:
+                raise StoreUnavailable(f"database error; nothing was written: {e}") from None
+        raise Conflict("could not append after repeated concurrent conflicts; retry later")
 
     def _save_exclusively(
         self,
@@ -496,55 +543,28 @@ class Ledger:
         verdicts: list[LedgerError | None] = []
         for submission in submissions:
             try:
-                self._prepare_batch([submission], now, False, SignatureChecks())[1]()
+                alone = Preparation(self, now)
+                alone.add(submission)
+                alone.signatures_checked()
                 verdicts.append(None)
             except LedgerError as e:
                 verdicts.append(e)
         return verdicts
 
-    def _prepare_batch(
-        self,
-        submissions: Sequence[Submission],
-        now: datetime,
-        system: bool,
-        checks: SignatureChecks,
-    ) -> tuple[list[_Item], Callable[[], None], _Signers]:
-        """Validate a batch, its signatures checked meanwhile by `checks` on worker
-        threads (keys valid at `now`); call the second result to wait, raising on a
-        bad one. The third is the agencies the keys were taken from, as seen.
-
-        Refusals come in the order they would one at a time: a body that does not
-        validate before a key that is not the agency's to use.
-        """
-        stamp = format_recorded_at(now)
-        agencies: _Signers = {}  # each agency as seen, shared by the batch's events
-        items: list[_Item] = []
+    def _prepare_batch(self, batch: Preparation, submissions: Sequence[Submission]) -> None:
+        """Add a whole batch, or raise the refusal it would get: in the order they
+        would come one at a time, except that a body that does not validate is
+        refused before a key that is not the agency's to use."""
         refused: LedgerError | None = None
         for submission in submissions:
-            item = self._prepare(submission, now, system)
-            items.append(item)
+            item = self._prepare(submission, batch.now, batch.system)
             if refused is None:
-                body = item.body
                 try:
-                    key = self._public_key(
-                        body["agency"], body["key_id"], body["event_id"], agencies, stamp
-                    )
+                    batch.add_item(item)
                 except LedgerError as e:
                     refused = e
-                    continue
-                checks.add(key, item.sig, item.body_bytes)
         if refused is not None:
             raise refused
-
-        def check() -> None:  # cheap to repeat: the results are kept
-            for item, ok in zip(items, checks.results(), strict=True):
-                if not ok:
-                    raise SignatureError(
-                        f"event {item.body['event_id']}: signature does not verify with key "
-                        f"{item.body['key_id']} of agency {item.body['agency']!r}"
-                    )
-
-        return items, check, agencies
 
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
         body = validate_body(submission.body, now)

@@ -2,8 +2,11 @@
 
 Request threads hand their submission to `GroupCommitter.submit` and wait on the
 returned future; one committer thread gathers whatever arrives within a few
-milliseconds (or up to a few hundred events) and saves it with one
-`append_many`. A request is answered only after its transaction has committed.
+milliseconds (or up to a few hundred events) and saves it in one transaction. It
+validates each submission as it arrives and starts its signature check, so that
+the wait for the rest of the batch is not wasted; one refused on its own is
+answered at once and left out. A request is answered only after its transaction
+has committed.
 A batch request (`submit_batch`) is committed by the same thread, on its own: it
 stays all or nothing, and one thread writing per process keeps concurrent batches
 from contending for the interpreter while one of them holds the write lock.
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from .core import Ledger, Receipt, Submission
+from .core import Ledger, Preparation, Receipt, Submission
 from .errors import LedgerError, StoreUnavailable
 
 _Single = tuple[Submission, "Future[Receipt]"]
@@ -70,7 +73,9 @@ class GroupCommitter:
             if isinstance(first, _Batch):
                 self._commit_batch(first)
                 continue
-            batch = [first]
+            prepared = Preparation(self.ledger, self.ledger.clock())
+            batch: list[_Single] = []
+            self._add(prepared, batch, first)
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
@@ -83,13 +88,23 @@ class GroupCommitter:
                 except queue.Empty:
                     break
                 if item is None:
-                    self._commit(batch)
+                    self._commit(batch, prepared)
                     return
                 if isinstance(item, _Batch):  # after the singles gathered so far
                     held = item
                     break
-                batch.append(item)
-            self._commit(batch)
+                self._add(prepared, batch, item)
+            self._commit(batch, prepared)
+
+    @staticmethod
+    def _add(prepared: Preparation, batch: list[_Single], single: _Single) -> None:
+        submission, future = single
+        try:
+            prepared.add(submission)
+        except Exception as e:  # refused on its own: answered now, left out
+            future.set_exception(e)
+        else:
+            batch.append(single)
 
     def _commit_batch(self, batch: _Batch) -> None:
         self.batches += 1
@@ -99,12 +114,22 @@ class GroupCommitter:
         except BaseException as e:  # the request gets the refusal
             batch.future.set_exception(e)
 
-    def _commit(self, batch: list[_Single], screened: bool = False) -> None:
+    def _commit(
+        self, batch: list[_Single], prepared: Preparation | None = None, screened: bool = False
+    ) -> None:
+        if not batch:
+            if prepared is not None:
+                prepared.checks.abandon()
+            return
         if not screened:
             self.batches += 1
             self.events += len(batch)
         try:
-            receipts = self.ledger.append_many([s for s, _ in batch])
+            receipts = (
+                self.ledger.append_prepared(prepared)
+                if prepared is not None
+                else self.ledger.append_many([s for s, _ in batch])
+            )
         except LedgerError as e:
             if isinstance(e, StoreUnavailable):
                 for _, future in batch:

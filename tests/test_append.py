@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.audit import audit
-from ledger.core import Ledger
+from ledger.core import Ledger, Submission
 from ledger.errors import Conflict, NotFound, SignatureError, ValidationError
 from ledger.keys import Signer, load_key_file
 from ledger.verify import b64encode, key_id_of
@@ -337,6 +337,38 @@ def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
         assert outcomes[0].result(timeout=10).seq == 9
         assert isinstance(outcomes[1].exception(timeout=10), Conflict)
         assert one_by_one == [twin["event_id"], twin["event_id"]]
+    finally:
+        committer.close()
+
+
+def test_group_commit_refuses_an_invalid_event_as_it_arrives(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that does not validate, or names a key the agency does not hold, is
+    answered as it arrives and left out: the rest commit in one write that does
+    not fail first."""
+    from ledger.groupcommit import GroupCommitter
+
+    screened: list[int] = []
+    real_screen = world.ledger.screen
+
+    def screen(subs: list[Submission]) -> Any:
+        screened.append(len(subs))
+        return real_screen(subs)
+
+    monkeypatch.setattr(world.ledger, "screen", screen)
+    committer = GroupCommitter(world.ledger, window_s=0.5)
+    try:
+        good = [world.signed(world.body("police-a")) for _ in range(4)]
+        invalid = world.signed(world.body("police-a", event_type="NOT_A_TYPE"))
+        stranger = world.signed(world.body("police-a", key_id="0" * 32))
+        futures = [committer.submit(s) for s in [good[0], invalid, *good[1:3], stranger, good[3]]]
+        assert isinstance(futures[1].exception(timeout=10), ValidationError)
+        assert isinstance(futures[4].exception(timeout=10), SignatureError)
+        seqs = [f.result(timeout=10).seq for f in (futures[0], futures[2], futures[3], futures[5])]
+        assert seqs == [1, 2, 3, 4]
+        assert screened == []  # no write was refused and split
+        assert committer.batches == 1
     finally:
         committer.close()
 
