@@ -180,15 +180,16 @@ async def append_event(
     event: Annotated[SignedEvent, Body()],
     who: Agency,
     request: Request,
-    response: Response,
-) -> ReceiptOut:
+) -> Response:
     srv = server_of(request)  # not a dependency: the hot path resolves as few as it can
     submission = to_submission(event, who, case_id)
     receipt = await asyncio.wrap_future(srv.committer.submit(submission))
     if not receipt.duplicate:
-        return receipt_out(srv, receipt)
-    response.status_code = 200
-    return await run_in_threadpool(receipt_out, srv, receipt)
+        out, status = receipt_out(srv, receipt), 201
+    else:
+        out, status = await run_in_threadpool(receipt_out, srv, receipt), 200
+    # Serialised here: FastAPI would validate again the model just built.
+    return Response(out.model_dump_json(), status_code=status, media_type="application/json")
 
 
 @router.post(
