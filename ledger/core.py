@@ -139,11 +139,12 @@ def _usable(agency: Agency, key_id: str, now: str) -> bool:
 
 
 def _after_batch(
-    versions: Mapping[UUID, int], pending: Sequence[tuple[int, _Item]]
+    versions: Mapping[str, tuple[UUID, int]], pending: Sequence[tuple[int, _Item]]
 ) -> dict[UUID, int]:
-    """The versions streams will be at once the batch's own events are inserted."""
-    written = Counter(stream_id(item.stream) for _, item in pending)
-    return {oid: version + written[oid] for oid, version in versions.items()}
+    """The versions the named streams will be at once the batch's own events are
+    inserted."""
+    written = Counter(item.stream for _, item in pending)
+    return {oid: version + written[name] for name, (oid, version) in versions.items()}
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -748,8 +749,11 @@ class Ledger:
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
+        agency_ids = {f"agency/{a}": stream_id(f"agency/{a}") for a in signers}
         agency_versions = self._load_streams(
-            streams, trust_cache, {stream_id(f"agency/{a}"): s.version for a, s in signers.items()}
+            streams,
+            trust_cache,
+            {agency_ids[f"agency/{a}"]: seen.version for a, seen in signers.items()},
         )
         now = format_recorded_at(self.clock())
         self._confirm_signers([item for _, item in pending], signers, agency_versions, now)
@@ -803,7 +807,10 @@ class Ledger:
             self.app.events.put(
                 events,
                 index_rows=index_rows,
-                agency_versions=_after_batch(agency_versions, pending),
+                agency_versions=_after_batch(
+                    {n: (oid, agency_versions.get(oid, -1)) for n, oid in agency_ids.items()},
+                    pending,
+                ),
                 before_commit=self._sealed_once_signed(
                     [item for _, item in pending], signatures_checked, keys
                 ),
