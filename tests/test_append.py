@@ -16,6 +16,24 @@ from ledger.verify import b64encode, key_id_of
 from tests.conftest import World
 
 
+def revoke_elsewhere(world: World, key_id: str) -> None:
+    """Revoke through another Ledger on the same database, as another process would."""
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        other.revoke_agency_key("police-a", key_id, "lost")
+    finally:
+        other.close()
+
+
+def switch_key_and_verify(world: World, new_path: Any) -> None:
+    """Sign with police-a's new key from now on; it appends, and the ledger verifies."""
+    assert new_path is not None
+    world.signers["police-a"] = load_key_file(new_path)
+    world.append("police-a")
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
 def test_receipts_chain_events_in_order(world: World) -> None:
     first = world.append("police-a", event_type="DISCLOSURE_RECEIVED")
     second = world.append(
@@ -112,13 +130,7 @@ def test_revoked_key_is_refused_and_rotated_key_works(world: World) -> None:
     world.ledger.revoke_agency_key("police-a", old.key_id, "rotated")
     with pytest.raises(SignatureError, match="revoked"):
         world.append("police-a")
-    from ledger.keys import load_key_file
-
-    assert new_path is not None
-    world.signers["police-a"] = load_key_file(new_path)
-    world.append("police-a")
-    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
-    assert report.ok, report.problems
+    switch_key_and_verify(world, new_path)
 
 
 def test_key_revoked_elsewhere_is_refused_here(world: World) -> None:
@@ -128,18 +140,14 @@ def test_key_revoked_elsewhere_is_refused_here(world: World) -> None:
     other = Ledger.open(world.url, world.keys, create=False)
     try:
         _, new_path = other.add_agency_key("police-a")
-        other.revoke_agency_key("police-a", world.signers["police-a"].key_id, "lost")
     finally:
         other.close()
+    revoke_elsewhere(world, world.signers["police-a"].key_id)
     before = world.ledger.store.catalog.count_events()
     with pytest.raises(SignatureError, match="revoked"):
         world.append("police-a")
     assert world.ledger.store.catalog.count_events() == before
-    assert new_path is not None
-    world.signers["police-a"] = load_key_file(new_path)
-    world.append("police-a")
-    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
-    assert report.ok, report.problems
+    switch_key_and_verify(world, new_path)
 
 
 def test_a_repeat_signed_by_a_key_revoked_since_is_refused_each_time(world: World) -> None:
@@ -147,11 +155,7 @@ def test_a_repeat_signed_by_a_key_revoked_since_is_refused_each_time(world: Worl
     answer must not depend on how fresh this process's view of the agency is."""
     submission = world.signed(world.body("police-a"))
     world.ledger.append(submission)
-    other = Ledger.open(world.url, world.keys, create=False)
-    try:
-        other.revoke_agency_key("police-a", world.signers["police-a"].key_id, "lost")
-    finally:
-        other.close()
+    revoke_elsewhere(world, world.signers["police-a"].key_id)
     for _ in range(2):
         with pytest.raises(SignatureError, match="revoked"):
             world.ledger.append(submission)
@@ -168,11 +172,7 @@ def test_key_revoked_while_a_batch_waits_to_be_written_is_refused(
     save = world.ledger._save_exclusively
 
     def revoked_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        other = Ledger.open(world.url, world.keys, create=False)
-        try:
-            other.revoke_agency_key("police-a", key_id, "lost")
-        finally:
-            other.close()
+        revoke_elsewhere(world, key_id)
         monkeypatch.setattr(world.ledger, "_save_exclusively", save)
         return save(*args, **kwargs)
 
@@ -199,11 +199,7 @@ def test_key_revoked_between_reading_heads_and_commit(
     revoker: list[threading.Thread] = []
 
     def revoke() -> None:
-        other = Ledger.open(world.url, world.keys, create=False)
-        try:
-            other.revoke_agency_key("police-a", key_id, "lost")
-        finally:
-            other.close()
+        revoke_elsewhere(world, key_id)
 
     def revoked_after_reading(*args: Any, **kwargs: Any) -> Any:
         found = load(*args, **kwargs)
