@@ -479,7 +479,7 @@ class Ledger:
                 raise
             except (StoreUnavailable, SignatureError):
                 # A signature or key refused stands, repeat or not, as it does when
-                # `_prepare_batch` refuses it before any attempt.
+                # the batch's preparation refuses it before any attempt.
                 raise
             except LedgerError:
                 if optimistic:
