@@ -174,9 +174,18 @@ class Preparation:
 
     def add_item(self, item: _Item) -> None:
         body = item.body
-        key = self.ledger._public_key(
-            body["agency"], body["key_id"], body["event_id"], self.signers, self.stamp
-        )
+        try:
+            key = self.ledger._public_key(
+                body["agency"], body["key_id"], body["event_id"], self.signers, self.stamp
+            )
+        except SignatureError:
+            # A retry of an event recorded before its key was revoked is answered with
+            # its original receipt, as any repeat is: its signature is checked with the
+            # key it was recorded under, and the write finds it already there.
+            historical = self.ledger._key_of_repeat(item)
+            if historical is None:
+                raise
+            key = historical
         self.checks.add(key, item.sig, item.body_bytes)
         self.items.append(item)
 
@@ -477,15 +486,14 @@ class Ledger:
                 if optimistic:
                     continue  # unless the batch repeats what was recorded before it
                 raise
-            except (StoreUnavailable, SignatureError):
-                # A signature or key refused stands, repeat or not, as it does when
-                # the batch's preparation refuses it before any attempt.
+            except StoreUnavailable:
                 raise
             except LedgerError:
                 if optimistic:
-                    # Any other refusal is answered only by an attempt that has looked
-                    # the batch's own ids up: a repeat is answered with its receipt, a
-                    # reused id with a conflict, whatever else the first one tripped on.
+                    # A refusal is answered only by an attempt that has looked the
+                    # batch's own ids up: a repeat is answered with its receipt (its key
+                    # may have been revoked since), a reused id with a conflict,
+                    # whatever else the first attempt tripped on.
                     continue
                 raise
             except StoreIntegrityError:
@@ -666,6 +674,21 @@ class Ledger:
             cached = Ed25519PublicKey.from_public_bytes(b64decode(b64))
             self._public_keys[b64] = cached
         return cached
+
+    def _key_of_repeat(self, item: _Item) -> Ed25519PublicKey | None:
+        """The key an already-recorded event with this very body was signed with,
+        whatever has become of that key since; None if it is not such a repeat."""
+        body = item.body
+        where = self.store.catalog.lookup([body["event_id"]]).get(body["event_id"])
+        if where is None or self.stored_envelope(*where).body_bytes != item.body_bytes:
+            return None
+        try:
+            record = self.agency(body["agency"]).keys.get(body["key_id"])
+        except NotFound:
+            return None
+        if record is None:
+            return None
+        return Ed25519PublicKey.from_public_bytes(b64decode(record["public_key"]))
 
     def _agency_as_seen(self, agency_id: str, fresh: bool) -> _Seen:
         """The agency as this process last saw it, unless `fresh`: no read per batch.
