@@ -182,10 +182,13 @@ class Preparation:
             # A retry of an event recorded before its key was revoked is answered with
             # its original receipt, as any repeat is: its signature is checked with the
             # key it was recorded under, and the write finds it already there.
-            historical = self.ledger._key_of_repeat(item)
-            if historical is None:
+            seen = self.signers.get(body["agency"])
+            record = None if seen is None else seen.agency.keys.get(body["key_id"])
+            if record is None or record["revoked_at"] is None:
+                raise  # only a revoked key can have signed a recorded event
+            if not self.ledger._recorded(item):
                 raise
-            key = historical
+            key = Ed25519PublicKey.from_public_bytes(b64decode(record["public_key"]))
         self.checks.add(key, item.sig, item.body_bytes)
         self.items.append(item)
 
@@ -493,7 +496,9 @@ class Ledger:
                     # A refusal is answered only by an attempt that has looked the
                     # batch's own ids up: a repeat is answered with its receipt (its key
                     # may have been revoked since), a reused id with a conflict,
-                    # whatever else the first attempt tripped on.
+                    # whatever else the first attempt tripped on. A bad signature is
+                    # answered as it stands, without another write (results are kept).
+                    signatures_checked()
                     continue
                 raise
             except StoreIntegrityError:
@@ -657,8 +662,11 @@ class Ledger:
             seen = agencies[agency_id] = self._agency_as_seen(agency_id, fresh=False)
         if not seen.fresh and not _usable(seen.agency, key_id, now):
             # Refused as this process last saw the agency: read it before refusing,
-            # in case another process has added the key since.
-            seen = agencies[agency_id] = self._agency_as_seen(agency_id, fresh=True)
+            # in case another process has added the key since. The version stays the
+            # one seen first: the batch's earlier events were checked against that
+            # view, and the write must confirm them again if the agency moved since.
+            fresh = self._agency_as_seen(agency_id, fresh=True)
+            seen = agencies[agency_id] = _Seen(fresh.agency, seen.version, fresh=True)
         agency = seen.agency
         b64 = agency.active_key(key_id)
         if b64 is not None and agency.keys[key_id]["added_at"] > now:
@@ -675,20 +683,11 @@ class Ledger:
             self._public_keys[b64] = cached
         return cached
 
-    def _key_of_repeat(self, item: _Item) -> Ed25519PublicKey | None:
-        """The key an already-recorded event with this very body was signed with,
-        whatever has become of that key since; None if it is not such a repeat."""
-        body = item.body
-        where = self.store.catalog.lookup([body["event_id"]]).get(body["event_id"])
-        if where is None or self.stored_envelope(*where).body_bytes != item.body_bytes:
-            return None
-        try:
-            record = self.agency(body["agency"]).keys.get(body["key_id"])
-        except NotFound:
-            return None
-        if record is None:
-            return None
-        return Ed25519PublicKey.from_public_bytes(b64decode(record["public_key"]))
+    def _recorded(self, item: _Item) -> bool:
+        """Whether an event with this very id and body is already recorded."""
+        event_id = item.body["event_id"]
+        where = self.store.catalog.lookup([event_id]).get(event_id)
+        return where is not None and self.stored_envelope(*where).body_bytes == item.body_bytes
 
     def _agency_as_seen(self, agency_id: str, fresh: bool) -> _Seen:
         """The agency as this process last saw it, unless `fresh`: no read per batch.

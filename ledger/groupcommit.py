@@ -10,10 +10,13 @@ has committed.
 A batch request (`submit_batch`) is committed by the same thread, on its own: it
 stays all or nothing, and one thread writing per process keeps concurrent batches
 from contending for the interpreter while one of them holds the write lock.
-If a batch is refused as a whole, the events refused on their own (invalid, or
-badly signed) are answered and the rest committed together again; only if that
-is refused too are they tried one by one. Each request gets its own answer and
-one bad event cannot fail another agency's, nor cost a transaction per event.
+If the gathered singles are refused as a whole (a bad signature, say), the events
+refused on their own are answered and the rest committed together again; only if
+that is refused too are they tried one by one. Each request gets its own answer
+and one bad event cannot fail another agency's, nor cost a transaction per event.
+A request given up on before its turn (its client gone) is skipped: its future is
+marked running when taken from the queue, so it can no longer be cancelled under
+the committer.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class GroupCommitter:
     @staticmethod
     def _add(prepared: Preparation, batch: list[_Single], single: _Single) -> None:
         submission, future = single
+        if not future.set_running_or_notify_cancel():
+            return  # given up on by its requester: nothing to answer
         try:
             prepared.add(submission)
         except Exception as e:  # refused on its own: answered now, left out
@@ -107,6 +112,8 @@ class GroupCommitter:
             batch.append(single)
 
     def _commit_batch(self, batch: _Batch) -> None:
+        if not batch.future.set_running_or_notify_cancel():
+            return
         self.batches += 1
         self.events += len(batch.submissions)
         try:

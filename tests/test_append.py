@@ -174,6 +174,46 @@ def test_a_repeat_of_an_event_whose_key_was_revoked_since_gets_its_receipt(
     assert world.ledger.store.catalog.count_events() == before
 
 
+def test_a_refused_key_does_not_hide_a_revocation_from_events_checked_before(
+    world: World,
+) -> None:
+    """An event accepted on this process's stale view of its agency, then another
+    refused in the same batch (which makes the agency be read afresh): the write
+    still finds the agency moved since the first was checked, and refuses it."""
+    from ledger.core import Preparation
+
+    world.append("police-a")  # the agency is held here with the key active
+    revoke_elsewhere(world, world.signers["police-a"].key_id)
+    batch = Preparation(world.ledger, world.ledger.clock())
+    batch.add(world.signed(world.body("police-a")))  # the stale view lets it in, for now
+    with pytest.raises(SignatureError, match="not a key of this agency"):
+        batch.add(world.signed(world.body("police-a", key_id="0" * 32)))
+    before = world.ledger.store.catalog.count_events()
+    with pytest.raises(SignatureError, match="revoked"):
+        world.ledger.append_prepared(batch)
+    assert world.ledger.store.catalog.count_events() == before
+
+
+def test_a_forged_signature_costs_at_most_one_write(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[int] = []
+    real_save = world.ledger._save
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        saves.append(1)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(world.ledger, "_save", counted)
+    before = world.ledger.store.catalog.count_events()
+    good = [world.signed(world.body("police-a")) for _ in range(3)]
+    forged = world.signed(world.body("police-a"))
+    with pytest.raises(SignatureError, match="does not verify"):
+        world.ledger.append_many([*good, Submission(forged.body, bytes(64))])
+    assert len(saves) <= 1  # PostgreSQL checks signatures before its lock: none
+    assert world.ledger.store.catalog.count_events() == before
+
+
 def test_key_revoked_while_a_batch_waits_to_be_written_is_refused(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -379,6 +419,38 @@ def test_group_commit_refuses_an_invalid_event_as_it_arrives(
         assert screened == []  # no write was refused and split
         assert committer.batches == 1
     finally:
+        committer.close()
+
+
+def test_group_committer_skips_a_request_given_up_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled while queued (its client gone) is skipped; the committer
+    carries on answering the others."""
+    from ledger.groupcommit import GroupCommitter
+
+    busy = threading.Event()
+    release = threading.Event()
+    real_append_many = world.ledger.append_many
+
+    def held(submissions: Any, **kwargs: Any) -> Any:
+        busy.set()
+        release.wait(10)
+        return real_append_many(submissions, **kwargs)
+
+    monkeypatch.setattr(world.ledger, "append_many", held)
+    committer = GroupCommitter(world.ledger, window_s=0.01)
+    try:
+        first = committer.submit_batch([world.signed(world.body("police-a"))])
+        assert busy.wait(10)
+        gone = committer.submit(world.signed(world.body("police-a")))
+        assert gone.cancel()
+        release.set()
+        assert first.result(timeout=10)[0].seq == 1
+        after = committer.submit(world.signed(world.body("police-a")))
+        assert after.result(timeout=10).seq == 2
+    finally:
+        release.set()
         committer.close()
 
 
