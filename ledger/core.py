@@ -139,12 +139,15 @@ def _usable(agency: Agency, key_id: str, now: str) -> bool:
 
 
 def _after_batch(
-    versions: Mapping[str, tuple[UUID, int]], pending: Sequence[tuple[int, _Item]]
+    signers: _Signers, versions: Mapping[UUID, int], pending: Sequence[tuple[int, _Item]]
 ) -> dict[UUID, int]:
-    """The versions the named streams will be at once the batch's own events are
-    inserted."""
+    """The versions the signing agencies' streams will be at once the batch's own
+    events are inserted."""
     written = Counter(item.stream for _, item in pending)
-    return {oid: version + written[name] for name, (oid, version) in versions.items()}
+    return {
+        seen.agency.id: versions.get(seen.agency.id, -1) + written[f"agency/{agency_id}"]
+        for agency_id, seen in signers.items()
+    }
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -171,6 +174,21 @@ class Preparation:
         """Validate `submission` and start its signature check, or raise its refusal
         and leave the batch as it was."""
         self.add_item(self.ledger._prepare(submission, self.now, self.system))
+
+    def add_all(self, submissions: Sequence[Submission]) -> None:
+        """Add a whole batch, or raise the refusal it would get: in the order they
+        would come one at a time, except that a body that does not validate is
+        refused before a key that is not the agency's to use."""
+        refused: LedgerError | None = None
+        for submission in submissions:
+            item = self.ledger._prepare(submission, self.now, self.system)
+            if refused is None:
+                try:
+                    self.add_item(item)
+                except LedgerError as e:
+                    refused = e
+        if refused is not None:
+            raise refused
 
     def add_item(self, item: _Item) -> None:
         body = item.body
@@ -464,7 +482,7 @@ class Ledger:
             return []
         batch = Preparation(self, self.clock(), system)
         try:
-            self._prepare_batch(batch, submissions)
+            batch.add_all(submissions)
             return self._write(batch)
         finally:
             batch.checks.abandon()  # a batch refused before its checks were waited for
@@ -478,12 +496,11 @@ class Ledger:
             batch.checks.abandon()
 
     def _write(self, batch: Preparation) -> list[Receipt]:
-        items, signatures_checked, signers = batch.items, batch.signatures_checked, batch.signers
         for attempt in range(MAX_ATTEMPTS):
-            keys = self._held_case_keys(items)
+            keys = self._held_case_keys(batch.items)
             optimistic = attempt == 0 and keys is not None
             try:
-                return self._save_exclusively(items, signatures_checked, signers, optimistic, keys)
+                return self._save_exclusively(batch, optimistic, keys)
             except NarrativeErased as e:
                 self.vault().forget(e.case_id)  # erased elsewhere: drop the key held here
                 if optimistic:
@@ -498,7 +515,7 @@ class Ledger:
                     # may have been revoked since), a reused id with a conflict,
                     # whatever else the first attempt tripped on. A bad signature is
                     # answered as it stands, without another write (results are kept).
-                    signatures_checked()
+                    batch.signatures_checked()
                     continue
                 raise
             except StoreIntegrityError:
@@ -510,12 +527,7 @@ class Ledger:
         raise Conflict("could not append after repeated concurrent conflicts; retry later")
 
     def _save_exclusively(
-        self,
-        items: Sequence[_Item],
-        signatures_checked: Callable[[], None],
-        signers: _Signers,
-        optimistic: bool,
-        keys: Mapping[str, bytes] | None,
+        self, batch: Preparation, optimistic: bool, keys: Mapping[str, bytes] | None
     ) -> list[Receipt]:
         """One writer at a time, in this process and across processes sharing the
         database: they would only race each other for the same stream versions and
@@ -538,14 +550,14 @@ class Ledger:
         version twice.
         """
         # Read before the lock: a repeat written meanwhile is refused all the same.
-        known = self._known(items, own_ids=not optimistic)
+        known = self._known(batch.items, own_ids=not optimistic)
         if self.store.writer_lock is not None or not self._write_lock.acquire(blocking=False):
-            signatures_checked()
+            batch.signatures_checked()
             self._write_lock.acquire()
         try:
             with self.store.writer():
                 trust_cache = optimistic and self.store.url.is_sqlite
-                return self._save(items, signatures_checked, signers, known, keys, trust_cache)
+                return self._save(batch, known, keys, trust_cache)
         finally:
             self._write_lock.release()
 
@@ -564,21 +576,6 @@ class Ledger:
             except LedgerError as e:
                 verdicts.append(e)
         return verdicts
-
-    def _prepare_batch(self, batch: Preparation, submissions: Sequence[Submission]) -> None:
-        """Add a whole batch, or raise the refusal it would get: in the order they
-        would come one at a time, except that a body that does not validate is
-        refused before a key that is not the agency's to use."""
-        refused: LedgerError | None = None
-        for submission in submissions:
-            item = self._prepare(submission, batch.now, batch.system)
-            if refused is None:
-                try:
-                    batch.add_item(item)
-                except LedgerError as e:
-                    refused = e
-        if refused is not None:
-            raise refused
 
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
         body = validate_body(submission.body, now)
@@ -712,7 +709,7 @@ class Ledger:
         moved = {
             agency_id
             for agency_id, seen in signers.items()
-            if versions.get(stream_id(f"agency/{agency_id}")) != seen.version
+            if versions.get(seen.agency.id) != seen.version
         }
         if not moved:
             return
@@ -738,13 +735,12 @@ class Ledger:
 
     def _save(
         self,
-        items: Sequence[_Item],
-        signatures_checked: Callable[[], None],
-        signers: _Signers,
+        batch: Preparation,
         known: dict[str, tuple[str, int]],
         keys: Mapping[str, bytes] | None,
         trust_cache: bool,
     ) -> list[Receipt]:
+        items, signers = batch.items, batch.signers
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
         streams: dict[str, LedgerStream | None] = {}
@@ -771,11 +767,8 @@ class Ledger:
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
-        agency_ids = {f"agency/{a}": stream_id(f"agency/{a}") for a in signers}
         agency_versions = self._load_streams(
-            streams,
-            trust_cache,
-            {agency_ids[f"agency/{a}"]: seen.version for a, seen in signers.items()},
+            streams, trust_cache, {seen.agency.id: seen.version for seen in signers.values()}
         )
         now = format_recorded_at(self.clock())
         self._confirm_signers([item for _, item in pending], signers, agency_versions, now)
@@ -829,12 +822,9 @@ class Ledger:
             self.app.events.put(
                 events,
                 index_rows=index_rows,
-                agency_versions=_after_batch(
-                    {n: (oid, agency_versions.get(oid, -1)) for n, oid in agency_ids.items()},
-                    pending,
-                ),
+                agency_versions=_after_batch(signers, agency_versions, pending),
                 before_commit=self._sealed_once_signed(
-                    [item for _, item in pending], signatures_checked, keys
+                    [item for _, item in pending], batch.signatures_checked, keys
                 ),
             )
             cache = self.app.repository.cache
@@ -844,7 +834,7 @@ class Ledger:
                 for agg in saved:
                     cache.put(agg.id, agg)
         else:
-            signatures_checked()  # every signature holds before anything is answered
+            batch.signatures_checked()  # every signature holds before anything is answered
         for n, item in enumerate(items):
             if receipts[n] is None:  # a repeat of an earlier item in this batch
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)

@@ -124,9 +124,7 @@ class GroupCommitter:
     def _commit(
         self, batch: list[_Single], prepared: Preparation | None = None, screened: bool = False
     ) -> None:
-        if not batch:
-            if prepared is not None:
-                prepared.checks.abandon()
+        if not batch:  # every single refused on its own: no check was started
             return
         if not screened:
             self.batches += 1
