@@ -30,13 +30,21 @@ QUICK_EXITS = 3
 logger = logging.getLogger("ledger.serve")
 
 
-def _socket(host: str, port: int) -> socket.socket:
+def _socket(host: str, port: int, shared: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if anything is bound to the port, another `ledger serve`
+    included: its workers' SO_REUSEPORT sockets would otherwise admit ours beside
+    them, and the kernel would split clients between two ledgers."""
+    _socket(host, port, shared=False).close()
 
 
 def tune_gc() -> None:
@@ -53,34 +61,35 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _worker(host: str, port: int, access_log: bool) -> None:
+def _run(sock: socket.socket, access_log: bool, app: str, announce: bool = False) -> None:
     import uvicorn
 
     tune_gc()
-    sock = _socket(host, port)
     sock.listen(2048)
-    config = uvicorn.Config(APP, factory=True, log_level="info", access_log=access_log)
+    config = uvicorn.Config(app, factory=True, log_level="info", access_log=access_log)
+    if announce:  # uvicorn names no address for a socket handed to it
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info("serving on http://%s:%d", host, port)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str, port: int, workers: int, access_log: bool = True) -> None:
-    import uvicorn
+def _worker(host: str, port: int, access_log: bool, app: str) -> None:
+    _run(_socket(host, port), access_log, app)
 
-    if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
-        tune_gc()
-        uvicorn.run(
-            APP,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
-            access_log=access_log,
-        )
+
+def serve(host: str, port: int, workers: int, access_log: bool = True, app: str = APP) -> None:
+    """Serve until SIGTERM or SIGINT; OSError if the port cannot be had. `app` is the
+    factory's import path (another only in tests of the supervisor)."""
+    if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise LedgerError("several workers need SO_REUSEPORT, which this platform lacks")
+    check_port_free(host, port)
+    if workers <= 1:
+        _run(_socket(host, port, shared=False), access_log, app, announce=True)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    # Bound but not listening: the port is checked (and held) before any worker
-    # starts, and no connection is ever queued on this socket.
+    # Bound but not listening: the port is held before any worker starts, and no
+    # connection is ever queued on this socket.
     held = _socket(host, port)
     context = multiprocessing.get_context("spawn")
     stopping = False
@@ -88,7 +97,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = True) -> None:
     started: dict[int, float] = {}
 
     def start() -> BaseProcess:
-        proc = context.Process(target=_worker, args=(host, port, access_log), daemon=False)
+        proc = context.Process(target=_worker, args=(host, port, access_log, app), daemon=False)
         proc.start()
         started[id(proc)] = time.monotonic()
         return proc

@@ -184,16 +184,25 @@ def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
+    from api.settings import BadSetting, settings_from_env
 
     from .policy import load_policy
 
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number (0-65535)")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     db = args.db or default_db_url()
-    # Refuse a missing ledger or a bad $LEDGER_POLICY here, in one line, rather than
-    # in every worker's start-up.
+    # Refuse a missing ledger, a bad $LEDGER_POLICY or another bad setting here, in
+    # one line, rather than in every worker's start-up.
     Ledger.open(db, _keys_dir(args), create=False).close()
     load_policy()
     os.environ["LEDGER_DB"] = db
     os.environ["LEDGER_KEYS"] = str(_keys_dir(args))
+    try:
+        settings_from_env()
+    except BadSetting as e:
+        raise UsageError(str(e)) from None
     try:
         serve(args.host, args.port, args.workers, access_log=not args.no_access_log)
     except OSError as e:

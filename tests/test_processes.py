@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,11 +280,25 @@ def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: Wor
         holder.close()
 
 
-def _serve_until_it_exits(world: World, port: int, **env: str) -> Any:
-    """`ledger serve --workers 2` run to its end, for the ways it refuses to start."""
+@dataclass
+class Served:
+    url: str
+    keys: Path
+
+
+@pytest.fixture
+def on_sqlite(tmp_path: Path) -> Served:
+    """A ledger for what `ledger serve` refuses before the store matters."""
+    served = Served(f"sqlite:///{tmp_path}/ledger.sqlite", tmp_path / "keys")
+    Ledger.open(served.url, served.keys).init("test.example/log")
+    return served
+
+
+def _serve_until_it_exits(world: World | Served, port: int, workers: int = 2, **env: str) -> Any:
+    """`ledger serve` run to its end, for the ways it refuses to start."""
     exe = str(Path(sys.executable).parent / "ledger")
     return subprocess.run(
-        [exe, "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
+        [exe, "serve", "--keys", str(world.keys), "--port", str(port), "--workers", str(workers)],
         env={**os.environ, "LEDGER_DB": world.url, **env},
         capture_output=True,
         text=True,
@@ -291,10 +306,103 @@ def _serve_until_it_exits(world: World, port: int, **env: str) -> Any:
     )
 
 
-def test_serve_gives_up_when_workers_keep_failing_at_start_up(world: World) -> None:
-    out = _serve_until_it_exits(world, free_port(), LEDGER_MAX_BODY_BYTES="lots")
+def test_serve_gives_up_when_workers_keep_failing_at_start_up() -> None:
+    """What the checks before start-up cannot foresee (here, an app that will not
+    load) makes each worker exit at once: the supervisor stops restarting them."""
+    script = textwrap.dedent(f"""
+        import sys
+        from api.serve import serve
+        from ledger.errors import LedgerError
+        try:
+            serve("127.0.0.1", {free_port()}, 2, app="api.app:no_such_factory")
+        except LedgerError as e:
+            print(e, file=sys.stderr)
+            sys.exit(1)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 1
-    assert out.stderr.splitlines()[-1].startswith("ledger: workers keep exiting at start-up")
+    assert out.stderr.splitlines()[-1].startswith("workers keep exiting at start-up")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"LEDGER_MAX_BODY_BYTES": "lots"},
+            "LEDGER_MAX_BODY_BYTES: Input should be a valid integer",
+        ),
+        ({"LEDGER_RATE_LIMIT_PER_S": "-1"}, "LEDGER_RATE_LIMIT_PER_S: Input should be greater"),
+        ({"LEDGER_CORS_ORIGINS": "https://a.example"}, "LEDGER_CORS_ORIGINS: cannot be parsed"),
+        ({"LEDGER_GROUP_COMMIT_WINDOW_MS": "5000"}, "LEDGER_GROUP_COMMIT_WINDOW_MS: Input should"),
+    ],
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_a_bad_setting_in_one_line(
+    on_sqlite: Served, env: dict[str, str], named: str, workers: int
+) -> None:
+    out = _serve_until_it_exits(on_sqlite, free_port(), workers, **env)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"ledger: error: {named}")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--port", "70000", "is not a port number"), ("--workers", "0", "at least 1")],
+)
+def test_serve_refuses_a_bad_port_or_worker_count_in_one_line(
+    on_sqlite: Served, flag: str, value: str, says: str
+) -> None:
+    exe = str(Path(sys.executable).parent / "ledger")
+    out = subprocess.run(
+        [exe, "serve", "--keys", str(on_sqlite.keys), flag, value],
+        env={**os.environ, "LEDGER_DB": on_sqlite.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and says in out.stderr
+
+
+def test_a_second_serve_on_a_port_in_use_is_refused_not_admitted_beside_it(
+    on_sqlite: Served,
+) -> None:
+    """The workers' SO_REUSEPORT sockets would admit another server's beside them, and
+    the kernel would split clients between two ledgers: the port is checked first."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "ledger"
+    env = {**os.environ, "LEDGER_DB": on_sqlite.url, "LEDGER_SWEEP_EVERY_S": "0"}
+    first = subprocess.Popen(
+        [str(exe), "serve", "--keys", str(on_sqlite.keys), "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        serving = _wait("two listening workers", lambda: _workers(port, 2))
+        for workers in (1, 2):
+            out = _serve_until_it_exits(on_sqlite, port, workers)
+            assert out.returncode == 2
+            assert out.stderr == (
+                f"ledger: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+            )
+        assert _listeners(port) == serving  # nobody admitted beside the first server
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+
+
+def test_serve_with_one_worker_on_a_port_in_use_says_so_in_one_line(on_sqlite: Served) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = _serve_until_it_exits(on_sqlite, busy.getsockname()[1], workers=1)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
 
 
 def test_serve_refuses_a_bad_policy_in_one_line(world: World) -> None:
