@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -572,3 +573,33 @@ def test_current_brings_the_newest_event_only_where_the_version_held_is_old(
     assert nowhere not in found
     stale = world.ledger.store.catalog.current([(one, 2)])
     assert stale == {one: (3, world.raw.state("case/C-1", 3))}
+
+
+def test_the_recorder_stores_rows_as_given_with_notification_ids_in_that_order(
+    world: World,
+) -> None:
+    """The insert statement (on PostgreSQL, four binary arrays rather than
+    eventsourcing's composite array): each row as given, notification ids handed out
+    in the order given and, where the recorder returns them, returned in that order."""
+    from uuid import uuid4
+
+    from eventsourcing.persistence import StoredEvent
+
+    recorder = world.ledger.store.app.recorder
+    before = recorder.max_notification_id() or 0
+    a, b = uuid4(), uuid4()
+    rows = [
+        StoredEvent(a, 1, "t:A", bytes(range(256)) * 4),
+        StoredEvent(b, 1, "t:B", b"\x00'\"{}\\\n"),
+        StoredEvent(a, 2, "t:A", b""),
+        StoredEvent(b, 2, "t:B", "é\u2028".encode()),
+    ]
+    returned = recorder.insert_events(rows)
+    found = recorder.select_notifications(before + 1, 10)
+    assert [
+        (UUID(str(n.originator_id)), n.originator_version, n.topic, n.state) for n in found
+    ] == [(r.originator_id, r.originator_version, r.topic, r.state) for r in rows]
+    ids = [n.id for n in found]
+    assert ids == sorted(ids)
+    if not world.ledger.store.url.is_sqlite:
+        assert list(returned or []) == ids
