@@ -6,11 +6,9 @@ the group committer and, if configured, the background integrator and watchdog.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,27 +18,12 @@ from fastapi.staticfiles import StaticFiles
 from ledger.core import Ledger
 from ledger.groupcommit import GroupCommitter
 from ledger.policy import load_policy
-from ledger.sweep import sweep
 
-from . import pages, problems
+from . import background, pages, problems
 from .deps import RateLimiter, Server
 from .middleware import Limits, SecurityHeaders
 from .routes import admin, cases, events, health, log, subjects
 from .settings import Settings
-
-logger = logging.getLogger("ledger.api")
-
-
-def _every(seconds: float, stop: threading.Event, name: str, work: Callable[[], object]) -> None:
-    def loop() -> None:
-        while not stop.wait(seconds):
-            try:
-                work()
-            except Exception:  # keep running; the next round retries
-                logger.exception("%s failed", name)
-
-    if seconds > 0:
-        threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,17 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         )
         stop = threading.Event()
-        _every(settings.integrate_every_s, stop, "integrator", ledger.log.integrate_all)
-        _every(
-            settings.sweep_every_s,
-            stop,
-            "watchdog",
-            lambda: sweep(ledger, policy, datetime.now(UTC)),
-        )
+        chores = background.start(ledger, policy, settings, stop)  # none in a supervised worker
         try:
             yield
         finally:
-            stop.set()
+            background.finish(stop, chores)
             committer.close()
             ledger.close()
 

@@ -6,7 +6,8 @@ ends up serving most clients while the other idles. Here each worker binds the
 port with SO_REUSEPORT, so the kernel spreads connections across them evenly. The
 supervisor restarts a worker that dies (killed, say) and stops them all on
 SIGTERM or SIGINT. A client whose connection died with a worker retries on a new
-one, which the kernel hands to a live worker.
+one, which the kernel hands to a live worker. The supervisor also runs the
+background integrator and watchdog, so that the workers only serve requests.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from ledger.core import Ledger
 from ledger.errors import LedgerError
+from ledger.policy import load_policy
+
+from . import background
+from .settings import settings_from_env
 
 APP = "api.app:create_app"
 # A worker that dies this soon after starting, this many times in a row, is failing
@@ -78,6 +86,22 @@ def _worker(host: str, port: int, access_log: bool, app: str) -> None:
     _run(_socket(host, port), access_log, app)
 
 
+def _chores() -> tuple[Ledger, list[threading.Thread], threading.Event]:
+    """Start the integrator and watchdog here, in the supervisor, and leave the
+    workers without (see api/background.py)."""
+    settings = settings_from_env()
+    ledger = Ledger.open(settings.db, settings.keys, create=False)
+    done = threading.Event()
+    try:
+        chores = background.start(ledger, load_policy(settings.policy), settings, done)
+    except BaseException:
+        ledger.close()
+        raise
+    os.environ["LEDGER_INTEGRATE_EVERY_S"] = "0"  # read by the workers' settings
+    os.environ["LEDGER_SWEEP_EVERY_S"] = "0"
+    return ledger, chores, done
+
+
 def serve(host: str, port: int, workers: int, access_log: bool = True, app: str = APP) -> None:
     """Serve until SIGTERM or SIGINT; OSError if the port cannot be had. `app` is the
     factory's import path (another only in tests of the supervisor)."""
@@ -91,6 +115,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = True, app: str 
     # Bound but not listening: the port is held before any worker starts, and no
     # connection is ever queued on this socket.
     held = _socket(host, port)
+    ledger, chores, done = _chores()
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -136,4 +161,6 @@ def serve(host: str, port: int, workers: int, access_log: bool = True, app: str 
             proc.join(timeout=20)
             if proc.is_alive():
                 proc.kill()
+        background.finish(done, chores)
+        ledger.close()
         held.close()

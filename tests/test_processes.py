@@ -228,6 +228,54 @@ def test_serve_workers_each_listen_and_a_killed_one_is_replaced(world: World) ->
         ledger.close()
 
 
+def test_serve_integrates_in_the_supervisor_and_the_workers_do_not(world: World) -> None:
+    """The workers start with the integrator and watchdog off (their settings say 0);
+    appends are integrated all the same, by the supervising process."""
+    port = free_port()
+    token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
+    exe = Path(sys.executable).parent / "ledger"
+    env = {
+        **os.environ,
+        "LEDGER_DB": world.url,
+        "LEDGER_INTEGRATE_EVERY_S": "0.3",
+        "LEDGER_SWEEP_EVERY_S": "60",
+    }
+    serve = subprocess.Popen(
+        [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        workers = _wait("two listening workers", lambda: _workers(port, 2))
+        for pid in workers:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"LEDGER_INTEGRATE_EVERY_S=0" in environ
+            assert b"LEDGER_SWEEP_EVERY_S=0" in environ
+        body = world.body("police-a", case_id="INTEGRATED")
+        event = {
+            "body": body,
+            "sig": base64.b64encode(world.signers["police-a"].sign_body(canonical(body))).decode(),
+        }
+
+        def leaf() -> Any:
+            r = httpx.post(
+                f"{base}/v1/cases/INTEGRATED/events",
+                json=event,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert r.status_code in (200, 201), r.text
+            return r.json()["leaf_index"] is not None
+
+        _wait("the event integrated", leaf, timeout=30)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+
+
 def test_serve_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -306,7 +354,7 @@ def _serve_until_it_exits(world: World | Served, port: int, workers: int = 2, **
     )
 
 
-def test_serve_gives_up_when_workers_keep_failing_at_start_up() -> None:
+def test_serve_gives_up_when_workers_keep_failing_at_start_up(on_sqlite: Served) -> None:
     """What the checks before start-up cannot foresee (here, an app that will not
     load) makes each worker exit at once: the supervisor stops restarting them."""
     script = textwrap.dedent(f"""
@@ -320,10 +368,14 @@ def test_serve_gives_up_when_workers_keep_failing_at_start_up() -> None:
             sys.exit(1)
     """)
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script],
+        env={**os.environ, "LEDGER_DB": on_sqlite.url, "LEDGER_KEYS": str(on_sqlite.keys)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1
-    assert out.stderr.splitlines()[-1].startswith("workers keep exiting at start-up")
+    assert out.stderr.splitlines()[-1].startswith("workers keep exiting at start-up"), out.stderr
 
 
 @pytest.mark.parametrize(
