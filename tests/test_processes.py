@@ -179,18 +179,22 @@ def _wait(what: str, check: Any, timeout: float = 60) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_serve_workers_each_listen_and_a_killed_one_is_replaced(world: World) -> None:
-    port = free_port()
-    token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
+def _start_serve(where: World | Served, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """`ledger serve --workers 2` in a session of its own (stop it with killpg)."""
     exe = Path(sys.executable).parent / "ledger"
-    env = {**os.environ, "LEDGER_DB": world.url, "LEDGER_SWEEP_EVERY_S": "0"}
-    serve = subprocess.Popen(
-        [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
-        env=env,
+    return subprocess.Popen(
+        [str(exe), "serve", "--keys", str(where.keys), "--port", str(port), "--workers", "2"],
+        env={**os.environ, "LEDGER_DB": where.url, "LEDGER_SWEEP_EVERY_S": "0", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def test_serve_workers_each_listen_and_a_killed_one_is_replaced(world: World) -> None:
+    port = free_port()
+    token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
+    serve = _start_serve(world, port)
     base = f"http://127.0.0.1:{port}"
     try:
         # Each worker listens on a socket of its own: the kernel spreads connections.
@@ -233,20 +237,7 @@ def test_serve_integrates_in_the_supervisor_and_the_workers_do_not(world: World)
     appends are integrated all the same, by the supervising process."""
     port = free_port()
     token = world.ledger.tokens.issue("serve-test", "agency", "police-a")
-    exe = Path(sys.executable).parent / "ledger"
-    env = {
-        **os.environ,
-        "LEDGER_DB": world.url,
-        "LEDGER_INTEGRATE_EVERY_S": "0.3",
-        "LEDGER_SWEEP_EVERY_S": "60",
-    }
-    serve = subprocess.Popen(
-        [str(exe), "serve", "--keys", str(world.keys), "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    serve = _start_serve(world, port, LEDGER_INTEGRATE_EVERY_S="0.3", LEDGER_SWEEP_EVERY_S="60")
     base = f"http://127.0.0.1:{port}"
     try:
         workers = _wait("two listening workers", lambda: _workers(port, 2))
@@ -276,11 +267,12 @@ def test_serve_integrates_in_the_supervisor_and_the_workers_do_not(world: World)
         assert serve.wait(timeout=30) == 0
 
 
-def test_serve_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_says_so_in_one_line(world: World, workers: int) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        out = _serve_until_it_exits(world, busy.getsockname()[1])
+        out = _serve_until_it_exits(world, busy.getsockname()[1], workers)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
     assert "Traceback" not in out.stderr
@@ -425,15 +417,7 @@ def test_a_second_serve_on_a_port_in_use_is_refused_not_admitted_beside_it(
     """The workers' SO_REUSEPORT sockets would admit another server's beside them, and
     the kernel would split clients between two ledgers: the port is checked first."""
     port = free_port()
-    exe = Path(sys.executable).parent / "ledger"
-    env = {**os.environ, "LEDGER_DB": on_sqlite.url, "LEDGER_SWEEP_EVERY_S": "0"}
-    first = subprocess.Popen(
-        [str(exe), "serve", "--keys", str(on_sqlite.keys), "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    first = _start_serve(on_sqlite, port)
     try:
         serving = _wait("two listening workers", lambda: _workers(port, 2))
         for workers in (1, 2):
@@ -446,15 +430,6 @@ def test_a_second_serve_on_a_port_in_use_is_refused_not_admitted_beside_it(
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         assert first.wait(timeout=30) == 0
-
-
-def test_serve_with_one_worker_on_a_port_in_use_says_so_in_one_line(on_sqlite: Served) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        out = _serve_until_it_exits(on_sqlite, busy.getsockname()[1], workers=1)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
 
 
 def test_serve_refuses_a_bad_policy_in_one_line(world: World) -> None:
