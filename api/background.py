@@ -24,9 +24,7 @@ from ledger.sweep import sweep
 from .settings import Settings
 
 logger = logging.getLogger("ledger.api")
-JOIN_S = 10.0
-
-
+JOIN_S = 10.0  # how long stopping waits for a round under way
 NICENESS = 10
 
 

@@ -92,11 +92,7 @@ def _chores() -> tuple[Ledger, list[threading.Thread], threading.Event]:
     settings = settings_from_env()
     ledger = Ledger.open(settings.db, settings.keys, create=False)
     done = threading.Event()
-    try:
-        chores = background.start(ledger, load_policy(settings.policy), settings, done)
-    except BaseException:
-        ledger.close()
-        raise
+    chores = background.start(ledger, load_policy(settings.policy), settings, done)
     os.environ["LEDGER_INTEGRATE_EVERY_S"] = "0"  # read by the workers' settings
     os.environ["LEDGER_SWEEP_EVERY_S"] = "0"
     return ledger, chores, done
@@ -107,10 +103,10 @@ def serve(host: str, port: int, workers: int, access_log: bool = True, app: str 
     factory's import path (another only in tests of the supervisor)."""
     if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise LedgerError("several workers need SO_REUSEPORT, which this platform lacks")
-    check_port_free(host, port)
-    if workers <= 1:
+    if workers <= 1:  # its own socket, not shared, refuses a port in use
         _run(_socket(host, port, shared=False), access_log, app, announce=True)
         return
+    check_port_free(host, port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     # Bound but not listening: the port is held before any worker starts, and no
     # connection is ever queued on this socket.
