@@ -1,6 +1,8 @@
-"""Regenerate tests/vectors/events.json (known-answer event vectors) deterministically.
+"""Regenerate the known-answer vectors in tests/vectors/ deterministically.
 
-Run only when the format changes on purpose; tests check the committed file.
+Run only when a format changes on purpose. Tests check the committed files against
+the code, and check that this script, run again, writes them byte for byte: a
+vector nobody can regenerate is no evidence of what the code does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.canonical import canonical, envelope_bytes, sha256_hex
@@ -17,10 +20,21 @@ from ledger.keys import Signer
 
 # RFC 8032 section 7.1, TEST 1 secret key: a published key, fine for vectors only.
 SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 
 
-def main() -> None:
+def generate(into: Path) -> None:
+    """Write every vector file under `into`, laid out as tests/vectors/ is."""
+    into.mkdir(parents=True, exist_ok=True)
     signer = Signer(Ed25519PrivateKey.from_private_bytes(SEED))
+    event_vectors(into, signer)
+    narrative_vectors(into, signer)
+    merkle_vectors(into)
+    note_vectors(into, signer)
+    bundle_vectors(into, signer)
+
+
+def event_vectors(into: Path, signer: Signer) -> None:
     body = {
         "v": 1,
         "case_id": "DEMO-LAM-0001",
@@ -87,11 +101,10 @@ def main() -> None:
         "event_hash": sha256_hex(env),
         "negative": [{"name": n, "envelope": e, "fails": f} for n, e, f in negatives],
     }
-    path = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "events.json"
-    path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    (into / "events.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
 
 
-def narrative_vectors(signer: Signer) -> None:
+def narrative_vectors(into: Path, signer: Signer) -> None:
     """Body version 2: a rationale committed (salted SHA-256), its text beside the body."""
     from ledger.verify import narrative_commitment
 
@@ -156,7 +169,7 @@ def narrative_vectors(signer: Signer) -> None:
         ],
     }
     assert all(n["envelope"] != good for n in out["negative"])  # type: ignore[union-attr]
-    (VECTORS / "narrative.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    (into / "narrative.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
 
 
 # --- Merkle, signed-note and bundle vectors ------------------------------------------
@@ -164,7 +177,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def merkle_vectors() -> None:
+def merkle_vectors(into: Path) -> None:
     from ledger.merkle import LeafList, consistency_proof, inclusion_proof, leaf_hash, root_of
 
     leaves = [leaf_hash(f"event {i}".encode()) for i in range(13)]
@@ -273,13 +286,13 @@ def merkle_vectors() -> None:
             d(c["root2"]),
         )
         assert ok != c["wantErr"], c
-    out = VECTORS / "rfc9162"
+    out = into / "rfc9162"
     out.mkdir(parents=True, exist_ok=True)
     (out / "inclusion.json").write_text(json.dumps(inclusion, indent=1) + "\n")
     (out / "consistency.json").write_text(json.dumps(consistency, indent=1) + "\n")
 
 
-def note_vectors(signer: Signer) -> None:
+def note_vectors(into: Path, signer: Signer) -> None:
     from ledger.checkpoint import Checkpoint, NoteVerifier, cosign, sign_note
     from ledger.verify import COSIGNATURE_V1, ED25519
 
@@ -322,12 +335,10 @@ def note_vectors(signer: Signer) -> None:
             "wantErr": True,
         },
     ]
-    (VECTORS / "signed-note.json").write_text(
-        json.dumps(cases, indent=1, ensure_ascii=False) + "\n"
-    )
+    (into / "signed-note.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
 
 
-def bundle_vectors(signer: Signer) -> None:
+def bundle_vectors(into: Path, signer: Signer) -> None:
     """A deterministic ledger (fixed keys and clock), exported, and tampered copies."""
     import copy
     import tempfile
@@ -375,7 +386,7 @@ def bundle_vectors(signer: Signer) -> None:
         valid = export_bundle(ledger, "V-1")
         log_key = ledger.log_verifier().encode()
         ledger.close()
-    out = VECTORS / "bundles"
+    out = into / "bundles"
     out.mkdir(parents=True, exist_ok=True)
     (out / "log-key.txt").write_text(log_key + "\n")
     (out / "valid.json").write_text(json.dumps(valid, indent=1) + "\n")
@@ -400,12 +411,4 @@ def bundle_vectors(signer: Signer) -> None:
 
 
 if __name__ == "__main__":
-    from cryptography.hazmat.primitives import serialization
-
-    VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
-    seed_signer = Signer(Ed25519PrivateKey.from_private_bytes(SEED))
-    main()
-    narrative_vectors(seed_signer)
-    merkle_vectors()
-    note_vectors(seed_signer)
-    bundle_vectors(seed_signer)
+    generate(VECTORS)

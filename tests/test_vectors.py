@@ -291,3 +291,27 @@ def test_narrative_vector_commitment_body_and_envelope() -> None:
     public = Ed25519PublicKey.from_public_bytes(b64decode(EVENTS["public_key_b64"]))
     assert signature_ok(public, parsed.sig, parsed.body_bytes)
     assert text.encode() not in NARRATIVE["envelope"].encode()
+
+
+def test_the_generator_writes_the_committed_vectors_byte_for_byte(tmp_path: Path) -> None:
+    """The committed vectors are what scripts/make_vectors.py makes from today's
+    code: none was edited by hand, and none depends on the clock or chance."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_vectors", HERE.parent / "scripts" / "make_vectors.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    generator.generate(tmp_path)
+    committed = HERE / "vectors"
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    wanted = sorted(
+        p.relative_to(committed)
+        for p in committed.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".txt")
+    )
+    assert made == wanted
+    for name in made:
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
