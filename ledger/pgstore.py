@@ -100,7 +100,6 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
                     raise NarrativeErased(str(row["case_id"]), str(row["erased_at"]))
             curs.executemany(self.insert_narrative_statement, sealed)
 
-
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
