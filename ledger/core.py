@@ -213,12 +213,22 @@ class Preparation:
     def signatures_checked(self) -> None:
         """Wait for the signature checks; raise for the first that fails. Cheap to
         repeat: the results are kept."""
-        for item, ok in zip(self.items, self.checks.results(), strict=True):
-            if not ok:
-                raise SignatureError(
-                    f"event {item.body['event_id']}: signature does not verify with key "
-                    f"{item.body['key_id']} of agency {item.body['agency']!r}"
-                )
+        for refusal in self.refusals():
+            if refusal is not None:
+                raise refusal
+
+    def refusals(self) -> list[LedgerError | None]:
+        """What each added item is refused for on its own, in the order added: only
+        its signature can be, as `add` refused anything else. Waits for the checks."""
+        return [
+            None
+            if ok
+            else SignatureError(
+                f"event {item.body['event_id']}: signature does not verify with key "
+                f"{item.body['key_id']} of agency {item.body['agency']!r}"
+            )
+            for item, ok in zip(self.items, self.checks.results(), strict=True)
+        ]
 
 
 class Ledger:

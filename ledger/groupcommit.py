@@ -141,7 +141,11 @@ class GroupCommitter:
                     future.set_exception(e)
             elif not screened:  # answer what fails on its own; commit the rest together
                 rest = []
-                verdicts = self.ledger.screen([s for s, _ in batch])
+                verdicts = (
+                    prepared.refusals()  # their signatures were checked: not again
+                    if prepared is not None and prepared.checks.collected
+                    else self.ledger.screen([s for s, _ in batch])
+                )
                 for (submission, future), refusal in zip(batch, verdicts, strict=True):
                     if refusal is None:
                         rest.append((submission, future))

@@ -41,6 +41,11 @@ class SignatureChecks:
             chunk, self._pending = self._pending, []
             self._started.append((chunk, _POOL.submit(verify_chunk, chunk)))
 
+    @property
+    def collected(self) -> bool:
+        """Whether the results are in (and kept): asking for them again costs nothing."""
+        return self._results is not None
+
     def abandon(self) -> None:
         """Drop the checks no worker has started, unless the results are in: the
         batch is finished with, or was refused before its signatures mattered."""

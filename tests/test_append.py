@@ -368,6 +368,14 @@ def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
         return real_append(submission)
 
     monkeypatch.setattr(world.ledger, "append", counted)
+    screened: list[int] = []
+    real_screen = world.ledger.screen
+
+    def screen(subs: list[Submission]) -> Any:
+        screened.append(len(subs))
+        return real_screen(subs)
+
+    monkeypatch.setattr(world.ledger, "screen", screen)
     committer = GroupCommitter(world.ledger, window_s=0.5)
     try:
         good = [world.signed(world.body("police-a")) for _ in range(8)]
@@ -380,6 +388,7 @@ def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
         assert isinstance(futures[8].exception(timeout=10), SignatureError)
         assert isinstance(futures[9].exception(timeout=10), ValidationError)
         assert one_by_one == []  # the good ones went together, not one transaction each
+        assert screened == []  # split by the signature results at hand, not checked again
         # Events refused only together (one id, two bodies) are then tried one by one.
         twin = world.body("police-a")
         clash = [world.signed(twin), world.signed({**twin, "occurred_at": "2024-03-04T09:00:00Z"})]
