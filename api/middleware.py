@@ -40,7 +40,7 @@ class Limits:
         self.max_batch = max_batch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -65,25 +65,33 @@ class Limits:
                 f"body of {int(length)} bytes exceeds the limit of {limit}",
             )
             return
+        # Read the whole body here, counting, rather than failing inside the app's
+        # own read: FastAPI turns any error there into a 400, hiding the 413.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away; there is no one to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                await _problem(scope, receive, send, 413, f"body exceeds the limit of {limit}")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _problem(scope, receive, send, 413, f"body exceeds the limit of {limit}")
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class SecurityHeaders:

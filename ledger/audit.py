@@ -4,9 +4,10 @@ Two passes over the eventsourcing store. First the registry streams (the ledger
 root and each agency's keys), verified against the pinned ledger key, build the
 key history. Then every stream is read in seq order a page at a time: hashes are
 recomputed from the stored bytes, chains and seq continuity checked, each
-signature checked against the key valid at the event's `recorded_at` (on all
-cores: Ed25519 verification releases the GIL), and event ids collected in a
-temporary on-disk table to find reuse. Memory stays flat in the number of events.
+signature checked against the key valid at the event's `recorded_at` and at its
+place in commit order (on all cores: Ed25519 verification releases the GIL), and
+event ids collected in a temporary on-disk table to find reuse. Memory stays flat
+in the number of events.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .verify import (
     Envelope,
     FormatError,
     KeyRegistry,
+    b64decode,
     b64encode,
     key_id_of,
     parse_envelope,
@@ -206,6 +208,8 @@ class Auditor:
         self.origin: str | None = None
         self.names: dict[str, str] = {}  # originator id hex -> stream name
         self.ledger_public_key = ledger_public_key
+        # key id -> notification ids of its addition and (once stored) its revocation
+        self.key_positions: dict[str, tuple[int, int | None]] = {}
 
     def run(self) -> AuditReport:
         try:
@@ -285,12 +289,12 @@ class Auditor:
         while True:
             rows = self.store.catalog.stream_page(oid, after, PAGE)
             for row in rows:
-                version, state = row
+                version, state, position = row
                 key = (order[0], order[1], version)
                 self.report.events += 1
                 try:
                     env = parse_envelope(state)
-                except (FormatError, KeyError) as e:
+                except (FormatError, KeyError, ValueError, TypeError, RecursionError) as e:
                     message = f"stored bytes are not a valid event: {e}"
                     if chain is None:
                         unnamed.append((key, version, message))
@@ -318,7 +322,7 @@ class Auditor:
                         )
                     if name.startswith("case/"):
                         self.report.cases += 1
-                self._check_event(env, chain, version, key, registry)
+                self._check_event(env, chain, version, key, registry, position)
             self.progress(len(rows))
             if len(rows) < PAGE:
                 break
@@ -354,7 +358,7 @@ class Auditor:
         for row in rows:
             try:
                 name = parse_envelope(row[1]).stream
-            except (FormatError, KeyError):
+            except (FormatError, KeyError, ValueError, TypeError, RecursionError):
                 continue
             if stream_id(name) == oid:
                 return name
@@ -367,6 +371,7 @@ class Auditor:
         version: int,
         key: tuple[int, int, int],
         registry: bool,
+        position: int,
     ) -> None:
         event_id = env.event_id
         for message in chain.check(env, version):
@@ -418,6 +423,12 @@ class Auditor:
                 self._problem(
                     key, chain.stream, version, env.event_id, f"bad registry payload: {e}"
                 )
+            else:
+                self._note_key_position(env, position)
+            return
+        why = self._stored_out_of_turn(env, position)
+        if why is not None:
+            self._problem(key, chain.stream, version, env.event_id, why)
             return
         raw = self.raw_keys.get(id(public_key))
         if raw is None:
@@ -426,6 +437,45 @@ class Auditor:
         self.batch_ctx.append((key, chain.stream, version, event_id, env.agency))
         if len(self.batch) >= SIG_CHUNK:
             self._submit()
+
+    def _note_key_position(self, env: Envelope, position: int) -> None:
+        """Where in commit order each key's addition and revocation were stored, as
+        the registry took them (a repeated revocation changes nothing)."""
+        payload = env.body["payload"]
+        if env.type == "AGENCY_KEY_ADDED":
+            self.key_positions[key_id_of(b64decode(payload["public_key"]))] = (position, None)
+        elif env.type == "AGENCY_KEY_REVOKED":
+            kid = payload["key_id"]
+            record = self.registry.keys.get(kid)
+            added, revoked = self.key_positions.get(kid, (0, None))
+            if record is not None and record.revoked_at == env.recorded_at and revoked is None:
+                self.key_positions[kid] = (added, position)
+
+    def _stored_out_of_turn(self, env: Envelope, position: int) -> str | None:
+        """Key validity by commit order, which no stored field can back-date.
+
+        `recorded_at` is the ledger's word, not the agency's signature, and someone
+        holding a revoked key and the database could write an event after the
+        revocation with a `recorded_at` before it. The append path refuses a key
+        revoked by the time its event commits, so an event stored after its key's
+        revocation (or before its addition) was not written by the ledger.
+        """
+        stored = self.key_positions.get(env.key_id)
+        if stored is None:
+            return None
+        added, revoked = stored
+        if position < added:
+            return (
+                f"stored (notification {position}) before its key {env.key_id} was "
+                f"registered (notification {added})"
+            )
+        if revoked is not None and position > revoked:
+            return (
+                f"signed with key {env.key_id} but stored (notification {position}) after "
+                f"the key's revocation was (notification {revoked}): recorded_at "
+                f"{env.recorded_at} is back-dated"
+            )
+        return None
 
     def _submit(self) -> None:
         if self.batch:

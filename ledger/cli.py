@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,10 +23,8 @@ from .core import Ledger, Submission
 from .errors import LedgerError, UsageError, ValidationError
 from .events import format_time, parse_time, validate_body
 from .keys import load_key_file, parse_public_key
-from .narrative import NarrativeText, from_wire, seal_body
-from .narrative import check as check_narrative
 from .store import default_db_url
-from .verify import b64decode, b64encode
+from .verify import b64encode
 
 DEFAULT_ORIGIN = "response-ledger.local/log"
 
@@ -210,88 +208,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    record = _json_arg(line, f"{path} line {n}")
-                    if not isinstance(record, dict) or not isinstance(record.get("body"), dict):
-                        raise UsageError(
-                            f"{path} line {n}: expected an object with a 'body' object"
-                        )
-                    yield n, record
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _record_narrative(record: dict[str, Any]) -> dict[str, NarrativeText]:
-    return from_wire(str(record["body"].get("event_id")), record.get("narrative"))
-
-
-def _draft(record: dict[str, Any]) -> dict[str, Any]:
-    """An unsigned import line as a draft to seal and sign: texts sent beside a body that
-    already commits to them go back into its payload, to be committed afresh."""
-    body = record["body"]
-    texts = _record_narrative(record)
-    check_narrative(body, texts)  # every commitment has its text, and no text is stray
-    if not texts:
-        return dict(body)
-    if not isinstance(body.get("payload") or {}, dict):
-        raise ValidationError("body.payload must be an object")
-    payload = {**(body.get("payload") or {}), **{name: t.text for name, t in texts.items()}}
-    return {**{k: v for k, v in body.items() if k != "narrative"}, "payload": payload}
-
-
 def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
-    path = Path(args.file)
-    now = datetime.now(UTC)
-    total = 0
-    # First pass: refuse a bad file before anything is written.
-    for n, record in _import_lines(path):
-        if "sig" not in record and not args.sign:
-            raise UsageError(
-                f"{path} line {n}: no 'sig'; use --sign to sign with local agency keys"
-            )
-        try:
-            if "sig" in record:  # signed elsewhere: the texts must match its commitments
-                validate_body(record["body"], now)
-                check_narrative(record["body"], _record_narrative(record))
-            else:  # to be signed here: its free text will be sealed, so check that form
-                validate_body(seal_body(_draft(record))[0], now)
-        except ValidationError as e:
-            raise ValidationError(f"{path} line {n}: {e}") from None
-        total += 1
-    signers: dict[str, Any] = {}
-    appended = duplicates = 0
+    from .importer import Importer
+
+    importer = Importer(ledger, Path(args.file), args.sign)
+    total = importer.check()  # the whole file, before anything is written
     with _progress(not args.json and sys.stderr.isatty()) as progress:
         task = progress.add_task("importing", total=total)
-        batch: list[Submission] = []
-
-        def flush() -> None:
-            nonlocal appended, duplicates
-            receipts = ledger.append_many(batch)
-            duplicates += sum(r.duplicate for r in receipts)
-            appended += sum(not r.duplicate for r in receipts)
-            progress.advance(task, len(batch))
-            batch.clear()
-
-        for n, record in _import_lines(path):
-            body = record["body"]
-            if "sig" in record:
-                try:
-                    sig = b64decode(record["sig"])
-                except (ValueError, AttributeError):
-                    raise UsageError(f"{path} line {n}: sig is not base64") from None
-                batch.append(Submission(body, sig, _record_narrative(record)))
-            else:
-                agency = body["agency"]
-                if agency not in signers:
-                    signers[agency] = load_key_file(ledger.agency_key_path(agency))
-                batch.append(Submission.signed(_draft(record), signers[agency]))
-            if len(batch) >= args.batch:
-                flush()
-        flush()
+        appended, duplicates = importer.run(args.batch, lambda n: progress.advance(task, n))
     _emit(
         args,
         {"appended": appended, "duplicates": duplicates},
@@ -526,7 +450,10 @@ def cmd_log_witness(args: argparse.Namespace, ledger: Ledger | None) -> int:
     from .witness import InconsistentLog, LogSource, RemoteLog, Witness
 
     witness = Witness(Path(args.state), args.name)
-    offered = NoteVerifier.parse(args.log_key) if args.log_key else None
+    try:
+        offered = NoteVerifier.parse(args.log_key) if args.log_key else None
+    except ValueError as e:
+        raise UsageError(f"--log-key: {e}") from None
     remote: RemoteLog | None = None
     log: LogSource
     note: str
@@ -607,7 +534,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_token_add(args: argparse.Namespace, ledger: Ledger) -> int:
-    token = ledger.tokens.issue(args.name, args.role, args.agency)
+    token = ledger.issue_token(args.name, args.role, args.agency)
     _emit(
         args,
         {"name": args.name, "role": args.role, "token": token},
@@ -1026,6 +953,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ledger: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except UnicodeDecodeError as e:
+        print(
+            f"ledger: error: input is not UTF-8 text ({e.reason} at byte {e.start})",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as e:
+        # The machine refused (a directory that cannot be made, a file that cannot be
+        # read): the operator's to fix, so one line, not a traceback.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ledger: {e.strerror or e}{where}", file=sys.stderr)
         return 1
 
 

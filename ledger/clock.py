@@ -18,6 +18,10 @@ from zoneinfo import ZoneInfo
 import holidays
 
 LONDON = ZoneInfo("Europe/London")
+# The span of instants a user may ask about; beyond it, local-day arithmetic
+# (end of the London day, months ahead) would leave what datetime can hold.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 class Clock(StrEnum):
@@ -99,4 +103,11 @@ def parse_instant(text: str, what: str) -> datetime:
         raise UsageError(
             f"{what}: {text!r} is not a date or time like 2024-03-04T09:00:00Z"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        in_range = EARLIEST <= moment <= LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise UsageError(f"{what}: {text!r} is outside the years 1900 to 9998")
+    return moment

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -38,9 +39,10 @@ from .errors import (
     NotFound,
     SignatureError,
     StoreUnavailable,
+    UsageError,
     ValidationError,
 )
-from .events import AgencyKind, format_time, validate_body
+from .events import AGENCY_ID_RE, AgencyKind, format_time, validate_body
 from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
 from .narrative import NarrativeText, sign_draft
@@ -64,6 +66,7 @@ from .verify import (
 )
 
 MAX_ATTEMPTS = 30
+ORIGIN_RE = re.compile(r"^[!-*,-~]{1,255}$")  # printable ASCII but space and '+'
 PARSED_CACHE_STREAMS = 64
 
 
@@ -275,6 +278,22 @@ class Ledger:
     def tokens(self) -> TokenStore:
         return TokenStore(self.log.db)
 
+    def issue_token(self, name: str, role: str, agency: str | None = None) -> str:
+        """A bearer token; an agency token only for an agency on the register (the
+        ledger's own name signs nothing an API caller may send)."""
+        if agency is not None and (
+            agency == LEDGER_AGENCY or agency not in self._registered_agency_ids()
+        ):
+            raise NotFound(f"no registered agency {agency!r} to issue a token for")
+        return self.tokens.issue(name, role, agency)
+
+    def _registered_agency_ids(self) -> list[str]:
+        return [
+            row[1].removeprefix("agency/")
+            for row in self.store.catalog.index_rows("agency/")
+            if row[4] == "AGENCY_REGISTERED"
+        ]
+
     def origin(self) -> str:
         root = self.root()
         if root is None:
@@ -299,6 +318,8 @@ class Ledger:
         return self._ledger_signer
 
     def agency_key_path(self, agency_id: str) -> Path:
+        if not AGENCY_ID_RE.match(agency_id):
+            raise ValidationError(f"{agency_id!r} is not an agency id (a-z, 0-9 and '-')")
         return self.keys_dir / "agencies" / f"{agency_id}.key"
 
     def root(self) -> LedgerRoot | None:
@@ -319,6 +340,13 @@ class Ledger:
     # --- set-up ---------------------------------------------------------------
     def init(self, origin: str) -> bytes:
         """Create the ledger key (if absent) and the genesis event (if absent)."""
+        if not ORIGIN_RE.match(origin):
+            # The origin is a checkpoint's first line and the name in the log's
+            # verifier key (name+hash+key): a space, '+' or newline would break both.
+            raise UsageError(
+                f"origin {origin!r} must be printable ASCII without spaces or '+', "
+                "like ledger.example.gov.uk/log"
+            )
         if self.ledger_key_path.exists():
             signer = load_key_file(self.ledger_key_path)
         else:
@@ -381,15 +409,19 @@ class Ledger:
             payload["name"] = name
         self.ledger_signer()  # fail before writing a key file if the ledger key is missing
         self.ledger_public_key()
+        stream = {"agency_id": agency_id}
+        registration = self.system_submission(
+            stream, "AGENCY_REGISTERED", payload, f"agency-{agency_id}-registered"
+        )
+        # The id becomes a file name: refuse a bad id (or name, or borough) before
+        # any key file is written.
+        validate_body(registration.body, self.clock())
         if public_key is None:
             key_path = self.agency_key_path(agency_id)
             public_key = generate_key_file(key_path).public_bytes
-        stream = {"agency_id": agency_id}
         self.append_many(
             [
-                self.system_submission(
-                    stream, "AGENCY_REGISTERED", payload, f"agency-{agency_id}-registered"
-                ),
+                registration,
                 self.system_submission(
                     stream,
                     "AGENCY_KEY_ADDED",
@@ -761,9 +793,15 @@ class Ledger:
                 originator, seq = known[event_id]
                 stored = self.stored_envelope(originator, seq)
                 if stored.body_bytes != item.body_bytes:
+                    # Where it is, only to the agency that recorded it: an agency
+                    # probing ids must not learn of other agencies' cases.
+                    where = (
+                        f"{stored.stream} seq {stored.seq}"
+                        if stored.agency == item.body["agency"]
+                        else "by another agency"
+                    )
                     raise Conflict(
-                        f"event id {event_id} is already recorded ({stored.stream} seq "
-                        f"{stored.seq}) with a different body"
+                        f"event id {event_id} is already recorded ({where}) with a different body"
                     )
                 receipts[n] = _receipt(stored, duplicate=True)
                 continue
@@ -980,12 +1018,7 @@ class Ledger:
 
     def agencies(self) -> dict[str, Agency]:
         """Every registered agency, each read once from its registry stream."""
-        return {
-            agency_id: self.agency(agency_id)
-            for row in self.store.catalog.index_rows("agency/")
-            if row[4] == "AGENCY_REGISTERED"
-            for agency_id in [row[1].removeprefix("agency/")]
-        }
+        return {agency_id: self.agency(agency_id) for agency_id in self._registered_agency_ids()}
 
     def agency_kinds(self) -> dict[str, str]:
         """Each registered agency's kind (police, csc, ...), read from the registry."""

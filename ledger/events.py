@@ -9,11 +9,20 @@ format; a name typed into a reference field is refused.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ValidationError
@@ -33,7 +42,9 @@ ChildRef = Annotated[str, StringConstraints(pattern=r"^child_[a-z2-7]{26}$")]
 PersonRef = Annotated[str, StringConstraints(pattern=r"^(child|person|staff)_[a-z2-7]{26}$")]
 VehicleRef = Annotated[str, StringConstraints(pattern=r"^vehicle_[a-z2-7]{26}$")]
 PlaceRef = Annotated[str, StringConstraints(pattern=r"^place_[a-z2-7]{26}$")]
-AgencyId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,47}$")]
+AGENCY_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,47}$"
+AGENCY_ID_RE = re.compile(AGENCY_ID_PATTERN)
+AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN)]
 CaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 Text = Annotated[str, StringConstraints(max_length=8000)]
@@ -41,6 +52,23 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 Commitment = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# No event about a child today happened before this; earlier years also break
+# local-time arithmetic (a year-1 instant has no London date).
+EARLIEST_OCCURRED_AT = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+def _exact_int(value: Any) -> Any:
+    """Refuse true, 1.0 and "1" where a whole number is meant.
+
+    The stored body is the signed JSON as sent, so a value pydantic would coerce
+    must be refused, not read one way here and another way downstream.
+    """
+    if type(value) is not int:
+        raise ValueError("must be a whole number")
+    return value
+
+
+ExactInt = BeforeValidator(_exact_int)
 
 
 class AgencyKind(StrEnum):
@@ -100,7 +128,7 @@ PrimaryNeed = Literal["N0", "N1", "N2", "N3", "N4", "N5", "N6", "N7", "N8", "N9"
 AbuseCategory = Literal["NEG", "PHY", "SAB", "EMO", "MUL"]
 ClosureReason = Literal["RC1", "RC2", "RC3", "RC4", "RC5", "RC6", "RC7", "RC8", "RC9"]
 # Home Office crime outcome types given in the research (numbers as published).
-HomeOfficeOutcome = Literal[1, 2, 3, 8, 10, 14, 15, 16, 18, 20, 21, 22]
+HomeOfficeOutcome = Annotated[Literal[1, 2, 3, 8, 10, 14, 15, 16, 18, 20, 21, 22], ExactInt]
 SourceBasis = Literal["direct", "third_party", "anonymous"]
 
 
@@ -130,10 +158,10 @@ class Payload(Model):
     summary: Text | None = None
     rule_ids: list[Label] = Field(default_factory=list)
     # Facts response standards turn on (an age, never a date of birth).
-    child_age: Annotated[int, Field(ge=0, le=25)] | None = None
-    significant_harm_suspected: bool | None = None
-    enhanced_rights: bool | None = None
-    cp_plan_active: bool | None = None
+    child_age: Annotated[StrictInt, Field(ge=0, le=25)] | None = None
+    significant_harm_suspected: StrictBool | None = None
+    enhanced_rights: StrictBool | None = None
+    cp_plan_active: StrictBool | None = None
 
 
 # --- intake -----------------------------------------------------------------
@@ -146,7 +174,7 @@ class ConcernRaised(Payload):
 class DisclosureReceived(Payload):
     basis: SourceBasis = "direct"
     offence: Label | None = None
-    sexual_offence: bool = False
+    sexual_offence: StrictBool = False
 
 
 class ReferralMade(Payload):
@@ -255,11 +283,11 @@ class VictimNotified(Payload):
 
 
 class VictimSupportReferred(Payload):
-    consent: bool
+    consent: StrictBool
 
 
 class VrrDecided(Payload):
-    upheld: bool
+    upheld: StrictBool
 
 
 # --- CPS ---------------------------------------------------------------------
@@ -271,7 +299,7 @@ class ChargingDecision(Payload):
 
 # --- missing -----------------------------------------------------------------
 class Found(Payload):
-    found_with_adult: bool = False
+    found_with_adult: StrictBool = False
 
 
 # --- health and education ----------------------------------------------------
@@ -470,13 +498,13 @@ def _describe(e: PydanticValidationError, where: str) -> str:
 class Body(Model):
     """The agency-signed part of an event, before canonicalisation."""
 
-    v: Literal[1, 2] = 1
+    v: Annotated[Literal[1, 2], ExactInt] = 1
     case_id: CaseId | None = None
     agency_id: AgencyId | None = None
     event_id: EventId
     type: Label
     occurred_at: str
-    agency: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,47}$")]
+    agency: AgencyId
     actor: Actor
     payload: dict[str, Any]
     responds_to: list[EventId] = Field(default_factory=list)
@@ -569,6 +597,8 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     except PydanticValidationError as e:
         raise ValidationError(f"{where}: {_describe(e, 'payload')}") from None
     occurred = parse_time(body.occurred_at)
+    if occurred < EARLIEST_OCCURRED_AT:
+        raise ValidationError(f"{where}: occurred_at {body.occurred_at} is before 1900")
     if occurred > now + FUTURE_TOLERANCE:
         raise ValidationError(
             f"{where}: occurred_at {body.occurred_at} is more than 5 minutes in the future"

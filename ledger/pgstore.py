@@ -25,6 +25,8 @@ from .store import (
     LedgerApplication,
     Store,
     before_commit,
+    stored_bytes,
+    stored_int,
 )
 
 # eventsourcing names the events table after the application ("Ledger").
@@ -60,11 +62,17 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
                 Identifier(NARRATIVE_TABLE + "_case"), schema, narrative
             ),
         ]
+        # One statement each, not executemany: psycopg pipelines executemany, and a
+        # repeated event id (a retry another worker recorded first) then surfaces as
+        # "pipeline aborted", a database error, not the unique violation it is,
+        # which the append path answers by looking the id up.
         self.insert_index_statement = SQL(
-            "INSERT INTO {}.{} VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+            "INSERT INTO {}.{} SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
+            "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
         ).format(schema, table)
         self.insert_narrative_statement = SQL(
-            "INSERT INTO {}.{} (event_id, field, case_id, sealed) VALUES (%s,%s,%s,%s)"
+            "INSERT INTO {}.{} (event_id, field, case_id, sealed) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])"
         ).format(schema, narrative)
         # The stored events as four arrays in binary form. eventsourcing's own insert
         # passes one array of a composite type, which psycopg writes out as text in
@@ -89,7 +97,7 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
     ) -> None:
         rows = kwargs.get("index_rows")
         if rows:
-            curs.executemany(self.insert_index_statement, rows)
+            curs.execute(self.insert_index_statement, _columns(rows))
         sealed = before_commit(kwargs)
         if sealed:
             # FOR SHARE waits for an erasure in flight (it locks the row FOR UPDATE) and
@@ -98,7 +106,7 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
             for row in curs.fetchall():
                 if row["erased_at"] is not None:
                     raise NarrativeErased(str(row["case_id"]), str(row["erased_at"]))
-            curs.executemany(self.insert_narrative_statement, sealed)
+            curs.execute(self.insert_narrative_statement, _columns(sealed))
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -124,6 +132,11 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
                 [e.state for e in stored_events],
             ),
         )
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one array per column, for an INSERT ... SELECT FROM unnest(...)."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class PostgresCatalog:
@@ -178,7 +191,9 @@ class PostgresCatalog:
             ).format(self._events()),
             [last, limit],
         )
-        return [(int(r[0]), UUID(str(r[1])).hex, int(r[2]), bytes(r[3])) for r in rows]
+        return [
+            (int(r[0]), UUID(str(r[1])).hex, stored_int(r[2]), stored_bytes(r[3])) for r in rows
+        ]
 
     def streams_mentioning(self, text: str) -> list[str]:
         rows = self._query(
@@ -213,16 +228,17 @@ class PostgresCatalog:
         )
         return {UUID(str(r[0])): int(r[1]) for r in rows if r[1] is not None}
 
-    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """(version, stored bytes) of a stream's events after `after`."""
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]:
+        """(version, stored bytes, notification id) of a stream's events after `after`."""
         rows = self._query(
             SQL(
-                "SELECT originator_version, state FROM {} WHERE originator_id = %s "
-                "AND originator_version > %s ORDER BY originator_version LIMIT %s"
+                "SELECT originator_version, state, notification_id FROM {} "
+                "WHERE originator_id = %s AND originator_version > %s "
+                "ORDER BY originator_version LIMIT %s"
             ).format(self._events()),
             [oid, after, limit],
         )
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        return [(stored_int(r[0]), stored_bytes(r[1]), int(r[2])) for r in rows]
 
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
         """Each stream's latest version, with its newest stored bytes unless that is

@@ -300,6 +300,8 @@ def load_policy(path: Path | str | None = None) -> Policy:
         raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
     except OSError as e:
         raise UsageError(f"cannot read policy {chosen}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"policy {chosen} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise UsageError(f"policy {chosen} is not valid YAML: {e}") from None
     try:

@@ -126,13 +126,26 @@ def replay_dict(r: Replay) -> dict[str, Any]:
     }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell made inert for spreadsheets: recorded text is an agency's, and a
+    panel opening the chronology must not have it run as a formula (OWASP's advice:
+    a leading apostrophe)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(r: Replay) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     columns = CSV_COLUMNS[:-1]
     writer.writerows(
-        [*(row[c] for c in columns), "; ".join(f["detail"] for f in row["flags"])]
+        [_cell(row[c]) for c in columns] + [_cell("; ".join(f["detail"] for f in row["flags"]))]
         for row in r.chronology
     )
     return out.getvalue()

@@ -45,6 +45,24 @@ NARRATIVE_DDL = (
 NARRATIVE_INDEX_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} (case_id)"
 
 
+def stored_bytes(value: Any) -> bytes:
+    """A state column's value as bytes, whatever an edit of the database left there
+    (NULL, text): `ledger verify` must report such a row, not fail on it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if value is None:
+        return b""
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def stored_int(value: Any) -> int:
+    """A version or id column's value; -1 where an edit left something else there."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
 @dataclass(frozen=True)
 class DatabaseURL:
     """A parsed `--db` value: `sqlite:///PATH` or `postgresql://user@host:port/db?schema=S`."""
@@ -88,7 +106,7 @@ def parse_db_url(url: str) -> DatabaseURL:
         dbname = unquote(parts.path.lstrip("/"))
         if not parts.hostname or not dbname or "/" in dbname:
             raise UsageError(f"malformed PostgreSQL URL {url!r}: need postgresql://user@host/db")
-        schema = parse_qs(parts.query).get("schema", ["public"])[0]
+        schema = parse_qs(parts.query, keep_blank_values=True).get("schema", ["public"])[0]
         if not schema.replace("_", "").isalnum():
             raise UsageError(f"malformed PostgreSQL URL {url!r}: bad schema name {schema!r}")
         return DatabaseURL(
@@ -223,7 +241,7 @@ class Catalog(Protocol):
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
-    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]: ...
     def streams_mentioning(self, text: str) -> list[str]: ...
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]: ...
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]: ...
@@ -279,7 +297,7 @@ class SQLiteCatalog:
             "WHERE rowid > ? ORDER BY rowid LIMIT ?",
             [last, limit],
         )
-        return [(int(r[0]), str(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+        return [(int(r[0]), str(r[1]), stored_int(r[2]), stored_bytes(r[3])) for r in rows]
 
     def streams_mentioning(self, text: str) -> list[str]:
         """Case streams whose stored events contain `text` (a reference), by name."""
@@ -325,16 +343,17 @@ class SQLiteCatalog:
         )
         return {UUID(r[0]): int(r[1]) for r in rows if r[1] is not None}
 
-    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """(version, stored bytes) of a stream's events after `after`: what `ledger
-        verify` reads, without building a StoredEvent and a UUID for every row."""
+    def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]:
+        """(version, stored bytes, notification id) of a stream's events after `after`:
+        what `ledger verify` reads, without building a StoredEvent and a UUID for
+        every row."""
         rows = self._query(
-            f"SELECT originator_version, state FROM {self.events_table} "
+            f"SELECT originator_version, state, rowid FROM {self.events_table} "
             "WHERE originator_id = ? AND originator_version > ? "
             "ORDER BY originator_version LIMIT ?",
             (oid.hex, after, limit),
         )
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        return [(stored_int(r[0]), stored_bytes(r[1]), int(r[2])) for r in rows]
 
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
         """Each stream's latest version, with its newest stored bytes unless that is

@@ -699,7 +699,7 @@ def verify_bundle(
     case_id = bundle["case_id"]
     if bundle["log"] != {"origin": verifier.name, "verifier_key": verifier.encode()}:
         raise FormatError("bundle names a different log than the key it is checked with")
-    if bundle["tree_size"] != checkpoint.size:
+    if type(bundle["tree_size"]) is not int or bundle["tree_size"] != checkpoint.size:
         raise FormatError(
             f"tree_size {bundle['tree_size']!r} is not the checkpoint's {checkpoint.size}"
         )
@@ -712,6 +712,8 @@ def verify_bundle(
             where = f"entry {n} ({entry.get('stream')} seq {entry.get('seq')})"
             if entry.keys() != ENTRY_KEYS:
                 raise FormatError("entry fields are not exactly " + ", ".join(sorted(ENTRY_KEYS)))
+            if type(entry["seq"]) is not int or type(entry["leaf_index"]) is not int:
+                raise FormatError("its seq and leaf_index must be whole numbers")
             raw = b64decode(entry["bytes"])
             verify_inclusion(
                 entry["leaf_index"],
@@ -775,6 +777,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = verify_bundle(bundle, args.log_key, args.witness_key)
     except (OSError, ValueError) as e:
         print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        # A member missing or of the wrong kind: the bundle is not what it claims.
+        print(f"FAIL: the bundle is malformed ({type(e).__name__}: {e})", file=sys.stderr)
         return 1
     print(
         f"OK: case {report.case_id}: {report.events} events and "

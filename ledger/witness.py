@@ -23,7 +23,7 @@ from .checkpoint import (
     cosign,
     verify_checkpoint,
 )
-from .errors import IntegrityError, LedgerError
+from .errors import IntegrityError, LedgerError, StoreUnavailable
 from .keys import Signer, generate_key_file, load_key_file
 from .log import ConsistencyProof
 from .merkle import InvalidProof, verify_consistency
@@ -50,6 +50,15 @@ class RemoteLog:
             headers={"Authorization": f"Bearer {token}"},
         )
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise StoreUnavailable(f"cannot reach the log at {self.http.base_url}: {e}") from None
+        return self._check(response)
+
     def _check(self, response: Any) -> Any:
         if response.status_code >= 400:
             try:
@@ -60,26 +69,29 @@ class RemoteLog:
         return response
 
     def latest_checkpoint(self) -> str:
-        return str(self._check(self.http.get("/v1/log/checkpoint")).text)
+        return str(self._request("GET", "/v1/log/checkpoint").text)
 
     def consistency(self, first: int, second: int) -> ConsistencyProof:
-        data = self._check(
-            self.http.get("/v1/log/proof/consistency", params={"first": first, "second": second})
-        ).json()
-        return ConsistencyProof(
-            first,
-            second,
-            [b64decode(h) for h in data["proof"]],
-            b64decode(data["first_root"]),
-            b64decode(data["second_root"]),
+        data = self._request(
+            "GET", "/v1/log/proof/consistency", params={"first": first, "second": second}
         )
+        try:
+            body = data.json()
+            return ConsistencyProof(
+                first,
+                second,
+                [b64decode(h) for h in body["proof"]],
+                b64decode(body["first_root"]),
+                b64decode(body["second_root"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise IntegrityError(f"the log's consistency proof is malformed: {e!r}") from None
 
     def add_cosignature(self, size: int, witness: NoteVerifier, line: str) -> None:
-        self._check(
-            self.http.post(
-                "/v1/log/cosignatures",
-                json={"tree_size": size, "verifier_key": witness.encode(), "line": line},
-            )
+        self._request(
+            "POST",
+            "/v1/log/cosignatures",
+            json={"tree_size": size, "verifier_key": witness.encode(), "line": line},
         )
 
     def close(self) -> None:

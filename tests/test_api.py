@@ -197,9 +197,11 @@ def test_batch_is_atomic(api: Api) -> None:
     assert r.status_code == 201 and r.json()["receipts"][0]["seq"] == 1
     assert r.json()["receipts"][0]["leaf_index"] is None  # not integrated yet
     api.client.app.state.server.ledger.checkpoint()  # type: ignore[attr-defined]
-    again = api.client.post(
+    retried = api.client.post(
         "/v1/events:batch", json={"events": [good]}, headers=api.auth("agency")
-    ).json()["receipts"][0]
+    )
+    assert retried.status_code == 200  # a retry: nothing new was recorded
+    again = retried.json()["receipts"][0]
     assert (
         again["duplicate"] is True and again["event_hash"] == r.json()["receipts"][0]["event_hash"]
     )
@@ -229,6 +231,54 @@ def test_bad_requests_are_problems_never_500(
     assert problem["status"] == status and problem["title"] and problem["detail"]
 
 
+@pytest.mark.parametrize(
+    "as_of", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00%2B01:00", "1899-12-31"]
+)
+def test_an_as_of_beyond_the_calendar_is_a_400_problem(api: Api, as_of: str) -> None:
+    api.post(api.signed(event_id="e-asof"))
+    for route in ("replay?", "chronology?format=csv&"):
+        r = api.client.get(f"/v1/cases/C-1/{route}as_of={as_of}", headers=api.auth("panel"))
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "outside the years" in r.json()["detail"]
+
+
+def test_an_oversized_body_without_a_length_is_413_and_put_is_405(api: Api) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"body": "'
+        for _ in range(17):
+            yield b"x" * 65536
+        yield b'"}'
+
+    r = api.client.post(
+        "/v1/cases/C-1/events",
+        content=chunks(),
+        headers={"content-type": "application/json", **api.auth("agency")},
+    )
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    r = api.client.put("/v1/cases/C-1/events", content=b"x", headers={"content-type": "text/plain"})
+    assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("agency", ["no-such-agency", "ledger"])
+def test_an_agency_token_is_only_for_a_registered_agency(api: Api, agency: str) -> None:
+    r = api.client.post(
+        "/v1/tokens",
+        json={"name": f"t-{agency}", "role": "agency", "agency": agency},
+        headers=api.auth("admin"),
+    )
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    r = api.client.post(
+        "/v1/tokens",
+        json={"name": "t-ok", "role": "agency", "agency": "police-a"},
+        headers=api.auth("admin"),
+    )
+    assert r.status_code in (200, 201), r.text
+
+
 def test_every_panel_read_is_on_the_hash_chained_access_log(api: Api) -> None:
     for route in ("replay", "stalls", "chronology?format=html"):
         assert (
@@ -241,6 +291,24 @@ def test_every_panel_read_is_on_the_hash_chained_access_log(api: Api) -> None:
     assert all(b.prev_hash == a.event_hash for a, b in itertools.pairwise(log))
     report = audit(ledger.store, ledger.ledger_signer().public_bytes)
     assert report.ok, report.problems
+
+
+def test_an_auditor_reading_log_entries_is_on_each_cases_access_log(api: Api) -> None:
+    api.post(api.signed(case_id="C-1"))
+    api.post(api.signed(case_id="C-2"))
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    ledger.checkpoint()
+    size = ledger.log.size()
+    before = {c: len(ledger.access_log(c)) for c in ("C-1", "C-2")}
+    r = api.client.get(f"/v1/log/entries?start=0&end={size}", headers=api.auth("auditor"))
+    assert r.status_code == 200 and len(r.json()["entries"]) == size
+    for case in ("C-1", "C-2"):
+        log = ledger.access_log(case)
+        assert len(log) == before[case] + 1
+        assert log[-1].body["payload"] == {
+            "reader": "auditor-1",
+            "summary": "auditor /v1/log/entries",
+        }
 
 
 def test_auditor_sees_metadata_not_content(api: Api) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -68,6 +69,18 @@ def test_same_event_id_with_different_body_is_a_conflict(world: World) -> None:
     changed = {**body, "occurred_at": "2024-03-04T09:00:00Z"}
     with pytest.raises(Conflict, match=body["event_id"]):
         world.ledger.append(world.signed(changed))
+
+
+def test_a_conflict_names_where_only_to_the_agency_that_recorded_it(world: World) -> None:
+    body = world.body("police-a", case_id="C-secret")
+    world.ledger.append(world.signed(body))
+    own = {**body, "occurred_at": "2024-03-04T09:00:00Z"}
+    with pytest.raises(Conflict, match="case/C-secret seq 1"):
+        world.ledger.append(world.signed(own))
+    theirs = {**world.body("csc-b", case_id="C-2"), "event_id": body["event_id"]}
+    with pytest.raises(Conflict) as refused:
+        world.ledger.append(world.signed(theirs))
+    assert "C-secret" not in str(refused.value) and "another agency" in str(refused.value)
 
 
 def test_batch_is_all_or_nothing(world: World) -> None:
@@ -516,6 +529,42 @@ def test_a_repeat_recorded_between_lookup_and_write_gets_the_original_receipt(
         ]
     finally:
         other.close()
+
+
+def _race(ledgers: Sequence[Any], batch: list[Any]) -> list[Any]:
+    """Each ledger appends `batch` at the same moment; each one's receipts or error."""
+    barrier = threading.Barrier(len(ledgers))
+    results: list[Any] = [None] * len(ledgers)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        try:
+            results[n] = [(r.event_id, r.event_hash) for r in ledgers[n].append_many(batch)]
+        except Exception as e:
+            results[n] = e
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(len(ledgers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_the_same_batch_from_two_writers_at_once_is_recorded_once(world: World) -> None:
+    """An agency's retry can reach a second worker while the first still writes: one
+    records the batch, the other answers with the same receipts, never an error."""
+    from ledger.core import Ledger
+
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        for _ in range(15):
+            batch = [world.signed(world.body("police-a", case_id=f"C-{n}")) for n in range(5)]
+            first, second = _race([world.ledger, other], batch)
+            assert first == second, (first, second)
+    finally:
+        other.close()
+    assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
 
 
 def test_a_stream_another_writer_extended_is_chained_after_its_event(world: World) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ledger.canonical import canonical
 from ledger.cli import main
 from ledger.core import Ledger
+from ledger.verify import b64encode
 from tests.conftest import World
 
 
@@ -117,6 +119,8 @@ def test_malformed_db_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     assert main(["cases", "--db", "sqlite:/x"]) == 2
     assert "malformed SQLite URL" in capsys.readouterr().err
     assert main(["cases", "--db", "mysql://x/y"]) == 2
+    assert main(["cases", "--db", "postgresql://postgres@127.0.0.1/test?schema="]) == 2
+    assert "bad schema name ''" in capsys.readouterr().err
 
 
 def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,6 +146,112 @@ def test_import_refuses_a_bad_file_before_writing(
     assert json.loads(capsys.readouterr().out) == {"appended": 1, "duplicates": 0}
     assert main(run(world, "import", str(path), "--sign", "--json")) == 0
     assert json.loads(capsys.readouterr().out) == {"appended": 0, "duplicates": 1}
+
+
+@pytest.mark.parametrize("fault", ["dangling", "forward", "other_case", "bad_sig", "not_utf8"])
+def test_import_refuses_a_late_bad_line_before_writing_any_batch(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: str
+) -> None:
+    """Faults only the whole file shows (references, signatures) are found before the
+    first of several batches is saved, not after some were."""
+    signer = world.signers["police-a"]
+    lines = []
+    for n in range(1, 8):
+        body = world.body("police-a", event_id=f"imp-{n}")
+        if n > 1:
+            body["responds_to"] = [f"imp-{n - 1}"]
+        lines.append(body)
+    last = lines[-1]
+    if fault == "dangling":
+        last["responds_to"] = ["never-recorded"]
+    elif fault == "forward":
+        lines[3]["responds_to"] = ["imp-6"]
+    elif fault == "other_case":
+        lines[5] = {**lines[5], "case_id": "C-other", "responds_to": []}
+    records = [{"body": b, "sig": b64encode(signer.sign_body(canonical(b)))} for b in lines]
+    if fault == "bad_sig":
+        records[-1]["sig"] = records[0]["sig"]
+    path = tmp_path / "in.jsonl"
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    path.write_bytes(data + (b'{"body": "\xff"}\n' if fault == "not_utf8" else b""))
+    before = count(world)
+    assert main(run(world, "import", str(path), "--batch", "2")) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("not UTF-8" in err) if fault == "not_utf8" else (" line " in err)
+    assert count(world) == before
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["../../escaped", "--kind", "police"],
+        ["Bad_Id", "--kind", "police"],
+        ["new-agency", "--kind", "police", "--name", "x" * 121],
+        ["new-agency", "--kind", "sheriff"],
+    ],
+)
+def test_agency_add_refused_writes_no_key_file(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    before = {p for p in tmp_path.rglob("*")}
+    events = count(world)
+    assert main(run(world, "agency", "add", *extra)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert {
+        p for p in tmp_path.rglob("*") if not p.name.endswith(("-wal", "-shm", "-journal"))
+    } <= before
+    assert not (tmp_path.parent / "escaped.key").exists()
+    assert count(world) == events
+
+
+def test_what_the_machine_or_the_input_refuses_is_one_line(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(b"rules: \xff\xfe\n")
+    attempts = [
+        ["init", "--db", f"sqlite:///{tmp_path}/n.sqlite", "--keys", str(blocker / "keys")],
+        ["init", "--db", f"sqlite:///{blocker}/n.sqlite", "--keys", str(tmp_path / "k2")],
+        run(world, "cases", "--policy", str(policy)),
+        [
+            "init",
+            "--db",
+            f"sqlite:///{tmp_path}/o.sqlite",
+            "--keys",
+            str(tmp_path / "k3"),
+            "--origin",
+            "log.example\nforged line",
+        ],
+        [
+            "init",
+            "--db",
+            f"sqlite:///{tmp_path}/o.sqlite",
+            "--keys",
+            str(tmp_path / "k3"),
+            "--origin",
+            "log.example+x",
+        ],
+        run(world, "log", "witness", "--state", str(tmp_path / "w"), "--log-key", "nonsense"),
+        run(world, "log", "witness", "--state", str(blocker)),
+        [
+            "log",
+            "witness",
+            "--state",
+            str(tmp_path / "w2"),
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+        ],
+    ]
+    for argv in attempts:
+        assert main(argv) in (1, 2), argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("ledger:"), (argv, err)
 
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:

@@ -6,7 +6,15 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ledger.clock import Clock, add_working_days, days_between, deadline, is_working_day
+from ledger.clock import (
+    Clock,
+    add_working_days,
+    days_between,
+    deadline,
+    is_working_day,
+    parse_instant,
+)
+from ledger.errors import UsageError
 
 
 @pytest.mark.parametrize(
@@ -70,3 +78,15 @@ def test_days_between_counts_london_dates() -> None:
         )
         == 412
     )
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1899-12-31T23:59:59Z"]
+)
+def test_instants_beyond_local_day_arithmetic_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="outside the years 1900 to 9998"):
+        parse_instant(text, "as_of")
+
+
+def test_an_instant_without_offset_is_utc() -> None:
+    assert parse_instant("2024-03-04", "as_of") == datetime(2024, 3, 4, tzinfo=UTC)

@@ -82,12 +82,40 @@ def test_valid_body_is_returned_unchanged() -> None:
         ({"payload": {"rag": "red", "child_ref": "child_" + "A" * 26}}, "payload.child_ref"),
         ({"agency_id": "x"}, "agency_id does not belong"),
         ({"type": "OUTCOME_ASSIGNED", "payload": {"ho_outcome": 99}}, "payload.ho_outcome"),
+        ({"occurred_at": "0001-01-01T00:00:00Z"}, "before 1900"),
+        ({"occurred_at": "1899-12-31T23:59:59Z"}, "before 1900"),
+        # Values pydantic would coerce are refused: the body is stored as sent, so
+        # "yes" must not read as true here and as a non-boolean downstream.
+        (
+            {"type": "DISCLOSURE_RECEIVED", "payload": {"sexual_offence": "yes"}},
+            "payload.sexual_offence",
+        ),
+        (
+            {"type": "DISCLOSURE_RECEIVED", "payload": {"sexual_offence": 1}},
+            "payload.sexual_offence",
+        ),
+        ({"payload": {"rag": "red", "child_age": "12"}}, "payload.child_age"),
+        ({"payload": {"rag": "red", "child_age": 12.0}}, "payload.child_age"),
+        ({"payload": {"rag": "red", "child_age": True}}, "payload.child_age"),
+        ({"type": "OUTCOME_ASSIGNED", "payload": {"ho_outcome": "16"}}, "payload.ho_outcome"),
+        ({"type": "OUTCOME_ASSIGNED", "payload": {"ho_outcome": 16.0}}, "payload.ho_outcome"),
+        ({"v": True}, "body.v"),
     ],
 )
 def test_invalid_bodies_name_the_field(fields: dict[str, object], needle: str) -> None:
     b = body(**fields)
     with pytest.raises(ValidationError, match=re.escape(needle)):
         validate_body(b, NOW)
+
+
+def test_exact_values_still_pass() -> None:
+    for fields in (
+        {"type": "DISCLOSURE_RECEIVED", "payload": {"sexual_offence": True, "child_age": 16}},
+        {"type": "OUTCOME_ASSIGNED", "payload": {"ho_outcome": 16}},
+        {"occurred_at": "1900-01-01T00:00:00Z"},
+    ):
+        b = body(**fields)
+        assert validate_body(b, NOW) is b
 
 
 def test_missing_field_is_named() -> None:

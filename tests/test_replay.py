@@ -18,7 +18,7 @@ from ledger.demo import AGENCIES, scripts
 from ledger.keys import load_key_file
 from ledger.policy import load_policy
 from ledger.replay import replay
-from ledger.report import replay_case, replay_dict, to_csv, to_html
+from ledger.report import CSV_COLUMNS, replay_case, replay_dict, to_csv, to_html
 
 POLICY = load_policy()
 BASE = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -129,6 +129,22 @@ def test_outputs_json_csv_html(demo: Ledger) -> None:
     page = to_html(r)
     assert "<mark>seeking out older men</mark>" in page
     assert "First stall:" in page and "@page { size: A4" in page
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_made_inert(demo: Ledger) -> None:
+    import csv
+    import io
+
+    r = replay_case(demo, "DEMO-SWK-0002", POLICY, view="full")
+    row = r.chronology[0]
+    row["decision_maker"] = '=HYPERLINK("http://example.invalid","x")'
+    row["action"] = "@SUM(A1:A9)"
+    row["outcome"] = "-2+3"
+    cells = dict(zip(CSV_COLUMNS, list(csv.reader(io.StringIO(to_csv(r))))[1], strict=True))
+    assert cells["decision_maker"] == '\'=HYPERLINK("http://example.invalid","x")'
+    assert cells["action"] == "'@SUM(A1:A9)" and cells["outcome"] == "'-2+3"
+    assert cells["seq"] == str(row["seq"])  # numbers and plain text are untouched
+    assert cells["event_id"] == row["event_id"]
 
 
 def cli(demo: Ledger, *argv: str) -> list[str]:

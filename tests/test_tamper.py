@@ -161,6 +161,51 @@ def test_event_signed_with_revoked_key_is_named(world: World) -> None:
     assert "revoked at" in message
 
 
+def test_revoked_key_with_a_backdated_recorded_at_is_named(world: World) -> None:
+    receipts = three_events(world)
+    old = world.signers["police-a"]
+    world.ledger.add_agency_key("police-a")
+    world.ledger.revoke_agency_key("police-a", old.key_id, "laptop stolen")
+    # The thief also holds the database: the forged event claims to have been
+    # recorded with the case's last event, before the key was revoked.
+    body = world.body(
+        "police-a", event_type="CRIME_CANCELLED", payload={"ground": "recorded_in_error"}
+    )
+    body_bytes = canonical(body)
+    last = parse_envelope(world.raw.state(CASE, 3))
+    forged = envelope_bytes(
+        body_bytes, old.sign_body(body_bytes), 4, last.recorded_at, receipts[2].event_hash
+    )
+    world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
+    assert "after the key's revocation" in message and "back-dated" in message
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than any parser's stack
+        b'{"body": "\\ud800"}',  # a lone surrogate
+        b"\xff\xfe not JSON",
+        None,  # NULL
+        "text, not bytes",
+    ],
+)
+def test_a_corrupt_stored_row_is_reported_not_a_crash(world: World, state: Any) -> None:
+    three_events(world)
+    if state is None and not world.url.startswith("sqlite"):
+        state = b""  # the PostgreSQL column refuses NULL: an empty value instead
+    if isinstance(state, str) and not world.url.startswith("sqlite"):
+        state = state.encode()  # bytea holds bytes only
+    world.raw.set_state(CASE, 2, state)
+    report = verify(world)
+    assert not report.ok
+    stream, seq, _event_id, message = first_problem(world)
+    assert (stream, seq) == (CASE, 2)
+    assert "not a valid event" in message
+
+
 def test_reused_event_id_is_named(world: World) -> None:
     receipts = three_events(world)
     # An event id reused in another case, written directly (the append path refuses it).

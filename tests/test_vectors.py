@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,38 @@ def test_malformed_bundle_files_are_one_line(
     assert main(["verify-bundle", str(path), "--log-key", BUNDLE_KEY]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("FAIL:") and needle in err
+
+
+def _members_replaced(bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The valid bundle with one member, at the top, in `log` or in the first entry,
+    replaced by a value of another kind."""
+    odds: list[Any] = [None, 5, "x", [], {}, [1], True]
+    for odd in odds:
+        for key in bundle:
+            yield {**bundle, key: odd}
+        for key in bundle["log"]:
+            yield {**bundle, "log": {**bundle["log"], key: odd}}
+        for key in bundle["entries"][0]:
+            entry = {**bundle["entries"][0], key: odd}
+            yield {**bundle, "entries": [entry, *bundle["entries"][1:]]}
+        yield {**bundle, "entries": [odd, *bundle["entries"][1:]]}
+
+
+def test_a_bundle_with_members_of_the_wrong_kind_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+
+    bundle = json.loads((OURS / "bundles" / "valid.json").read_text())
+    path = tmp_path / "b.json"
+    tried = 0
+    for changed in _members_replaced(bundle):
+        path.write_text(json.dumps(changed))
+        assert main(["verify-bundle", str(path), "--log-key", BUNDLE_KEY]) == 1, changed
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("FAIL:"), err
+        tried += 1
+    assert tried > 50
 
 
 def test_narrative_vector_commitment_body_and_envelope() -> None:

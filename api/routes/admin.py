@@ -66,7 +66,9 @@ async def agencies(who: Admin, srv: Srv) -> list[dict[str, Any]]:
 
 @router.post("/v1/tokens", status_code=201, summary="Issue an API token (shown once)")
 async def issue_token(request: TokenRequest, who: Admin, srv: Srv) -> dict[str, str]:
-    token = await run_in_threadpool(srv.tokens.issue, request.name, request.role, request.agency)
+    token = await run_in_threadpool(
+        srv.ledger.issue_token, request.name, request.role, request.agency
+    )
     return {"name": request.name, "role": request.role, "token": token}
 
 

@@ -197,8 +197,11 @@ async def append_event(
     status_code=201,
     response_model=BatchReceipts,
     summary="Append up to 1,000 signed events atomically: all are recorded, or none",
+    description="201 when any event was newly recorded; 200 when every one of them had "
+    "been recorded before (a retry), each with its original receipt.",
+    responses={200: {"model": BatchReceipts, "description": "a retry: all already recorded"}},
 )
-async def append_batch(batch: Batch, who: Agency, request: Request) -> BatchReceipts:
+async def append_batch(batch: Batch, who: Agency, request: Request) -> Response:
     srv = server_of(request)
     submissions = [to_submission(e, who, None, n) for n, e in enumerate(batch.events)]
 
@@ -208,6 +211,9 @@ async def append_batch(batch: Batch, who: Agency, request: Request) -> BatchRece
         # As for a single append: a repeat already integrated also gets its leaf index.
         return BatchReceipts(receipts=[receipt_out(srv, r) for r in receipts])
 
-    if any(r.duplicate for r in receipts):
-        return await run_in_threadpool(out)  # leaf indexes are read from the database
-    return out()
+    if not any(r.duplicate for r in receipts):
+        body = out()
+    else:
+        body = await run_in_threadpool(out)  # leaf indexes are read from the database
+    status = 200 if all(r.duplicate for r in receipts) else 201
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")

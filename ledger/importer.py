@@ -1,0 +1,195 @@
+"""`ledger import`: a JSONL file of events, checked whole before any is written.
+
+An import that stopped half way would leave an inquiry's record of a case cut
+at an arbitrary line. So the file is read twice: the first pass refuses it, naming
+the line, for anything the ledger would refuse (a malformed line or body, a bad
+signature or unknown key, a reference to no earlier event of the same case); only
+then does the second pass save it, in all-or-nothing batches. What can still stop
+the second pass is the database itself, or a key revoked in between; re-running
+the import then finishes it, as events already recorded are answered as duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .core import Ledger, Submission
+from .errors import LedgerError, UsageError, ValidationError
+from .keys import Signer, load_key_file
+from .narrative import NarrativeText, from_wire
+from .narrative import check as check_narrative
+from .verify import b64decode, stream_id
+
+CHECK_CHUNK = 500
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UsageError(
+                        f"{path} line {n} is not valid JSON: {e.msg} at column {e.colno}"
+                    ) from None
+                if not isinstance(record, dict) or not isinstance(record.get("body"), dict):
+                    raise UsageError(f"{path} line {n}: expected an object with a 'body' object")
+                yield n, record
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+
+
+def _narrative(record: dict[str, Any]) -> dict[str, NarrativeText]:
+    return from_wire(str(record["body"].get("event_id")), record.get("narrative"))
+
+
+def _draft(record: dict[str, Any]) -> dict[str, Any]:
+    """An unsigned line as a draft to seal and sign: texts sent beside a body that
+    already commits to them go back into its payload, to be committed afresh."""
+    body = record["body"]
+    texts = _narrative(record)
+    check_narrative(body, texts)  # every commitment has its text, and no text is stray
+    if not texts:
+        return dict(body)
+    if not isinstance(body.get("payload") or {}, dict):
+        raise ValidationError("body.payload must be an object")
+    payload = {**(body.get("payload") or {}), **{name: t.text for name, t in texts.items()}}
+    return {**{k: v for k, v in body.items() if k != "narrative"}, "payload": payload}
+
+
+class Importer:
+    def __init__(self, ledger: Ledger, path: Path, sign: bool) -> None:
+        self.ledger = ledger
+        self.path = path
+        self.sign = sign
+        self.signers: dict[str, Signer] = {}
+
+    def _where(self, n: int) -> str:
+        return f"{self.path} line {n}"
+
+    def submission(self, n: int, record: dict[str, Any]) -> Submission:
+        body = record["body"]
+        if "sig" in record:
+            sig = record["sig"]
+            try:
+                raw = b64decode(sig) if isinstance(sig, str) else None
+            except ValueError:
+                raw = None
+            if raw is None:
+                raise UsageError(f"{self._where(n)}: sig is not base64")
+            return Submission(body, raw, _narrative(record))
+        if not self.sign:
+            raise UsageError(
+                f"{self._where(n)}: no 'sig'; use --sign to sign with local agency keys"
+            )
+        agency = body.get("agency")
+        if not isinstance(agency, str):
+            raise ValidationError("body.agency must name the signing agency")
+        if agency not in self.signers:
+            self.signers[agency] = load_key_file(self.ledger.agency_key_path(agency))
+        return Submission.signed(_draft(record), self.signers[agency])
+
+    def _submissions(self) -> Iterator[tuple[int, Submission]]:
+        for n, record in read_lines(self.path):
+            try:
+                yield n, self.submission(n, record)
+            except UsageError:
+                raise
+            except LedgerError as e:
+                raise _restated(e, f"{self._where(n)}: {e}") from None
+
+    def check(self) -> int:
+        """The first pass: the number of events, or the first line the ledger would refuse."""
+        case_of: dict[str, str | None] = {}  # event id in the file -> its case
+        chunk: list[tuple[int, Submission]] = []
+        total = 0
+        for n, submission in self._submissions():
+            chunk.append((n, submission))
+            total += 1
+            if len(chunk) >= CHECK_CHUNK:
+                self._check_chunk(chunk, case_of)
+        self._check_chunk(chunk, case_of)
+        return total
+
+    def _check_chunk(
+        self, chunk: list[tuple[int, Submission]], case_of: dict[str, str | None]
+    ) -> None:
+        verdicts = self.ledger.screen([s for _, s in chunk])
+        for (n, _), verdict in zip(chunk, verdicts, strict=True):
+            if verdict is not None:
+                raise _restated(verdict, f"{self._where(n)}: {verdict}")
+        # A reference must name an earlier line of the same case, or a recorded event
+        # of it: those in the file are checked in order, the rest in one lookup.
+        elsewhere: list[tuple[int, dict[str, Any], str]] = []
+        for n, s in chunk:
+            case = s.body.get("case_id")
+            for ref in _references(s.body):
+                if ref not in case_of:
+                    elsewhere.append((n, s.body, ref))
+                elif case_of[ref] != case:
+                    raise self._bad_reference(n, s.body, ref)
+            case_of.setdefault(s.body["event_id"], case)
+        refs = sorted({ref for _, _, ref in elsewhere})
+        stored = self.ledger.store.catalog.lookup(refs) if refs else {}
+        for n, body, ref in elsewhere:
+            if ref not in stored or stored[ref][0] != stream_id(f"case/{body['case_id']}").hex:
+                raise self._bad_reference(n, body, ref)
+        chunk.clear()
+
+    def _bad_reference(self, n: int, body: dict[str, Any], ref: str) -> ValidationError:
+        return ValidationError(
+            f"{self._where(n)}: event {body['event_id']} names {ref}, "
+            f"which is not an earlier event of case {body['case_id']}"
+        )
+
+    def run(self, batch: int, advance: Callable[[int], None]) -> tuple[int, int]:
+        """The second pass: (appended, duplicates)."""
+        appended = duplicates = 0
+        pending: list[Submission] = []
+
+        def flush() -> None:
+            nonlocal appended, duplicates
+            if not pending:
+                return
+            receipts = self.ledger.append_many(pending)
+            duplicates += sum(r.duplicate for r in receipts)
+            appended += sum(not r.duplicate for r in receipts)
+            advance(len(pending))
+            pending.clear()
+
+        try:
+            for _, submission in self._submissions():
+                pending.append(submission)
+                if len(pending) >= batch:
+                    flush()
+            flush()
+        except LedgerError as e:
+            if appended or duplicates:
+                raise _restated(
+                    e,
+                    f"{e} (after {appended + duplicates} events were recorded; "
+                    "re-run the import to finish it)",
+                ) from None
+            raise
+        return appended, duplicates
+
+
+def _restated(e: LedgerError, message: str) -> LedgerError:
+    """The same refusal, of the same kind, with its message placed in the file."""
+    e.args = (message,)
+    return e
+
+
+def _references(body: dict[str, Any]) -> list[str]:
+    refs = body.get("responds_to") or []
+    corrects = body.get("corrects")
+    return [r for r in [*refs, corrects] if isinstance(r, str)]
