@@ -6,8 +6,9 @@ key history. Then every stream is read in seq order a page at a time: hashes are
 recomputed from the stored bytes, chains and seq continuity checked, each
 signature checked against the key valid at the event's `recorded_at` and at its
 place in commit order (on all cores: Ed25519 verification releases the GIL), and
-event ids collected in a temporary on-disk table to find reuse. Memory stays flat
-in the number of events.
+event ids collected in a temporary on-disk table to find reuse and to hold the
+event index (which listings read) to the events. Memory stays flat in the number
+of events.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from .verify import (
 )
 
 PAGE = 1000
+INDEX_FIELDS = ("event_id", "stream", "originator_id", "seq", "type", "agency", "occurred_at",
+                "recorded_at")  # fmt: skip
 SIG_CHUNK = 1024
 MAX_KEPT_PROBLEMS = 1000
 
@@ -135,19 +138,40 @@ class _EventIds:
         self.db = sqlite3.connect(name)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
+        # With each event, the index row it should have (see `index_rows`).
         self.db.execute(
-            "CREATE TABLE ids (event_id TEXT, stream TEXT, seq INTEGER, k0 INTEGER, k1 INTEGER)"
+            "CREATE TABLE ids (event_id TEXT, stream TEXT, seq INTEGER, k0 INTEGER, k1 INTEGER, "
+            "type TEXT, agency TEXT, occurred_at TEXT, recorded_at TEXT)"
         )
-        self.rows: list[tuple[str, str, int, int, int]] = []
+        self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, event_id: str, stream: str, seq: int, order: tuple[int, int, int]) -> None:
-        self.rows.append((event_id, stream, seq, order[0], order[1]))
+    def add(self, env: Envelope, stream: str, seq: int, order: tuple[int, int, int]) -> None:
+        occurred = env.body.get("occurred_at")
+        self.rows.append(
+            (env.event_id, stream, seq, order[0], order[1], env.type, env.agency,
+             occurred if isinstance(occurred, str) else None, env.recorded_at)
+        )  # fmt: skip
         if len(self.rows) >= 5000:
             self.flush()
 
     def flush(self) -> None:
-        self.db.executemany("INSERT INTO ids VALUES (?,?,?,?,?)", self.rows)
+        self.db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?)", self.rows)
         self.rows.clear()
+
+    def index_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The event-index row each stored event should have, in event id order (the
+        first use of a reused id: the index holds one row per id)."""
+        self.flush()
+        cur = self.db.execute(
+            "SELECT event_id, stream, seq, type, agency, occurred_at, recorded_at FROM ids "
+            "ORDER BY event_id, k0, k1, seq"
+        )
+        last = None
+        for event_id, stream, seq, kind, agency, occurred, recorded in cur:
+            if event_id != last:
+                yield (event_id, stream, stream_id(stream).hex, seq, kind, agency, occurred,
+                       recorded)  # fmt: skip
+            last = event_id
 
     def duplicates(self) -> Iterator[tuple[str, str, int, int, int, int]]:
         """Each reuse after the first, with where the first use was."""
@@ -251,6 +275,7 @@ class Auditor:
                     event_id,
                     f"event id {event_id} was already used by {first}",
                 )
+            self._check_index()
             self.report.streams = len(counts)
             if log_job is not None:
                 leaves, checkpoints, problems = log_job.result()
@@ -265,6 +290,44 @@ class Auditor:
         finally:
             self.pool.shutdown(wait=True)
             self.ids.close()
+
+    def _check_index(self) -> None:
+        """The event index (`cases`, the sweep and lookups read it) must say exactly
+        what the stored events say: a row planted, dropped or edited there would
+        change what is listed without touching a hashed byte."""
+        expected = self.ids.index_rows()
+        actual = ((str(r[0]), *r[1:]) for r in self.store.catalog.iter_index())
+        want, have = next(expected, None), next(actual, None)
+        while want is not None or have is not None:
+            if have is None or (want is not None and want[0] < have[0]):
+                assert want is not None
+                self._index_problem(want, f"event {want[0]} is missing from the event index")
+                want = next(expected, None)
+            elif want is None or have[0] < want[0]:
+                self._index_problem(
+                    have, f"the event index names event {have[0]!r}, which no stored event has"
+                )
+                have = next(actual, None)
+            else:
+                stored = tuple(have)
+                if stored != want:
+                    fields = INDEX_FIELDS
+                    wrong = [
+                        f"{f}: index {b!r}, stored event {a!r}"
+                        for f, a, b in zip(fields, want, stored, strict=True)
+                        if a != b
+                    ]
+                    self._index_problem(
+                        want,
+                        f"the event index and the stored event {want[0]} disagree on "
+                        + "; ".join(wrong),
+                    )
+                want, have = next(expected, None), next(actual, None)
+
+    def _index_problem(self, row: tuple[Any, ...], message: str) -> None:
+        stream = str(row[1]) if row[1] is not None else "index"
+        seq = row[3] if isinstance(row[3], int) else 0
+        self._problem((3, 0, seq), stream, seq, str(row[0]), message)
 
     def _registry_stream_ids(self) -> set[UUID]:
         topics = [get_topic(Agency.Opened), get_topic(LedgerRoot.Opened)]
@@ -386,7 +449,7 @@ class Auditor:
                 "registry event stored outside the registry (topic altered?)",
             )
             return
-        self.ids.add(event_id, chain.stream, version, key)
+        self.ids.add(env, chain.stream, version, key)
         public_key, why = self.registry.key_for(env)
         if public_key is None:
             self._problem(key, chain.stream, version, env.event_id, str(why))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -205,6 +205,23 @@ class PostgresCatalog:
             [text.encode()],
         )
         return [str(r[0]) for r in rows]
+
+    def iter_index(self) -> Iterator[tuple[Any, ...]]:
+        """Every event-index row, in bytewise event id order (collation "C", as
+        SQLite's), streamed through a server-side cursor (for verify)."""
+        with (
+            self.recorder.datastore.get_connection() as conn,
+            conn.transaction(force_rollback=True),
+            conn.cursor(name="ledger_verify_index") as cur,
+        ):
+            cur.itersize = 5000
+            cur.execute(
+                SQL("SELECT " + INDEX_COLUMNS + ' FROM {} ORDER BY event_id COLLATE "C"').format(
+                    self._index()
+                )
+            )
+            for row in cur:
+                yield tuple(row.values()) if isinstance(row, dict) else tuple(row)
 
     def streams_after(self, after: str, prefix: str, limit: int) -> list[str]:
         rows = self._query(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +238,7 @@ class Catalog(Protocol):
     def stream_counts(self) -> list[tuple[UUID, int]]: ...
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
+    def iter_index(self) -> Iterator[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
@@ -285,6 +286,18 @@ class SQLiteCatalog:
             f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} WHERE stream LIKE ? ORDER BY stream, seq",
             [stream_prefix + "%"],
         )
+
+    def iter_index(self) -> Iterator[tuple[Any, ...]]:
+        """Every event-index row, in bytewise event id order, streamed (for verify)."""
+        select = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE}"
+        rows = self._query(f"{select} ORDER BY event_id LIMIT 5000")
+        while True:
+            yield from rows
+            if len(rows) < 5000:
+                return
+            rows = self._query(
+                f"{select} WHERE event_id > ? ORDER BY event_id LIMIT 5000", [rows[-1][0]]
+            )
 
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])

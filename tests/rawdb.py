@@ -7,13 +7,15 @@ the tests then check that `ledger verify` names what was done.
 from __future__ import annotations
 
 import sqlite3
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from ledger.store import INDEX_TABLE
 from ledger.verify import stream_id
 
 
@@ -23,6 +25,7 @@ class RawDB(Protocol):
     def delete(self, stream: str, version: int) -> None: ...
     def insert(self, stream: str, version: int, topic: str, state: bytes) -> None: ...
     def topic(self, stream: str, version: int) -> str: ...
+    def on_index(self, statement: str, params: Sequence[Any] = ()) -> None: ...
     def close(self) -> None: ...
 
 
@@ -65,6 +68,10 @@ class SQLiteRaw:
             f"INSERT INTO {self.table} VALUES (?,?,?,?)",
             (*self._key(stream, version), topic, state),
         )
+
+    def on_index(self, statement: str, params: Sequence[Any] = ()) -> None:
+        """Run `statement` ({t} the event-index table, ? placeholders) on the index."""
+        self.db.execute(statement.format(t=INDEX_TABLE), params)
 
     def close(self) -> None:
         self.db.close()
@@ -124,6 +131,10 @@ class PostgresRaw:
             ).format(self.table),
             (*self._key(stream, version), topic, state),
         )
+
+    def on_index(self, statement: str, params: Sequence[Any] = ()) -> None:
+        table = SQL("{}.{}").format(Identifier(self.schema), Identifier(INDEX_TABLE))
+        self.conn.execute(SQL(statement.replace("?", "%s")).format(t=table), params)
 
     def close(self) -> None:
         self.conn.close()

@@ -206,6 +206,30 @@ def test_a_corrupt_stored_row_is_reported_not_a_crash(world: World, state: Any) 
     assert "not a valid event" in message
 
 
+@pytest.mark.parametrize("attack", ["dropped", "planted", "retyped"])
+def test_an_edited_event_index_is_named(world: World, attack: str) -> None:
+    """`cases`, the sweep and reference lookups read the event index, not the hashed
+    bytes: verify holds it to the stored events."""
+    receipts = three_events(world)
+    target = receipts[1].event_id
+    if attack == "dropped":
+        world.raw.on_index("DELETE FROM {t} WHERE event_id = ?", [target])
+        needle = f"event {target} is missing from the event index"
+    elif attack == "planted":
+        world.raw.on_index(
+            "INSERT INTO {t} VALUES (?,?,?,?,?,?,?,?)",
+            ["ghost-1", "case/C-ghost", "00", 1, "CASE_CLOSED", "police-a", "x", "y"],
+        )
+        target, needle = "ghost-1", "names event 'ghost-1', which no stored event has"
+    else:
+        world.raw.on_index("UPDATE {t} SET type = 'CASE_CLOSED' WHERE event_id = ?", [target])
+        needle = f"{target} disagree on type: index 'CASE_CLOSED', stored event 'CHILD_SEEN'"
+    report = verify(world)
+    assert not report.ok
+    assert [p.event_id for p in report.problems] == [target]
+    assert needle in report.problems[0].message
+
+
 def test_reused_event_id_is_named(world: World) -> None:
     receipts = three_events(world)
     # An event id reused in another case, written directly (the append path refuses it).
@@ -286,7 +310,10 @@ def test_worker_processes_find_the_same_problem(world: World) -> None:
     state = world.raw.state(CASE, 2)
     world.raw.set_state(CASE, 2, state.replace(b"CHILD_SEEN", b"CHILD_SEEM"))
     report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes, processes=True)
-    assert report.problem_count == 2  # the edited event, and the next one's broken link
+    # The edited event, the next one's broken link, and the index that still holds
+    # the type as recorded.
+    assert report.problem_count == 3
+    assert "disagree on type: index 'CHILD_SEEN'" in report.problems[-1].message
     assert "signature does not verify" in report.problems[0].message
     assert report.problems[0].event_id == receipts[1].event_id
     assert report.signatures == 3 + 5  # case events in workers, registry in-process
