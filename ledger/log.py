@@ -38,7 +38,7 @@ from .merkle import (
     leaf_hash,
     range_hash,
 )
-from .store import Store
+from .store import Store, stored_bytes, stored_int
 from .verify import b64encode
 
 PAGE = 10_000
@@ -234,7 +234,7 @@ class VerifiableLog:
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
         with self.db.read() as cur:
             return [
-                (int(r[0]), bytes(r[1]), str(r[2]))
+                (stored_int(r[0]), stored_bytes(r[1]), str(r[2]))
                 for r in cur.execute(
                     "SELECT tree_size, root, note FROM log_checkpoints ORDER BY tree_size"
                 ).fetchall()
@@ -267,7 +267,7 @@ class VerifiableLog:
     def cosignatures(self) -> list[tuple[int, str, str, str]]:
         with self.db.read() as cur:
             return [
-                (int(r[0]), str(r[1]), str(r[2]), str(r[3]))
+                (stored_int(r[0]), str(r[1]), str(r[2]), str(r[3]))
                 for r in cur.execute(
                     "SELECT tree_size, witness, verifier_key, line FROM log_cosignatures "
                     "ORDER BY tree_size, witness"

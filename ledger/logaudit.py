@@ -16,7 +16,7 @@ from typing import Any
 from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
 from .log import VerifiableLog
 from .merkle import CompactRange, leaf_hash
-from .store import Store
+from .store import Store, stored_bytes, stored_int
 from .verify import b64encode
 
 Report = Callable[[int, str, int, str | None, str], None]  # order, stream, seq, event, message
@@ -54,18 +54,25 @@ class LogAuditor:
                 return
             last = page[-1][0]
 
-    def _stored(self, sql: str) -> Iterator[Any]:
-        return self.log.db.stream(sql)
+    def _stored(self, sql: str, kinds: str) -> Iterator[tuple[Any, ...]]:
+        """Rows of the log's own tables, each column made the kind it should be (`i`
+        int, `b` bytes, `s` text) whatever an edit left there: verify reports a
+        garbled row as a mismatch instead of failing on it."""
+        convert: dict[str, Callable[[Any], Any]] = {"i": stored_int, "b": stored_bytes, "s": str}
+        for row in self.log.db.stream(sql):
+            yield tuple(convert[k](v) for k, v in zip(kinds, row, strict=True))
 
     def run(self) -> None:
         checkpoints = self._checked_checkpoints()
         by_size = {size: root for size, root in checkpoints}
         stored_leaves = self._stored(
             "SELECT leaf_index, notification_id, originator_id, seq, event_hash, leaf_hash "
-            "FROM merkle_leaves ORDER BY leaf_index"
+            "FROM merkle_leaves ORDER BY leaf_index",
+            "iisibb",
         )
         stored_nodes = self._stored(
-            "SELECT level, idx, hash FROM merkle_nodes ORDER BY ((idx + 1) << level), level"
+            "SELECT level, idx, hash FROM merkle_nodes ORDER BY ((idx + 1) << level), level",
+            "iib",
         )
         compact = CompactRange()
         pending_leaf = next(stored_leaves, None)
@@ -169,7 +176,7 @@ class LogAuditor:
             self.checkpoints += 1
             try:
                 cp = verify_checkpoint(note, self.verifier)
-            except NoteError as e:
+            except (NoteError, ValueError) as e:
                 self.report(size, "log", size, None, f"checkpoint at size {size}: {e}")
                 continue
             if (cp.size, cp.root) != (size, root):
@@ -185,7 +192,7 @@ class LogAuditor:
         for size, witness, vkey, line in self.log.cosignatures():
             try:
                 verify_cosignature(notes.get(size, "") + line + "\n", NoteVerifier.parse(vkey))
-            except NoteError as e:
+            except (NoteError, ValueError) as e:
                 self.report(
                     size, "log", size, None, f"cosignature by {witness} at size {size}: {e}"
                 )

@@ -38,7 +38,7 @@ from .keys import read_private, write_private
 from .narrative import NarrativeText, Term, erasure_terms, identifying_terms, mask, names_any
 from .refs import REF_RE, pseudonym
 from .store import NARRATIVE_TABLE
-from .verify import LEDGER_AGENCY, NARRATIVE_FIELDS, b64decode, sealed_commitment
+from .verify import LEDGER_AGENCY, NARRATIVE_FIELDS, b64decode, sealed_commitment, stream_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -430,6 +430,9 @@ class Vault:
         return naming, mentioning
 
     def hold(self, target: str, reason: str, on: bool = True) -> None:
+        if on and not self._holdable(target):
+            # A mistyped target would be held while the real one stays erasable.
+            raise NotFound(f"no case or subject {target!r} to put under a legal hold")
         with self.db.write() as cur:
             held = cur.execute("SELECT 1 FROM vault_holds WHERE target = ?", (target,)).fetchone()
             if on:
@@ -443,6 +446,12 @@ class Vault:
                 if not held:
                     raise NotFound(f"{target} is not under a legal hold")
                 cur.execute("DELETE FROM vault_holds WHERE target = ?", (target,))
+
+    def _holdable(self, target: str) -> bool:
+        with self.db.read() as cur:
+            if cur.execute("SELECT 1 FROM vault_subjects WHERE ref = ?", (target,)).fetchone():
+                return True
+        return bool(self.ledger.store.catalog.heads([stream_id(f"case/{target}")]))
 
     # --- narrative: one key per case --------------------------------------------------
     def cached_case_keys(self, case_ids: set[str]) -> dict[str, bytes] | None:

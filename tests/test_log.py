@@ -186,6 +186,34 @@ def test_forged_checkpoint_signature_is_named(world: World) -> None:
     assert "does not verify" in report.problems[0].message
 
 
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        ("UPDATE merkle_leaves SET event_hash = NULL WHERE leaf_index = 1", ()),
+        ("UPDATE merkle_leaves SET notification_id = 'x' WHERE leaf_index = 1", ()),
+        ("UPDATE merkle_nodes SET hash = 'not bytes' WHERE level = 1 AND idx = 0", ()),
+        ("UPDATE merkle_leaves SET leaf_hash = 'text' WHERE leaf_index = 1", ()),
+        ("UPDATE log_checkpoints SET note = ?", ("\x00garbage",)),
+    ],
+)
+def test_garbled_log_rows_are_reported_not_a_crash(
+    world: World, statement: str, params: tuple[Any, ...]
+) -> None:
+    some_events(world, 3)
+    world.ledger.checkpoint()
+    refused = False
+    try:
+        with world.ledger.log.db.write() as cur:
+            cur.execute(statement, params)
+    except Exception:
+        refused = True  # the database's own types or constraints refuse this edit
+    report = verify(world)
+    if refused:
+        assert report.ok  # the edit never happened
+    else:
+        assert not report.ok and report.problems[0].stream == "log"
+
+
 def witness(world: World, state: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     from ledger.cli import main
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from ledger.audit import audit
-from ledger.errors import Conflict, Forbidden, IntegrityError, KeyFileError, UsageError
+from ledger.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    KeyFileError,
+    NotFound,
+    UsageError,
+)
 from ledger.vault import ERASED, Vault, age_band
 from tests.conftest import World
 
@@ -83,6 +90,9 @@ def test_a_legal_hold_blocks_erasure(world: World) -> None:
         vault.erase(ref, "retention")
     vault.hold(ref, "", on=False)
     vault.erase(ref, "retention")
+    for typo in ("HELD-2", "person_" + "a" * 26):  # a hold must name something held here
+        with pytest.raises(NotFound, match="no case or subject"):
+            vault.hold(typo, "mistyped")
 
 
 def test_a_wrong_master_key_is_refused_and_writes_nothing(
