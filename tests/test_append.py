@@ -364,6 +364,19 @@ def test_agency_registered_twice_is_a_conflict(world: World) -> None:
         world.ledger.register_agency("police-a", "police")
 
 
+def count_screens(world: World, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the groups the ledger is asked to screen one by one, as they come."""
+    screened: list[int] = []
+    real_screen = world.ledger.screen
+
+    def screen(subs: list[Submission]) -> Any:
+        screened.append(len(subs))
+        return real_screen(subs)
+
+    monkeypatch.setattr(world.ledger, "screen", screen)
+    return screened
+
+
 def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,14 +394,7 @@ def test_group_commit_answers_bad_events_alone_and_commits_the_rest_together(
         return real_append(submission)
 
     monkeypatch.setattr(world.ledger, "append", counted)
-    screened: list[int] = []
-    real_screen = world.ledger.screen
-
-    def screen(subs: list[Submission]) -> Any:
-        screened.append(len(subs))
-        return real_screen(subs)
-
-    monkeypatch.setattr(world.ledger, "screen", screen)
+    screened = count_screens(world, monkeypatch)
     committer = GroupCommitter(world.ledger, window_s=0.5)
     try:
         good = [world.signed(world.body("police-a")) for _ in range(8)]
@@ -421,14 +427,7 @@ def test_group_commit_refuses_an_invalid_event_as_it_arrives(
     not fail first."""
     from ledger.groupcommit import GroupCommitter
 
-    screened: list[int] = []
-    real_screen = world.ledger.screen
-
-    def screen(subs: list[Submission]) -> Any:
-        screened.append(len(subs))
-        return real_screen(subs)
-
-    monkeypatch.setattr(world.ledger, "screen", screen)
+    screened = count_screens(world, monkeypatch)
     committer = GroupCommitter(world.ledger, window_s=0.5)
     try:
         good = [world.signed(world.body("police-a")) for _ in range(4)]

@@ -213,28 +213,12 @@ def test_what_the_machine_or_the_input_refuses_is_one_line(
     blocker.write_text("not a directory")
     policy = tmp_path / "policy.yaml"
     policy.write_bytes(b"rules: \xff\xfe\n")
+    init = ["init", "--db", f"sqlite:///{tmp_path}/o.sqlite", "--keys", str(tmp_path / "k3")]
     attempts = [
         ["init", "--db", f"sqlite:///{tmp_path}/n.sqlite", "--keys", str(blocker / "keys")],
         ["init", "--db", f"sqlite:///{blocker}/n.sqlite", "--keys", str(tmp_path / "k2")],
         run(world, "cases", "--policy", str(policy)),
-        [
-            "init",
-            "--db",
-            f"sqlite:///{tmp_path}/o.sqlite",
-            "--keys",
-            str(tmp_path / "k3"),
-            "--origin",
-            "log.example\nforged line",
-        ],
-        [
-            "init",
-            "--db",
-            f"sqlite:///{tmp_path}/o.sqlite",
-            "--keys",
-            str(tmp_path / "k3"),
-            "--origin",
-            "log.example+x",
-        ],
+        *([*init, "--origin", o] for o in ("log.example\nforged line", "log.example+x")),
         run(world, "log", "witness", "--state", str(tmp_path / "w"), "--log-key", "nonsense"),
         run(world, "log", "witness", "--state", str(blocker)),
         [

@@ -134,51 +134,42 @@ def test_event_resigned_with_another_agencys_key_is_named(world: World) -> None:
     assert "belongs to agency 'csc-b'" in message
 
 
-def test_event_signed_with_revoked_key_is_named(world: World) -> None:
-    receipts = three_events(world)
-    old = world.signers["police-a"]
-    world.ledger.add_agency_key("police-a")
-    world.ledger.revoke_agency_key("police-a", old.key_id, "laptop stolen")
-    # Whoever holds the stolen key writes straight into the database afterwards.
-    body = world.body(
-        "police-a", event_type="CRIME_CANCELLED", payload={"ground": "recorded_in_error"}
-    )
-    body_bytes = canonical(body)
+def forge_with_revoked_key(world: World, backdated: bool) -> str:
+    """Revoke police-a's key, then write straight into the database, as whoever stole
+    it would: an event signed with it, recorded now or (holding the database too)
+    back-dated to the case's last event, before the revocation. Its event id."""
     from datetime import UTC, datetime
 
     from ledger.canonical import format_recorded_at
 
-    forged = envelope_bytes(
-        body_bytes,
-        old.sign_body(body_bytes),
-        4,
-        format_recorded_at(datetime.now(UTC)),
-        receipts[2].event_hash,
-    )
-    world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
-    stream, seq, event_id, message = first_problem(world)
-    assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
-    assert "revoked at" in message
-
-
-def test_revoked_key_with_a_backdated_recorded_at_is_named(world: World) -> None:
     receipts = three_events(world)
     old = world.signers["police-a"]
     world.ledger.add_agency_key("police-a")
     world.ledger.revoke_agency_key("police-a", old.key_id, "laptop stolen")
-    # The thief also holds the database: the forged event claims to have been
-    # recorded with the case's last event, before the key was revoked.
     body = world.body(
         "police-a", event_type="CRIME_CANCELLED", payload={"ground": "recorded_in_error"}
     )
     body_bytes = canonical(body)
     last = parse_envelope(world.raw.state(CASE, 3))
+    recorded_at = last.recorded_at if backdated else format_recorded_at(datetime.now(UTC))
     forged = envelope_bytes(
-        body_bytes, old.sign_body(body_bytes), 4, last.recorded_at, receipts[2].event_hash
+        body_bytes, old.sign_body(body_bytes), 4, recorded_at, receipts[2].event_hash
     )
     world.raw.insert(CASE, 4, world.raw.topic(CASE, 3), forged)
+    return str(body["event_id"])
+
+
+def test_event_signed_with_revoked_key_is_named(world: World) -> None:
+    forged = forge_with_revoked_key(world, backdated=False)
     stream, seq, event_id, message = first_problem(world)
-    assert (stream, seq, event_id) == (CASE, 4, body["event_id"])
+    assert (stream, seq, event_id) == (CASE, 4, forged)
+    assert "revoked at" in message
+
+
+def test_revoked_key_with_a_backdated_recorded_at_is_named(world: World) -> None:
+    forged = forge_with_revoked_key(world, backdated=True)
+    stream, seq, event_id, message = first_problem(world)
+    assert (stream, seq, event_id) == (CASE, 4, forged)
     assert "after the key's revocation" in message and "back-dated" in message
 
 
