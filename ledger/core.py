@@ -462,12 +462,17 @@ class Ledger:
             raise Conflict(
                 f"key {key_id} of {agency_id!r} was already revoked at {record['revoked_at']}"
             )
-        return self.append_system(
+        receipt = self.append_system(
             {"agency_id": agency_id},
             "AGENCY_KEY_REVOKED",
             {"key_id": key_id, "reason": reason},
             event_id=f"agency-{agency_id}-revoke-{key_id[:16]}",
         )
+        # A signed checkpoint pins the revocation's place in commit order, which is
+        # what `ledger verify` judges the key's later use by: until then, whoever
+        # holds the database could move a forged event ahead of it.
+        self.checkpoint()
+        return receipt
 
     # --- signing helpers --------------------------------------------------------
     def system_submission(

@@ -214,6 +214,18 @@ def test_garbled_log_rows_are_reported_not_a_crash(
         assert not report.ok and report.problems[0].stream == "log"
 
 
+def test_a_key_revocation_is_pinned_by_a_checkpoint_at_once(world: World) -> None:
+    """verify judges a key's later use by the revocation's place in commit order; a
+    signed checkpoint fixes that place before anyone could move events ahead of it."""
+    some_events(world, 2)
+    before = len(world.ledger.log.checkpoints())
+    world.ledger.add_agency_key("police-a")
+    world.ledger.revoke_agency_key("police-a", world.signers["police-a"].key_id, "lost")
+    checkpoints = world.ledger.log.checkpoints()
+    assert len(checkpoints) == before + 1
+    assert checkpoints[-1][0] == world.ledger.store.catalog.count_events()
+
+
 def witness(world: World, state: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     from ledger.cli import main
 
