@@ -38,7 +38,6 @@ from .verify import (
     Envelope,
     FormatError,
     KeyRegistry,
-    b64decode,
     b64encode,
     key_id_of,
     parse_envelope,
@@ -232,8 +231,6 @@ class Auditor:
         self.origin: str | None = None
         self.names: dict[str, str] = {}  # originator id hex -> stream name
         self.ledger_public_key = ledger_public_key
-        # key id -> notification ids of its addition and (once stored) its revocation
-        self.key_positions: dict[str, tuple[int, int | None]] = {}
 
     def run(self) -> AuditReport:
         try:
@@ -450,7 +447,7 @@ class Auditor:
             )
             return
         self.ids.add(env, chain.stream, version, key)
-        public_key, why = self.registry.key_for(env)
+        public_key, why = self.registry.key_for(env, position)
         if public_key is None:
             self._problem(key, chain.stream, version, env.event_id, str(why))
             return
@@ -481,17 +478,11 @@ class Auditor:
             if env.type == "LEDGER_INITIALISED":
                 self.origin = str(env.body["payload"].get("origin"))
             try:
-                self.registry.apply(env)
+                self.registry.apply(env, position)
             except (KeyError, ValueError, TypeError) as e:
                 self._problem(
                     key, chain.stream, version, env.event_id, f"bad registry payload: {e}"
                 )
-            else:
-                self._note_key_position(env, position)
-            return
-        why = self._stored_out_of_turn(env, position)
-        if why is not None:
-            self._problem(key, chain.stream, version, env.event_id, why)
             return
         raw = self.raw_keys.get(id(public_key))
         if raw is None:
@@ -500,45 +491,6 @@ class Auditor:
         self.batch_ctx.append((key, chain.stream, version, event_id, env.agency))
         if len(self.batch) >= SIG_CHUNK:
             self._submit()
-
-    def _note_key_position(self, env: Envelope, position: int) -> None:
-        """Where in commit order each key's addition and revocation were stored, as
-        the registry took them (a repeated revocation changes nothing)."""
-        payload = env.body["payload"]
-        if env.type == "AGENCY_KEY_ADDED":
-            self.key_positions[key_id_of(b64decode(payload["public_key"]))] = (position, None)
-        elif env.type == "AGENCY_KEY_REVOKED":
-            kid = payload["key_id"]
-            record = self.registry.keys.get(kid)
-            added, revoked = self.key_positions.get(kid, (0, None))
-            if record is not None and record.revoked_at == env.recorded_at and revoked is None:
-                self.key_positions[kid] = (added, position)
-
-    def _stored_out_of_turn(self, env: Envelope, position: int) -> str | None:
-        """Key validity by commit order, which no stored field can back-date.
-
-        `recorded_at` is the ledger's word, not the agency's signature, and someone
-        holding a revoked key and the database could write an event after the
-        revocation with a `recorded_at` before it. The append path refuses a key
-        revoked by the time its event commits, so an event stored after its key's
-        revocation (or before its addition) was not written by the ledger.
-        """
-        stored = self.key_positions.get(env.key_id)
-        if stored is None:
-            return None
-        added, revoked = stored
-        if position < added:
-            return (
-                f"stored (notification {position}) before its key {env.key_id} was "
-                f"registered (notification {added})"
-            )
-        if revoked is not None and position > revoked:
-            return (
-                f"signed with key {env.key_id} but stored (notification {position}) after "
-                f"the key's revocation was (notification {revoked}): recorded_at "
-                f"{env.recorded_at} is back-dated"
-            )
-        return None
 
     def _submit(self) -> None:
         if self.batch:

@@ -330,6 +330,10 @@ class KeyRecord:
     public_key: Ed25519PublicKey
     added_at: str
     revoked_at: str | None = None
+    # Commit order (notification id, or leaf index in a bundle) of the addition and
+    # revocation, where the verifier knows it.
+    added_pos: int | None = None
+    revoked_pos: int | None = None
 
 
 @dataclass(slots=True)
@@ -341,8 +345,9 @@ class KeyRegistry:
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     agencies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def apply(self, env: Envelope) -> None:
-        """Fold a registry event that has already verified into the registry."""
+    def apply(self, env: Envelope, position: int | None = None) -> None:
+        """Fold a registry event that has already verified into the registry, with its
+        place in commit order when known."""
         if env.type not in REGISTRY_TYPES:
             return
         payload = env.body["payload"]
@@ -356,15 +361,24 @@ class KeyRegistry:
         elif env.type == "AGENCY_KEY_ADDED":
             raw = b64decode(payload["public_key"])
             self.keys[key_id_of(raw)] = KeyRecord(
-                agency, Ed25519PublicKey.from_public_bytes(raw), env.recorded_at
+                agency, Ed25519PublicKey.from_public_bytes(raw), env.recorded_at, None, position
             )
         elif env.type == "AGENCY_KEY_REVOKED":
             record = self.keys.get(payload["key_id"])
             if record is not None and record.agency == agency and record.revoked_at is None:
-                record.revoked_at = env.recorded_at
+                record.revoked_at, record.revoked_pos = env.recorded_at, position
 
-    def key_for(self, env: Envelope) -> tuple[Ed25519PublicKey | None, str | None]:
-        """The key that must have signed `env`, or None with the reason it is unusable."""
+    def key_for(
+        self, env: Envelope, position: int | None = None
+    ) -> tuple[Ed25519PublicKey | None, str | None]:
+        """The key that must have signed `env`, or None with the reason it is unusable.
+
+        With `position` (its place in commit order) the key is also judged by where
+        the event was stored: `recorded_at` is the ledger's field, not signed by the
+        agency, and whoever held a revoked key and the database could write an event
+        after the revocation with a `recorded_at` before it. The append path refuses
+        a key revoked by the time its event commits, so the ledger stores none such.
+        """
         signer = env.agency
         if env.type == GENESIS_TYPE or env.type in REGISTRY_TYPES or signer == LEDGER_AGENCY:
             if signer != LEDGER_AGENCY:
@@ -387,6 +401,18 @@ class KeyRegistry:
             return None, f"signed with key {env.key_id} before it was registered"
         if record.revoked_at is not None and env.recorded_at >= record.revoked_at:
             return None, f"signed with key {env.key_id}, revoked at {record.revoked_at}"
+        if position is not None:
+            if record.added_pos is not None and position < record.added_pos:
+                return None, (
+                    f"stored (position {position}) before its key {env.key_id} was "
+                    f"registered (position {record.added_pos})"
+                )
+            if record.revoked_pos is not None and position > record.revoked_pos:
+                return None, (
+                    f"signed with key {env.key_id} but stored (position {position}) after "
+                    f"the key's revocation (position {record.revoked_pos}): recorded_at "
+                    f"{env.recorded_at} is back-dated"
+                )
         return record.public_key, None
 
 
@@ -706,6 +732,7 @@ def verify_bundle(
     if not isinstance(case_id, str) or bundle["stream_id"] != str(stream_id(f"case/{case_id}")):
         raise FormatError("stream_id does not belong to the bundle's case_id")
     envelopes: dict[str, list[Envelope]] = {}
+    positions: dict[str, int] = {}  # event hash -> leaf index: the log's commit order
     for n, entry in enumerate(bundle["entries"]):
         where = f"entry {n}"
         try:
@@ -728,6 +755,7 @@ def verify_bundle(
         except (InvalidProof, FormatError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise FormatError(f"{where}: {e}") from None
         envelopes.setdefault(env.stream, []).append(env)
+        positions[env.event_hash] = entry["leaf_index"]
     genesis = envelopes.get(LEDGER_STREAM, [])
     if not genesis or genesis[0].body["payload"].get("public_key") != b64encode(verifier.public):
         raise FormatError("the bundle's genesis event does not name the log key")
@@ -744,12 +772,12 @@ def verify_bundle(
             problems = chain.check(env, env.seq)
             if problems:
                 raise FormatError(f"{where}: {problems[0]}")
-            key, why = registry.key_for(env)
+            key, why = registry.key_for(env, positions[env.event_hash])
             if key is None:
                 raise FormatError(f"{where}: {why}")
             if not signature_ok(key, env.sig, env.body_bytes):
                 raise FormatError(f"{where}: signature does not verify")
-            registry.apply(env)
+            registry.apply(env, positions[env.event_hash])
     return BundleReport(
         str(bundle["case_id"]),
         checkpoint.size,

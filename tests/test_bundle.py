@@ -36,6 +36,19 @@ def test_bundle_verifies_offline(world: World) -> None:
     assert streams == {"ledger", "agency/police-a", "agency/csc-b", "case/C-1"}
 
 
+def test_a_bundle_judges_keys_by_log_order_too(world: World) -> None:
+    """An event written behind the ledger's back with a revoked key, its recorded_at
+    back-dated, then integrated: the offline verifier sees, from leaf indexes, that
+    it came after the revocation."""
+    from tests.test_tamper import forge_with_revoked_key
+
+    forged = forge_with_revoked_key(world, backdated=True)
+    world.ledger.checkpoint()
+    bundle = export_bundle(world.ledger, "C-1")
+    with pytest.raises(FormatError, match=f"event {forged}.*after the key's revocation"):
+        verify_bundle(json.loads(json.dumps(bundle)), world.ledger.log_verifier().encode())
+
+
 @pytest.mark.parametrize(
     "attack",
     ["edit-byte", "drop-event", "wrong-key", "other-checkpoint", "drop-genesis", "bad-proof"],
