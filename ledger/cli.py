@@ -530,7 +530,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     argv = [args.bundle, "--log-key", args.log_key]
     for key in args.witness_key or []:
         argv += ["--witness-key", key]
-    return verify_main(argv)
+    return verify_main([*argv, "--json"] if args.json else argv)
 
 
 def cmd_token_add(args: argparse.Namespace, ledger: Ledger) -> int:

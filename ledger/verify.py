@@ -798,18 +798,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("bundle")
     parser.add_argument("--log-key", required=True)
     parser.add_argument("--witness-key", action="append", default=[])
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+
+    def fail(reason: str) -> int:
+        if args.json:
+            print(json.dumps({"ok": False, "error": reason}))
+        else:
+            print(f"FAIL: {reason}", file=sys.stderr)
+        return 1
+
     try:
         with open(args.bundle, encoding="utf-8") as f:
             bundle = json.load(f)
         report = verify_bundle(bundle, args.log_key, args.witness_key)
     except (OSError, ValueError) as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
+        return fail(str(e))
     except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         # A member missing or of the wrong kind: the bundle is not what it claims.
-        print(f"FAIL: the bundle is malformed ({type(e).__name__}: {e})", file=sys.stderr)
-        return 1
+        return fail(f"the bundle is malformed ({type(e).__name__}: {e})")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "case_id": report.case_id,
+                    "events": report.events,
+                    "registry_events": report.entries - report.events,
+                    "tree_size": report.tree_size,
+                    "witnesses": report.witnesses,
+                }
+            )
+        )
+        return 0
     print(
         f"OK: case {report.case_id}: {report.events} events and "
         f"{report.entries - report.events} registry events proved in a checkpoint of "

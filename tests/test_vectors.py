@@ -248,6 +248,27 @@ def test_tampered_bundle_vectors_fail_naming_what(name: str, needle: str) -> Non
         verify_bundle(bundle, BUNDLE_KEY)
 
 
+def test_verify_bundle_answers_in_json_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+
+    valid = str(OURS / "bundles" / "valid.json")
+    assert main(["verify-bundle", valid, "--log-key", BUNDLE_KEY, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "case_id": "V-1",
+        "events": 3,
+        "registry_events": 3,
+        "tree_size": 6,
+        "witnesses": [],
+    }
+    bad = str(OURS / "bundles" / "tampered-byte.json")
+    assert main(["verify-bundle", bad, "--log-key", BUNDLE_KEY, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and "inclusion proof gives root" in out["error"]
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
