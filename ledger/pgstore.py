@@ -14,7 +14,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from .errors import NarrativeErased, StoreUnavailable
+from .errors import NarrativeErased, NotFound, StoreUnavailable
 from .store import (
     INDEX_COLUMNS,
     INDEX_TABLE,
@@ -321,7 +321,7 @@ class AdvisoryWriterLock:
             self.conn = None
 
 
-def open_postgres(url: DatabaseURL) -> Store:
+def open_postgres(url: DatabaseURL, create: bool = True) -> Store:
     # DDL from two processes at once fails ("tuple concurrently updated"), so
     # opening holds an advisory lock while tables are created or checked.
     try:
@@ -333,7 +333,6 @@ def open_postgres(url: DatabaseURL) -> Store:
         ) from None
     with lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", ["ledger-ddl:" + url.schema])
-        lock_conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
         # Opening an existing ledger runs no DDL: CREATE INDEX IF NOT EXISTS still
         # takes a SHARE lock, which would stall (or deadlock with) live writers.
         exists = lock_conn.execute(
@@ -346,6 +345,11 @@ def open_postgres(url: DatabaseURL) -> Store:
             ],
         ).fetchone()
         create_tables = not (exists and exists[0])
+        if create_tables and not create:
+            # A verb other than init on a mistyped schema must not make an empty ledger.
+            raise NotFound(f"no ledger in {url.describe()}: run 'ledger init' first")
+        if create_tables:
+            lock_conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(url.schema)))
         try:
             app = LedgerApplication(
                 env={

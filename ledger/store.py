@@ -426,8 +426,8 @@ class WriterLock(Protocol):
 def open_store(url: str, create: bool = True) -> Store:
     """Open the database named by `url`, creating tables if needed.
 
-    With `create=False` a SQLite file that does not exist yet is an error rather
-    than a new empty ledger, so a mistyped path is noticed.
+    With `create=False` a SQLite file, or a PostgreSQL schema without the ledger's
+    tables, is an error rather than a new empty ledger, so a mistyped name is noticed.
     """
     parsed = parse_db_url(url)
     if parsed.is_sqlite:
@@ -436,7 +436,7 @@ def open_store(url: str, create: bool = True) -> Store:
         return _open_sqlite(parsed)
     from .pgstore import open_postgres  # psycopg is the `postgres` extra
 
-    return open_postgres(parsed)
+    return open_postgres(parsed, create)
 
 
 def _open_sqlite(url: DatabaseURL) -> Store:

@@ -123,6 +123,26 @@ def test_malformed_db_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     assert "bad schema name ''" in capsys.readouterr().err
 
 
+def test_a_verb_on_an_uninitialised_postgres_schema_creates_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import secrets
+
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    schema = f"absent_{secrets.token_hex(4)}"
+    assert main(["cases", "--db", f"{PG_URL}?schema={schema}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run 'ledger init' first" in err
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        found = c.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", [schema]
+        ).fetchone()
+    assert found is None
+
+
 def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cases", "--db", "postgresql://postgres@127.0.0.1:1/test"]) == 1
     err = capsys.readouterr().err.strip()
