@@ -36,6 +36,8 @@ from ledger.refs import pseudonym
 
 CLIENTS = 32
 CASES = 500
+# Server processes; two by default (one per core here), more to try on other machines.
+WORKERS = int(os.environ.get("LEDGER_BENCH_WORKERS", "2"))
 CHILD = pseudonym("child", "http bench child", b"bench")
 ECHO_APP = """
 from fastapi import FastAPI, Request
@@ -184,7 +186,7 @@ def serve(url: str, keys: Path, port: int, env_extra: dict[str, str]) -> subproc
     }
     exe = Path(sys.executable).parent / "ledger"
     return subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
+        [str(exe), "serve", "--port", str(port), "--workers", str(WORKERS), "--no-access-log"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -350,6 +352,7 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     return {
         "http_store": "postgresql",
         "http_clients": CLIENTS,
+        "http_workers": WORKERS,
         "http_load_generator": "wrk" if use_wrk else "python threads",
         "http_requests_exhausted": exhausted,
         "http_non_2xx": refused,
