@@ -128,7 +128,8 @@ class AuditReport:
 
 
 class _EventIds:
-    """Event ids seen, kept in a temporary SQLite file so memory does not grow."""
+    """Event ids seen, with the event-index row each event should have, kept in a
+    temporary SQLite file so memory does not grow."""
 
     def __init__(self) -> None:
         fd, name = tempfile.mkstemp(prefix="ledger-verify-", suffix=".sqlite")
@@ -137,57 +138,35 @@ class _EventIds:
         self.db = sqlite3.connect(name)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
-        # With each event, the index row it should have (see `index_rows`).
         self.db.execute(
             "CREATE TABLE ids (event_id TEXT, stream TEXT, seq INTEGER, k0 INTEGER, k1 INTEGER, "
-            "type TEXT, agency TEXT, occurred_at TEXT, recorded_at TEXT)"
+            "originator TEXT, type TEXT, agency TEXT, occurred_at TEXT, recorded_at TEXT)"
         )
         self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, env: Envelope, stream: str, seq: int, order: tuple[int, int, int]) -> None:
+    def add(
+        self, env: Envelope, stream: str, originator: str, seq: int, order: tuple[int, int, int]
+    ) -> None:
         occurred = env.body.get("occurred_at")
         self.rows.append(
-            (env.event_id, stream, seq, order[0], order[1], env.type, env.agency,
+            (env.event_id, stream, seq, order[0], order[1], originator, env.type, env.agency,
              occurred if isinstance(occurred, str) else None, env.recorded_at)
         )  # fmt: skip
         if len(self.rows) >= 5000:
             self.flush()
 
     def flush(self) -> None:
-        self.db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?)", self.rows)
+        self.db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?,?)", self.rows)
         self.rows.clear()
 
-    def index_rows(self) -> Iterator[tuple[Any, ...]]:
-        """The event-index row each stored event should have, in event id order (the
-        first use of a reused id: the index holds one row per id)."""
+    def in_id_order(self) -> Iterator[tuple[Any, ...]]:
+        """Every event seen, by event id and then where it was found: one sort, read
+        once for both reuse and the event index."""
         self.flush()
-        cur = self.db.execute(
-            "SELECT event_id, stream, seq, type, agency, occurred_at, recorded_at FROM ids "
-            "ORDER BY event_id, k0, k1, seq"
+        yield from self.db.execute(
+            "SELECT event_id, stream, seq, k0, k1, originator, type, agency, occurred_at, "
+            "recorded_at FROM ids ORDER BY event_id, k0, k1, seq"
         )
-        last = None
-        for event_id, stream, seq, kind, agency, occurred, recorded in cur:
-            if event_id != last:
-                yield (event_id, stream, stream_id(stream).hex, seq, kind, agency, occurred,
-                       recorded)  # fmt: skip
-            last = event_id
-
-    def duplicates(self) -> Iterator[tuple[str, str, int, int, int, int]]:
-        """Each reuse after the first, with where the first use was."""
-        self.flush()
-        self.db.execute("CREATE INDEX ids_event ON ids (event_id, k0, k1, seq)")
-        cur = self.db.execute(
-            "SELECT event_id, stream, seq, k0, k1, "
-            "(SELECT stream || ' seq ' || seq FROM ids f WHERE f.event_id = ids.event_id "
-            " ORDER BY k0, k1, seq LIMIT 1) "
-            "FROM ids WHERE event_id IN (SELECT event_id FROM ids GROUP BY event_id "
-            "HAVING COUNT(*) > 1) ORDER BY event_id, k0, k1, seq"
-        )
-        seen: set[str] = set()
-        for event_id, stream, seq, k0, k1, first in cur:
-            if event_id in seen:
-                yield event_id, stream, seq, k0, k1, first
-            seen.add(event_id)
 
     def close(self) -> None:
         self.db.close()
@@ -231,6 +210,7 @@ class Auditor:
         self.origin: str | None = None
         self.names: dict[str, str] = {}  # originator id hex -> stream name
         self.ledger_public_key = ledger_public_key
+        self.originator = ""  # the stream being read, as the event index names it
 
     def run(self) -> AuditReport:
         try:
@@ -264,15 +244,7 @@ class Auditor:
                 if oid not in registry_done:
                     self._verify_stream(oid, (1, order[oid]), registry=False)
             self._drain(0)
-            for event_id, stream, seq, k0, k1, first in self.ids.duplicates():
-                self._problem(
-                    (k0, k1, seq),
-                    stream,
-                    seq,
-                    event_id,
-                    f"event id {event_id} was already used by {first}",
-                )
-            self._check_index()
+            self._check_index(self._first_uses())
             self.report.streams = len(counts)
             if log_job is not None:
                 leaves, checkpoints, problems = log_job.result()
@@ -288,11 +260,27 @@ class Auditor:
             self.pool.shutdown(wait=True)
             self.ids.close()
 
-    def _check_index(self) -> None:
+    def _first_uses(self) -> Iterator[tuple[Any, ...]]:
+        """The index row each event id's first use should have, in event id order;
+        each later use of the id is reported as reuse on the way."""
+        first: tuple[str, str] | None = None
+        for event_id, stream, seq, k0, k1, *indexed in self.ids.in_id_order():
+            if first is not None and first[0] == event_id:
+                self._problem(
+                    (k0, k1, seq),
+                    stream,
+                    seq,
+                    event_id,
+                    f"event id {event_id} was already used by {first[1]}",
+                )
+                continue
+            first = (event_id, f"{stream} seq {seq}")
+            yield (event_id, stream, indexed[0], seq, *indexed[1:])
+
+    def _check_index(self, expected: Iterator[tuple[Any, ...]]) -> None:
         """The event index (`cases`, the sweep and lookups read it) must say exactly
         what the stored events say: a row planted, dropped or edited there would
         change what is listed without touching a hashed byte."""
-        expected = self.ids.index_rows()
         actual = ((str(r[0]), *r[1:]) for r in self.store.catalog.iter_index())
         want, have = next(expected, None), next(actual, None)
         while want is not None or have is not None:
@@ -369,6 +357,7 @@ class Auditor:
                     if stream_id(name) != oid:
                         name = self._stream_name(oid, rows) or name
                     chain = ChainState(name)
+                    self.originator = stream_id(name).hex  # as the event index holds it
                     self.names[oid.hex] = name
                     for k, v, message in unnamed:
                         self._problem(k, name, v, None, message)
@@ -446,7 +435,7 @@ class Auditor:
                 "registry event stored outside the registry (topic altered?)",
             )
             return
-        self.ids.add(env, chain.stream, version, key)
+        self.ids.add(env, chain.stream, self.originator, version, key)
         public_key, why = self.registry.key_for(env, position)
         if public_key is None:
             self._problem(key, chain.stream, version, env.event_id, str(why))
