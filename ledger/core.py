@@ -153,6 +153,38 @@ def _after_batch(
     }
 
 
+def check_references(
+    body: Mapping[str, Any],
+    stream: str,
+    recorded: Mapping[str, tuple[str, int]],
+    earlier: Callable[[str], str | None],
+) -> None:
+    """Refuse a body whose `responds_to` or `corrects` names anything but an earlier
+    event of its own stream: one before it in the same write (`earlier` gives its
+    stream, or None) or one recorded (`recorded`: event id -> originator hex, seq,
+    as the event index keeps them)."""
+    own: str | None = None
+    for member in ("responds_to", "corrects"):
+        value = body[member]
+        for ref in value if isinstance(value, list) else [value] if value else []:
+            before = earlier(ref)
+            if before is not None:
+                same = before == stream
+            else:
+                own = own or stream_id(stream).hex
+                same = ref in recorded and recorded[ref][0] == own
+            if not same:
+                raise ValidationError(
+                    f"event {body['event_id']}: {member} names {ref}, "
+                    f"which is not an earlier event of {stream}"
+                )
+
+
+def _stream_of_item(items: Mapping[str, _Item], event_id: str) -> str | None:
+    item = items.get(event_id)
+    return None if item is None else item.stream
+
+
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
     return Receipt(env.stream, env.event_id, env.seq, env.event_hash, env.recorded_at, duplicate)
 
@@ -612,16 +644,24 @@ class Ledger:
         """What each submission would be refused for on its own, before any write:
         its body, narrative and signature, with keys as this process last saw them
         (a write confirms them again). Lets a refused batch be split cheaply."""
-        now = self.clock()
+        # One preparation, its signature checks all running at once: `add` refuses a
+        # submission on its own and leaves the others as they were.
+        prepared = Preparation(self, self.clock())
         verdicts: list[LedgerError | None] = []
+        added: list[int] = []  # where each submission `add` took lies in `verdicts`
         for submission in submissions:
             try:
-                alone = Preparation(self, now)
-                alone.add(submission)
-                alone.signatures_checked()
-                verdicts.append(None)
+                prepared.add(submission)
             except LedgerError as e:
                 verdicts.append(e)
+            else:
+                added.append(len(verdicts))
+                verdicts.append(None)
+        try:
+            for at, refusal in zip(added, prepared.refusals(), strict=True):
+                verdicts[at] = refusal
+        finally:
+            prepared.checks.abandon()
         return verdicts
 
     def _prepare(self, submission: Submission, now: datetime, system: bool) -> _Item:
@@ -816,7 +856,9 @@ class Ledger:
                         f"event id {event_id} appears twice in the batch with different bodies"
                     )
                 continue
-            self._check_references(item, known, in_batch)
+            check_references(
+                item.body, item.stream, known, lambda ref: _stream_of_item(in_batch, ref)
+            )
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
@@ -939,23 +981,6 @@ class Ledger:
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
         return {oid: found[oid][0] for oid in wanted if oid in found}
-
-    def _check_references(
-        self, item: _Item, known: dict[str, tuple[str, int]], in_batch: dict[str, _Item]
-    ) -> None:
-        own = stream_id(item.stream).hex
-        for member in ("responds_to", "corrects"):
-            value = item.body[member]
-            for ref in value if isinstance(value, list) else [value] if value else []:
-                if ref in in_batch:
-                    same = in_batch[ref].stream == item.stream
-                else:  # the index keeps originator ids as the hex this compares with
-                    same = ref in known and known[ref][0] == own
-                if not same:
-                    raise ValidationError(
-                        f"event {item.body['event_id']}: {member} names {ref}, "
-                        f"which is not an earlier event of {item.stream}"
-                    )
 
     # --- reading ----------------------------------------------------------------------
     def stream_envelopes(self, stream: str, page: int = 1000) -> Iterable[Envelope]:

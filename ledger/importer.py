@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .core import Ledger, Submission
+from .core import Ledger, Submission, check_references
 from .errors import LedgerError, UsageError, ValidationError
 from .keys import Signer, load_key_file
 from .narrative import NarrativeText, from_wire
 from .narrative import check as check_narrative
-from .verify import b64decode, stream_id
+from .verify import b64decode, stream_of
 
 CHECK_CHUNK = 500
 
@@ -109,47 +109,34 @@ class Importer:
 
     def check(self) -> int:
         """The first pass: the number of events, or the first line the ledger would refuse."""
-        case_of: dict[str, str | None] = {}  # event id in the file -> its case
+        stream_at: dict[str, str] = {}  # event id of each line so far -> its stream
         chunk: list[tuple[int, Submission]] = []
         total = 0
         for n, submission in self._submissions():
             chunk.append((n, submission))
             total += 1
             if len(chunk) >= CHECK_CHUNK:
-                self._check_chunk(chunk, case_of)
-        self._check_chunk(chunk, case_of)
+                self._check_chunk(chunk, stream_at)
+        self._check_chunk(chunk, stream_at)
         return total
 
-    def _check_chunk(
-        self, chunk: list[tuple[int, Submission]], case_of: dict[str, str | None]
-    ) -> None:
+    def _check_chunk(self, chunk: list[tuple[int, Submission]], stream_at: dict[str, str]) -> None:
         verdicts = self.ledger.screen([s for _, s in chunk])
         for (n, _), verdict in zip(chunk, verdicts, strict=True):
             if verdict is not None:
                 raise _restated(verdict, f"{self._where(n)}: {verdict}")
-        # A reference must name an earlier line of the same case, or a recorded event
-        # of it: those in the file are checked in order, the rest in one lookup.
-        elsewhere: list[tuple[int, dict[str, Any], str]] = []
-        for n, s in chunk:
-            case = s.body.get("case_id")
-            for ref in _references(s.body):
-                if ref not in case_of:
-                    elsewhere.append((n, s.body, ref))
-                elif case_of[ref] != case:
-                    raise self._bad_reference(n, s.body, ref)
-            case_of.setdefault(s.body["event_id"], case)
-        refs = sorted({ref for _, _, ref in elsewhere})
-        stored = self.ledger.store.catalog.lookup(refs) if refs else {}
-        for n, body, ref in elsewhere:
-            if ref not in stored or stored[ref][0] != stream_id(f"case/{body['case_id']}").hex:
-                raise self._bad_reference(n, body, ref)
+        # A reference must name an earlier line of the same case or a recorded event
+        # of it, as an append requires; the events not in the file, in one lookup.
+        outside = {r for _, sub in chunk for r in _references(sub.body) if r not in stream_at}
+        recorded = self.ledger.store.catalog.lookup(sorted(outside)) if outside else {}
+        for n, sub in chunk:
+            stream = stream_of(sub.body)
+            try:
+                check_references(sub.body, stream, recorded, stream_at.get)
+            except ValidationError as e:
+                raise _restated(e, f"{self._where(n)}: {e}") from None
+            stream_at.setdefault(sub.body["event_id"], stream)
         chunk.clear()
-
-    def _bad_reference(self, n: int, body: dict[str, Any], ref: str) -> ValidationError:
-        return ValidationError(
-            f"{self._where(n)}: event {body['event_id']} names {ref}, "
-            f"which is not an earlier event of case {body['case_id']}"
-        )
 
     def run(self, batch: int, advance: Callable[[int], None]) -> tuple[int, int]:
         """The second pass: (appended, duplicates)."""
