@@ -294,12 +294,10 @@ class Auditor:
                 )
                 have = next(actual, None)
             else:
-                stored = tuple(have)
-                if stored != want:
-                    fields = INDEX_FIELDS
+                if have != want:
                     wrong = [
                         f"{f}: index {b!r}, stored event {a!r}"
-                        for f, a, b in zip(fields, want, stored, strict=True)
+                        for f, a, b in zip(INDEX_FIELDS, want, have, strict=True)
                         if a != b
                     ]
                     self._index_problem(
