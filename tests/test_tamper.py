@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.audit import AuditReport, audit
+from ledger.audit import Auditor, AuditReport, audit
 from ledger.canonical import canonical, envelope_bytes
 from ledger.keys import Signer
 from ledger.verify import parse_envelope
@@ -219,6 +219,60 @@ def test_an_edited_event_index_is_named(world: World, attack: str) -> None:
     assert not report.ok
     assert [p.event_id for p in report.problems] == [target]
     assert needle in report.problems[0].message
+
+
+# Rebuilding the index table as a DBA could: without its key, with other column
+# types or another collation. Each list is run in order on the index.
+REBUILT = [
+    "CREATE TABLE copy AS SELECT * FROM {t}",
+    "DROP TABLE {t}",
+    "ALTER TABLE copy RENAME TO {t}",
+]
+RETYPED = [
+    # Columns without a type keep whatever is stored, text or number.
+    "CREATE TABLE copy (event_id TEXT COLLATE NOCASE, stream TEXT, originator_id TEXT, "
+    "seq, type TEXT COLLATE NOCASE, agency, occurred_at TEXT, recorded_at TEXT)",
+    "INSERT INTO copy SELECT * FROM {t}",
+    "DROP TABLE {t}",
+    "ALTER TABLE copy RENAME TO {t}",
+]
+INDEX_ATTACKS = {
+    "dropped": ["DELETE FROM {t} WHERE event_id = ?"],
+    "duplicated": [*REBUILT, "INSERT INTO {t} SELECT * FROM {t} WHERE event_id = ?"],
+    "seq as text": [*RETYPED, "UPDATE {t} SET seq = '2' WHERE event_id = ?"],
+    "id case changed": [*RETYPED, "UPDATE {t} SET event_id = upper(event_id) WHERE event_id = ?"],
+    "id as blob": ["UPDATE {t} SET event_id = CAST(event_id AS BLOB) WHERE event_id = ?"],
+    "id null": ["UPDATE {t} SET event_id = NULL WHERE event_id = ?"],
+    "agency as number": [*RETYPED, "UPDATE {t} SET agency = 7 WHERE event_id = ?"],
+    "type case changed": [*RETYPED, "UPDATE {t} SET type = lower(type) WHERE event_id = ?"],
+}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("attack", list(INDEX_ATTACKS))
+def test_the_index_compared_inside_sqlite_finds_what_reading_it_all_finds(
+    world: World, attack: str
+) -> None:
+    """A SQLite ledger's index is compared by a join inside SQLite, which only picks
+    the rows to compare exactly: it must miss nothing that reading every row finds,
+    however the table was rebuilt."""
+    receipts = three_events(world)
+    world.append("csc-b", case_id="C-2")
+    target = receipts[1].event_id
+    for statement in INDEX_ATTACKS[attack]:
+        world.raw.on_index(statement, [target] if "?" in statement else [])
+    key = world.ledger.ledger_signer().public_bytes
+    reports = [
+        Auditor(world.ledger.store, key, index_in_database=inside).run() for inside in (True, False)
+    ]
+    found = [
+        sorted((p.stream, p.seq, str(p.event_id), p.message) for p in r.problems) for r in reports
+    ]
+    assert found[0], f"{attack}: the index change went unnoticed"
+    assert found[0] == found[1]
+    # All about the one row attacked: the target's, at its seq.
+    assert {p.seq for p in reports[0].problems} == {receipts[1].seq}
+    assert any(target in str(p.event_id) for p in reports[0].problems)
 
 
 def test_reused_event_id_is_named(world: World) -> None:
