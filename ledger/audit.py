@@ -54,6 +54,13 @@ INDEX_FIELDS = ("event_id", "stream", "originator_id", "seq", "type", "agency", 
 ID_FIELDS = ("event_id", "stream", "originator", "seq", "type", "agency", "occurred_at",
              "recorded_at")  # fmt: skip
 ID_COLUMNS = "event_id, stream, seq, k0, k1, originator, type, agency, occurred_at, recorded_at"
+INDEXED = f"ledger.{INDEX_TABLE}"  # the ledger's event index, attached to the ids file
+# Where an event's index row (x) may disagree with the event (f): a superset of the
+# exact comparison's findings, however the table was rebuilt.
+DIFFERS = " OR ".join(
+    f"x.{have} IS NOT f.{want} COLLATE BINARY OR typeof(x.{have}) IS NOT typeof(f.{want})"
+    for want, have in zip(ID_FIELDS, INDEX_FIELDS, strict=True)
+)
 SIG_CHUNK = 1024
 MAX_KEPT_PROBLEMS = 1000
 
@@ -134,9 +141,19 @@ class AuditReport:
 
 class _EventIds:
     """Event ids seen, with the event-index row each event should have, kept in a
-    temporary SQLite file so memory does not grow."""
+    temporary SQLite file so memory does not grow.
 
-    def __init__(self) -> None:
+    For a SQLite ledger (`ledger_path`), the ledger is attached read-only and each
+    flushed page of rows is joined with the event index there and then, inside
+    SQLite, while the signature workers are busy: the join is several times quicker
+    than reading both tables into Python. It only picks out the ids whose index row
+    and event may disagree (any change of storage class counts, and text compares
+    bytewise whatever collation the table was rebuilt with), and `odd_ones` hands
+    just those to the exact comparison, so the findings and their words are the
+    same as reading every row.
+    """
+
+    def __init__(self, ledger_path: str | None = None) -> None:
         fd, name = tempfile.mkstemp(prefix="ledger-verify-", suffix=".sqlite")
         os.close(fd)
         self.path = Path(name)
@@ -148,21 +165,35 @@ class _EventIds:
             "originator TEXT, type TEXT, agency TEXT, occurred_at TEXT, recorded_at TEXT)"
         )
         self.rows: list[tuple[Any, ...]] = []
+        self.attached = ledger_path is not None
+        self.compared = 0  # rows of `ids` already joined with the index
+        if ledger_path is not None:
+            self.db.execute("ATTACH DATABASE ? AS ledger", (f"file:{quote(ledger_path)}?mode=ro",))
+            self.db.execute("CREATE TABLE odd (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def add(
         self, env: Envelope, stream: str, originator: str, seq: int, order: tuple[int, int, int]
     ) -> None:
-        occurred = env.body.get("occurred_at")
+        body = env.body  # parsed: these fields are known to be strings
         self.rows.append(
-            (env.event_id, stream, seq, order[0], order[1], originator, env.type, env.agency,
-             occurred if isinstance(occurred, str) else None, env.recorded_at)
+            (body["event_id"], stream, seq, order[0], order[1], originator, body["type"],
+             body["agency"], body["occurred_at"], env.recorded_at)
         )  # fmt: skip
         if len(self.rows) >= 5000:
             self.flush()
 
     def flush(self) -> None:
-        self.db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?,?)", self.rows)
-        self.rows.clear()
+        db = self.db
+        db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?,?)", self.rows)
+        added, self.rows = len(self.rows), []
+        if self.attached and added:
+            db.execute(
+                f"INSERT OR IGNORE INTO odd SELECT f.event_id FROM ids f LEFT JOIN {INDEXED} x "
+                f"ON x.event_id = f.event_id COLLATE BINARY WHERE f.rowid > ? AND ({DIFFERS})",
+                (self.compared,),
+            )
+            self.compared += added
+        db.commit()  # and lets go of the ledger, whose log may then be checkpointed
 
     def in_id_order(self) -> Iterator[tuple[Any, ...]]:
         """Every event seen, by event id and then where it was found: one sort, read
@@ -170,45 +201,27 @@ class _EventIds:
         self.flush()
         yield from self.db.execute(f"SELECT {ID_COLUMNS} FROM ids ORDER BY event_id, k0, k1, seq")
 
-    def odd_ones(
-        self, ledger_path: str
-    ) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
-        """For a SQLite ledger: only the events, and the event-index rows, whose ids are
-        used twice or whose row and event disagree, in the order `in_id_order` and
-        `iter_index` give them. The join runs inside SQLite, which is several times
-        quicker than reading both tables into Python; its test is wider than the exact
-        comparison (any change of storage class counts, and text compares bytewise
-        whatever collation the table was given), which the caller then makes on these
-        few rows, so it finds the same problems with the same words."""
+    def odd_ones(self) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
+        """With the ledger attached: only the events, and the event-index rows, whose
+        ids are used twice, or whose row and event may disagree, in the order
+        `in_id_order` and `iter_index` give them."""
         self.flush()
         db = self.db
-        db.commit()
-        db.execute("ATTACH DATABASE ? AS ledger", (f"file:{quote(ledger_path)}?mode=ro",))
-        index = f"ledger.{INDEX_TABLE}"
-        differs = " OR ".join(
-            f"x.{have} IS NOT f.{want} COLLATE BINARY OR typeof(x.{have}) IS NOT typeof(f.{want})"
-            for want, have in zip(ID_FIELDS, INDEX_FIELDS, strict=True)
-        )
         db.execute("CREATE INDEX ids_event ON ids (event_id, k0, k1, seq)")
-        db.execute("CREATE TEMP TABLE odd (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
-        db.execute(
-            "INSERT OR IGNORE INTO odd SELECT f.event_id FROM ids f LEFT JOIN "
-            f"{index} x ON x.event_id = f.event_id COLLATE BINARY WHERE {differs}"
-        )
         db.execute(
             "INSERT OR IGNORE INTO odd SELECT event_id FROM ids GROUP BY event_id "
             "HAVING COUNT(*) > 1"
         )
         # A table rebuilt without its key can hold one event id twice.
         db.execute(
-            f"INSERT OR IGNORE INTO odd SELECT CAST(event_id AS TEXT) FROM {index} "
+            f"INSERT OR IGNORE INTO odd SELECT CAST(event_id AS TEXT) FROM {INDEXED} "
             "GROUP BY event_id COLLATE BINARY HAVING COUNT(*) > 1"
         )
         events = db.execute(
             f"SELECT {ID_COLUMNS} FROM ids WHERE event_id IN odd ORDER BY event_id, k0, k1, seq"
         )
         rows = db.cursor().execute(
-            f"SELECT {INDEX_COLUMNS} FROM {index} x WHERE x.event_id COLLATE BINARY IN odd "
+            f"SELECT {INDEX_COLUMNS} FROM {INDEXED} x WHERE x.event_id COLLATE BINARY IN odd "
             "OR typeof(x.event_id) IS NOT 'text' OR NOT EXISTS (SELECT 1 FROM ids "
             "WHERE ids.event_id = x.event_id COLLATE BINARY) ORDER BY x.event_id COLLATE BINARY"
         )
@@ -255,7 +268,7 @@ class Auditor:
         self.in_flight: deque[tuple[Future[list[bool]], list[_Pending]]] = deque()
         self.batch: list[tuple[bytes, bytes, bytes]] = []
         self.batch_ctx: list[_Pending] = []
-        self.ids = _EventIds()
+        self.ids = _EventIds(store.url.path if self.index_in_database else None)
         self.raw_keys: dict[int, bytes] = {}
         self.origin: str | None = None
         self.names: dict[str, str] = {}  # originator id hex -> stream name
@@ -293,12 +306,14 @@ class Auditor:
             for oid, _ in counts:
                 if oid not in registry_done:
                     self._verify_stream(oid, (1, order[oid]), registry=False)
-            self._drain(0)
+            # The index is checked while the workers finish the last signatures.
+            self._hand_over()
             if self.index_in_database:
-                events, index_rows = self.ids.odd_ones(self.store.url.path)
+                events, index_rows = self.ids.odd_ones()
             else:
                 events, index_rows = self.ids.in_id_order(), self.store.catalog.iter_index()
             self._check_index(self._first_uses(events), index_rows)
+            self._drain(0)
             self.report.streams = len(counts)
             if log_job is not None:
                 leaves, checkpoints, problems = log_job.result()
@@ -537,17 +552,19 @@ class Auditor:
             self._submit()
 
     def _submit(self) -> None:
+        self._hand_over()
+        self._drain(2 * self.slots)
+
+    def _hand_over(self) -> None:
+        """Send the signatures gathered so far to the workers, without waiting."""
         if self.batch:
             future = self.pool.submit(verify_raw_chunk, self.batch)
             self.in_flight.append((future, self.batch_ctx))
             self.batch, self.batch_ctx = [], []
-        self._drain(2 * self.slots)
 
     def _drain(self, keep: int) -> None:
-        if keep == 0 and self.batch:
-            future = self.pool.submit(verify_raw_chunk, self.batch)
-            self.in_flight.append((future, self.batch_ctx))
-            self.batch, self.batch_ctx = [], []
+        if keep == 0:
+            self._hand_over()
         while len(self.in_flight) > keep:
             future, contexts = self.in_flight.popleft()
             results = future.result()

@@ -187,9 +187,8 @@ def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
         raise FormatError(f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
         raise FormatError("body is not a JSON object")
-    missing = BODY_KEYS - body.keys()
-    if missing:
-        raise FormatError(f"body lacks {', '.join(sorted(missing))}")
+    if not body.keys() >= BODY_KEYS:
+        raise FormatError(f"body lacks {', '.join(sorted(BODY_KEYS - body.keys()))}")
     if body["v"] not in BODY_VERSIONS or isinstance(body["v"], bool):
         raise FormatError(f"body version {body['v']!r} is not one of {BODY_VERSIONS}")
     if "narrative" in body:
@@ -296,8 +295,9 @@ class ChainState:
         """Problems linking `env` to what came before; advances the head regardless."""
         problems: list[str] = []
         expected = self.seq + 1
-        if env.stream != self.stream:
-            problems.append(f"body names stream {env.stream!r} but is stored in {self.stream!r}")
+        stream = env.stream
+        if stream != self.stream:
+            problems.append(f"body names stream {stream!r} but is stored in {self.stream!r}")
         if stored_version != env.seq:
             problems.append(
                 f"stored at position {stored_version} but its seq is {env.seq} (events reordered)"
@@ -379,39 +379,39 @@ class KeyRegistry:
         after the revocation with a `recorded_at` before it. The append path refuses
         a key revoked by the time its event commits, so the ledger stores none such.
         """
-        signer = env.agency
-        if env.type == GENESIS_TYPE or env.type in REGISTRY_TYPES or signer == LEDGER_AGENCY:
+        signer, kind, key_id, recorded_at = env.agency, env.type, env.key_id, env.recorded_at
+        if kind == GENESIS_TYPE or kind in REGISTRY_TYPES or signer == LEDGER_AGENCY:
             if signer != LEDGER_AGENCY:
-                return None, f"{env.type} must be signed by the ledger, not {signer!r}"
-            if env.key_id != self.ledger_key_id:
+                return None, f"{kind} must be signed by the ledger, not {signer!r}"
+            if key_id != self.ledger_key_id:
                 return (
                     None,
-                    f"signed with key {env.key_id}, not the ledger key {self.ledger_key_id}",
+                    f"signed with key {key_id}, not the ledger key {self.ledger_key_id}",
                 )
             return self.ledger_key, None
-        record = self.keys.get(env.key_id)
+        record = self.keys.get(key_id)
         if record is None:
-            return None, f"key {env.key_id} is not a registered key"
+            return None, f"key {key_id} is not a registered key"
         if record.agency != signer:
             return None, (
-                f"key {env.key_id} belongs to agency {record.agency!r}, "
+                f"key {key_id} belongs to agency {record.agency!r}, "
                 f"but the event claims agency {signer!r}"
             )
-        if env.recorded_at < record.added_at:
-            return None, f"signed with key {env.key_id} before it was registered"
-        if record.revoked_at is not None and env.recorded_at >= record.revoked_at:
-            return None, f"signed with key {env.key_id}, revoked at {record.revoked_at}"
+        if recorded_at < record.added_at:
+            return None, f"signed with key {key_id} before it was registered"
+        if record.revoked_at is not None and recorded_at >= record.revoked_at:
+            return None, f"signed with key {key_id}, revoked at {record.revoked_at}"
         if position is not None:
             if record.added_pos is not None and position < record.added_pos:
                 return None, (
-                    f"stored (position {position}) before its key {env.key_id} was "
+                    f"stored (position {position}) before its key {key_id} was "
                     f"registered (position {record.added_pos})"
                 )
             if record.revoked_pos is not None and position > record.revoked_pos:
                 return None, (
-                    f"signed with key {env.key_id} but stored (position {position}) after "
+                    f"signed with key {key_id} but stored (position {position}) after "
                     f"the key's revocation (position {record.revoked_pos}): recorded_at "
-                    f"{env.recorded_at} is back-dated"
+                    f"{recorded_at} is back-dated"
                 )
         return record.public_key, None
 
