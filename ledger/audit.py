@@ -32,7 +32,7 @@ from eventsourcing.utils import get_topic
 from .case import Agency, LedgerRoot
 from .log import VerifiableLog, log_verifier
 from .logaudit import LogAuditor, audit_log_elsewhere
-from .store import INDEX_COLUMNS, INDEX_TABLE, Store
+from .store import INDEX_COLUMNS, INDEX_TABLE, SQLiteCatalog, Store
 from .verify import (
     LEDGER_STREAM,
     ChainState,
@@ -201,10 +201,14 @@ class _EventIds:
         self.flush()
         yield from self.db.execute(f"SELECT {ID_COLUMNS} FROM ids ORDER BY event_id, k0, k1, seq")
 
-    def odd_ones(self) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
+    def odd_ones(
+        self, not_later: str
+    ) -> tuple[Iterator[tuple[Any, ...]], Iterator[tuple[Any, ...]]]:
         """With the ledger attached: only the events, and the event-index rows, whose
         ids are used twice, or whose row and event may disagree, in the order
-        `in_id_order` and `iter_index` give them."""
+        `in_id_order` and `iter_index` give them. An index row no event seen has is
+        left out where `not_later` (SQL on the row `x`) says its event was stored
+        after verify began."""
         self.flush()
         db = self.db
         db.execute("CREATE INDEX ids_event ON ids (event_id, k0, k1, seq)")
@@ -222,8 +226,9 @@ class _EventIds:
         )
         rows = db.cursor().execute(
             f"SELECT {INDEX_COLUMNS} FROM {INDEXED} x WHERE x.event_id COLLATE BINARY IN odd "
-            "OR typeof(x.event_id) IS NOT 'text' OR NOT EXISTS (SELECT 1 FROM ids "
-            "WHERE ids.event_id = x.event_id COLLATE BINARY) ORDER BY x.event_id COLLATE BINARY"
+            "OR typeof(x.event_id) IS NOT 'text' OR (NOT EXISTS (SELECT 1 FROM ids "
+            f"WHERE ids.event_id = x.event_id COLLATE BINARY) AND {not_later}) "
+            "ORDER BY x.event_id COLLATE BINARY"
         )
         return events, rows
 
@@ -274,9 +279,13 @@ class Auditor:
         self.names: dict[str, str] = {}  # originator id hex -> stream name
         self.ledger_public_key = ledger_public_key
         self.originator = ""  # the stream being read, as the event index names it
+        self.upto = 0  # the last position in commit order that this run reads
 
     def run(self) -> AuditReport:
         try:
+            # What was stored when verify began: events appended meanwhile (the ledger
+            # may be serving) are left to the next run, with their index rows.
+            self.upto = self.store.catalog.last_position()
             counts = self.store.catalog.stream_counts()
             registry_ids = self._registry_stream_ids()
             registry_done: set[UUID] = set()
@@ -308,10 +317,13 @@ class Auditor:
                     self._verify_stream(oid, (1, order[oid]), registry=False)
             # The index is checked while the workers finish the last signatures.
             self._hand_over()
-            if self.index_in_database:
-                events, index_rows = self.ids.odd_ones()
+            catalog = self.store.catalog
+            if isinstance(catalog, SQLiteCatalog) and self.index_in_database:
+                events, index_rows = self.ids.odd_ones(
+                    catalog.not_later("x", self.upto, schema="ledger.")
+                )
             else:
-                events, index_rows = self.ids.in_id_order(), self.store.catalog.iter_index()
+                events, index_rows = self.ids.in_id_order(), catalog.iter_index(self.upto)
             self._check_index(self._first_uses(events), index_rows)
             self._drain(0)
             self.report.streams = len(counts)
@@ -408,6 +420,8 @@ class Auditor:
             rows = self.store.catalog.stream_page(oid, after, PAGE)
             for row in rows:
                 version, state, position = row
+                if position > self.upto:
+                    continue  # stored after verify began
                 key = (order[0], order[1], version)
                 self.report.events += 1
                 try:

@@ -12,7 +12,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 from .errors import NarrativeErased, NotFound, StoreUnavailable
 from .store import (
@@ -206,9 +206,21 @@ class PostgresCatalog:
         )
         return [str(r[0]) for r in rows]
 
-    def iter_index(self) -> Iterator[tuple[Any, ...]]:
+    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
         """Every event-index row, in bytewise event id order (collation "C", as
-        SQLite's), streamed through a server-side cursor (for verify)."""
+        SQLite's), streamed through a server-side cursor (for verify); with `upto`,
+        not those of events stored after that position (a verify started before they
+        were written reads neither)."""
+        late: Composable = SQL("")
+        params: list[Any] = []
+        if upto is not None:
+            # A text comparison: the index row's originator may be anything an edit left.
+            late = SQL(
+                " x WHERE NOT EXISTS (SELECT 1 FROM {} e WHERE e.notification_id > %s AND "
+                "replace(e.originator_id::text, '-', '') = x.originator_id AND "
+                "e.originator_version = x.seq)"
+            ).format(self._events())
+            params = [upto]
         with (
             self.recorder.datastore.get_connection() as conn,
             conn.transaction(force_rollback=True),
@@ -216,9 +228,10 @@ class PostgresCatalog:
         ):
             cur.itersize = 5000
             cur.execute(
-                SQL("SELECT " + INDEX_COLUMNS + ' FROM {} ORDER BY event_id COLLATE "C"').format(
-                    self._index()
-                )
+                SQL("SELECT " + INDEX_COLUMNS + ' FROM {}{} ORDER BY event_id COLLATE "C"').format(
+                    self._index(), late
+                ),
+                params,
             )
             for row in cur:
                 yield tuple(row.values()) if isinstance(row, dict) else tuple(row)
@@ -274,6 +287,14 @@ class PostgresCatalog:
 
     def count_events(self) -> int:
         return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])
+
+    def last_position(self) -> int:
+        """The newest event's position in commit order (0 for none)."""
+        return int(
+            self._query(
+                SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}").format(self._events())
+            )[0][0]
+        )
 
 
 def conninfo(url: DatabaseURL) -> str:

@@ -238,8 +238,9 @@ class Catalog(Protocol):
     def stream_counts(self) -> list[tuple[UUID, int]]: ...
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
-    def iter_index(self) -> Iterator[tuple[Any, ...]]: ...
+    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
+    def last_position(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]: ...
@@ -287,20 +288,35 @@ class SQLiteCatalog:
             [stream_prefix + "%"],
         )
 
-    def iter_index(self) -> Iterator[tuple[Any, ...]]:
-        """Every event-index row, in bytewise event id order, streamed (for verify)."""
-        select = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE}"
-        rows = self._query(f"{select} ORDER BY event_id LIMIT 5000")
+    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Every event-index row, in bytewise event id order, streamed (for verify);
+        with `upto`, not those of events stored after that position."""
+        late = "" if upto is None else f" AND {self.not_later('x', upto)}"
+        select = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} x"
+        rows = self._query(f"{select} WHERE 1{late} ORDER BY event_id LIMIT 5000")
         while True:
             yield from rows
             if len(rows) < 5000:
                 return
             rows = self._query(
-                f"{select} WHERE event_id > ? ORDER BY event_id LIMIT 5000", [rows[-1][0]]
+                f"{select} WHERE event_id > ?{late} ORDER BY event_id LIMIT 5000", [rows[-1][0]]
             )
+
+    def not_later(self, alias: str, upto: int, schema: str = "") -> str:
+        """SQL: the index row `alias` is not that of an event stored after `upto` (a
+        verify started before it was written reads neither)."""
+        return (
+            f"NOT EXISTS (SELECT 1 FROM {schema}{self.events_table} e WHERE e.rowid > "
+            f"{int(upto)} AND e.originator_id = {alias}.originator_id AND "
+            f"e.originator_version = {alias}.seq)"
+        )
 
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
+
+    def last_position(self) -> int:
+        """The newest event's position in commit order (0 for none)."""
+        return int(self._query(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table}")[0][0])
 
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         """The notification log's next rows (id, originator hex, version, state), read raw

@@ -221,6 +221,34 @@ def test_an_edited_event_index_is_named(world: World, attack: str) -> None:
     assert needle in report.problems[0].message
 
 
+def test_events_appended_while_verify_runs_are_left_to_the_next_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auditor may verify a ledger that is serving. Events appended after verify
+    began, to a case it has read or not yet read or to a new case, are not taken
+    for index rows planted without an event: the next run checks them."""
+    three_events(world)
+    world.append("csc-b", case_id="C-2")
+    catalog = world.ledger.store.catalog
+    before = catalog.count_events()
+    real = catalog.last_position
+
+    def then_append() -> int:
+        upto = real()
+        world.append("police-a")
+        world.append("csc-b", case_id="C-2")
+        world.append("police-a", case_id="C-3")
+        return upto
+
+    monkeypatch.setattr(catalog, "last_position", then_append)
+    report = verify(world)
+    assert report.ok, [p.describe() for p in report.problems]
+    assert report.events == before
+    monkeypatch.undo()
+    report = verify(world)
+    assert report.ok and report.events == before + 3
+
+
 # Rebuilding the index table as a DBA could: without its key, with other column
 # types or another collation. Each list is run in order on the index.
 REBUILT = [
