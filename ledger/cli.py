@@ -22,6 +22,7 @@ from rich.table import Table
 from .core import Ledger, Submission
 from .errors import LedgerError, UsageError, ValidationError
 from .events import format_time, parse_time, validate_body
+from .importer import json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
 from .verify import b64encode
@@ -119,15 +120,8 @@ def cmd_agency_revoke(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{what} is not valid JSON: {e.msg} at column {e.colno}") from None
-
-
 def cmd_append(args: argparse.Namespace, ledger: Ledger | None) -> int:
-    payload = _json_arg(args.payload, "--payload")
+    payload = json_value(args.payload, "--payload")
     occurred = args.occurred_at or format_time(datetime.now(UTC))
     try:
         parse_time(occurred, "--occurred-at")

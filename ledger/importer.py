@@ -26,6 +26,15 @@ from .verify import b64decode, stream_of
 CHECK_CHUNK = 500
 
 
+def json_value(text: str, what: str) -> Any:
+    """`text` parsed as JSON, or a usage error naming `what` and where it went wrong:
+    the one wording for every JSON the CLI is given (arguments and import lines)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what} is not valid JSON: {e.msg} at column {e.colno}") from None
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line."""
     try:
@@ -33,12 +42,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UsageError(
-                        f"{path} line {n} is not valid JSON: {e.msg} at column {e.colno}"
-                    ) from None
+                record = json_value(line, f"{path} line {n}")
                 if not isinstance(record, dict) or not isinstance(record.get("body"), dict):
                     raise UsageError(f"{path} line {n}: expected an object with a 'body' object")
                 yield n, record
