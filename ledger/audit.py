@@ -61,6 +61,33 @@ DIFFERS = " OR ".join(
     f"x.{have} IS NOT f.{want} COLLATE BINARY OR typeof(x.{have}) IS NOT typeof(f.{want})"
     for want, have in zip(ID_FIELDS, INDEX_FIELDS, strict=True)
 )
+# Events seen (f) whose index row (x) may disagree with them.
+JOIN = (
+    f"SELECT f.event_id FROM ids f LEFT JOIN {INDEXED} x ON x.event_id = f.event_id "
+    f"COLLATE BINARY WHERE ({DIFFERS})"
+)
+
+
+def _read_only_uri(path: str) -> str:
+    """A URI for an absolute path, whatever characters it holds (a path starting
+    with // would otherwise name a host)."""
+    return f"file://{quote(os.path.abspath(path))}?mode=ro"
+
+
+def _text_encoding(path: str) -> str | None:
+    """The text encoding of the SQLite file at `path`, or None if it cannot be read."""
+    try:
+        probe = sqlite3.connect(_read_only_uri(path), uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return str(probe.execute("PRAGMA encoding").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        probe.close()
+
+
 SIG_CHUNK = 1024
 MAX_KEPT_PROBLEMS = 1000
 
@@ -158,6 +185,18 @@ class _EventIds:
         os.close(fd)
         self.path = Path(name)
         self.db = sqlite3.connect(f"file:{quote(name)}", uri=True)
+        # Text an edit left as invalid UTF-8 is compared (and reported), not a crash.
+        self.db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+        try:
+            self._open(name, ledger_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, name: str, ledger_path: str | None) -> None:
+        encoding = _text_encoding(ledger_path) if ledger_path is not None else None
+        if encoding is not None:  # a database attaches only to one of its own encoding
+            self.db.execute(f"PRAGMA encoding = '{encoding}'")
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute(
@@ -165,11 +204,23 @@ class _EventIds:
             "originator TEXT, type TEXT, agency TEXT, occurred_at TEXT, recorded_at TEXT)"
         )
         self.rows: list[tuple[Any, ...]] = []
-        self.attached = ledger_path is not None
         self.compared = 0  # rows of `ids` already joined with the index
-        if ledger_path is not None:
-            self.db.execute("ATTACH DATABASE ? AS ledger", (f"file:{quote(ledger_path)}?mode=ro",))
-            self.db.execute("CREATE TABLE odd (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.attached = self.join_each_flush = False
+        if ledger_path is None or encoding is None:
+            return
+        try:
+            self.db.execute("ATTACH DATABASE ? AS ledger", (_read_only_uri(ledger_path),))
+            plan = self.db.execute(f"EXPLAIN QUERY PLAN {JOIN}").fetchall()
+        except sqlite3.Error:
+            return  # the index is then read into Python, as for PostgreSQL
+        self.db.execute("CREATE TABLE odd (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.attached = True
+        # Page by page only where each lookup uses the index's own key: on a table
+        # rebuilt without it, SQLite would index the whole table again for every
+        # page, so the join runs once, at the end.
+        self.join_each_flush = any(
+            "SEARCH x USING" in str(row[-1]) and "AUTOMATIC" not in str(row[-1]) for row in plan
+        )
 
     def add(
         self, env: Envelope, stream: str, originator: str, seq: int, order: tuple[int, int, int]
@@ -186,14 +237,14 @@ class _EventIds:
         db = self.db
         db.executemany("INSERT INTO ids VALUES (?,?,?,?,?,?,?,?,?,?)", self.rows)
         added, self.rows = len(self.rows), []
-        if self.attached and added:
-            db.execute(
-                f"INSERT OR IGNORE INTO odd SELECT f.event_id FROM ids f LEFT JOIN {INDEXED} x "
-                f"ON x.event_id = f.event_id COLLATE BINARY WHERE f.rowid > ? AND ({DIFFERS})",
-                (self.compared,),
-            )
-            self.compared += added
+        if self.join_each_flush and added:
+            self._join()
         db.commit()  # and lets go of the ledger, whose log may then be checkpointed
+
+    def _join(self) -> None:
+        """Join the rows added since the last join with the index."""
+        self.db.execute(f"INSERT OR IGNORE INTO odd {JOIN} AND f.rowid > ?", (self.compared,))
+        self.compared = self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM ids").fetchone()[0]
 
     def in_id_order(self) -> Iterator[tuple[Any, ...]]:
         """Every event seen, by event id and then where it was found: one sort, read
@@ -211,6 +262,7 @@ class _EventIds:
         after verify began."""
         self.flush()
         db = self.db
+        self._join()  # what no flush has joined yet: all of it, without the index's key
         db.execute("CREATE INDEX ids_event ON ids (event_id, k0, k1, seq)")
         db.execute(
             "INSERT OR IGNORE INTO odd SELECT event_id FROM ids GROUP BY event_id "
@@ -221,6 +273,7 @@ class _EventIds:
             f"INSERT OR IGNORE INTO odd SELECT CAST(event_id AS TEXT) FROM {INDEXED} "
             "GROUP BY event_id COLLATE BINARY HAVING COUNT(*) > 1"
         )
+        db.commit()  # no write transaction (and ledger snapshot) held past the merge
         events = db.execute(
             f"SELECT {ID_COLUMNS} FROM ids WHERE event_id IN odd ORDER BY event_id, k0, k1, seq"
         )
@@ -250,9 +303,16 @@ class Auditor:
         index_in_database: bool = True,
     ) -> None:
         self.store = store
-        # Whether a SQLite ledger's event index is compared inside SQLite (the same
-        # findings as reading it all into Python, which PostgreSQL ledgers do).
-        self.index_in_database = index_in_database and store.url.is_sqlite
+        # A SQLite ledger's event index is compared inside SQLite where it can be
+        # attached (the same findings as reading it all into Python, which
+        # PostgreSQL ledgers do). First: nothing else to clean up if this fails.
+        catalog = store.catalog
+        self.ids = _EventIds(
+            catalog.file_path()
+            if index_in_database and isinstance(catalog, SQLiteCatalog)
+            else None
+        )
+        self.index_in_database = self.ids.attached
         self.recorder = store.app.recorder
         self.registry = KeyRegistry(
             key_id_of(ledger_public_key), Ed25519PublicKey.from_public_bytes(ledger_public_key)
@@ -273,7 +333,6 @@ class Auditor:
         self.in_flight: deque[tuple[Future[list[bool]], list[_Pending]]] = deque()
         self.batch: list[tuple[bytes, bytes, bytes]] = []
         self.batch_ctx: list[_Pending] = []
-        self.ids = _EventIds(store.url.path if self.index_in_database else None)
         self.raw_keys: dict[int, bytes] = {}
         self.origin: str | None = None
         self.names: dict[str, str] = {}  # originator id hex -> stream name
@@ -365,7 +424,19 @@ class Auditor:
         what the stored events say: a row planted, dropped or edited there would
         change what is listed without touching a hashed byte. Both in bytewise event
         id order."""
-        actual = ((str(r[0]), *r[1:]) for r in index_rows)
+
+        def text_ids() -> Iterator[tuple[Any, ...]]:
+            for r in index_rows:
+                if isinstance(r[0], str):
+                    yield r
+                else:  # lookups by the id no longer find it: never the event's row
+                    self._index_problem(
+                        (str(r[0]), *r[1:]),
+                        f"the event index holds event id {r[0]!r} as {type(r[0]).__name__}, "
+                        "not text: no stored event has it",
+                    )
+
+        actual = text_ids()
         want, have = next(expected, None), next(actual, None)
         while want is not None or have is not None:
             if have is None or (want is not None and want[0] < have[0]):

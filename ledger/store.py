@@ -314,6 +314,11 @@ class SQLiteCatalog:
     def count_events(self) -> int:
         return int(self._query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
 
+    def file_path(self) -> str:
+        """The file this store has open, as an absolute path: the URL's may be relative
+        to a working directory the process has since left."""
+        return next(str(r[2]) for r in self._query("PRAGMA database_list") if r[1] == "main")
+
     def last_position(self) -> int:
         """The newest event's position in commit order (0 for none)."""
         return int(self._query(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table}")[0][0])

@@ -209,6 +209,15 @@ def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     for name in ("event_id", "type", "agency", "key_id"):
         if not isinstance(body[name], str):
             raise FormatError(f"body field {name} is not a string")
+    # JSON can spell a string no UTF-8 can hold (a lone surrogate): the fields that
+    # name streams, keys and index rows must be text that can be stored and hashed.
+    for name in ("event_id", "type", "agency", "key_id", "case_id", "agency_id"):
+        value = body.get(name)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise FormatError(f"body field {name} is not valid Unicode") from None
     return body
 
 
