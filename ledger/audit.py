@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import sqlite3
 import tempfile
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -185,6 +186,8 @@ class _EventIds:
         os.close(fd)
         self.path = Path(name)
         self.db = sqlite3.connect(f"file:{quote(name)}", uri=True)
+        # Removed when closed, or else when dropped (an Auditor made but never run).
+        self._finalizer = weakref.finalize(self, _remove, self.db, self.path)
         # Text an edit left as invalid UTF-8 is compared (and reported), not a crash.
         self.db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
         try:
@@ -286,8 +289,12 @@ class _EventIds:
         return events, rows
 
     def close(self) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
+        self._finalizer()
+
+
+def _remove(db: sqlite3.Connection, path: Path) -> None:
+    db.close()
+    path.unlink(missing_ok=True)
 
 
 class Auditor:

@@ -4,6 +4,7 @@ than fail on. Every test edits the real database, as a DBA could."""
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import sqlite3
@@ -187,3 +188,13 @@ def test_a_lone_surrogate_in_a_stored_body_is_reported(world: World, field: str)
     report = verify(world.ledger)
     assert (report.problems[0].stream, report.problems[0].seq) == (CASE, 2)
     assert "not valid Unicode" in report.problems[0].message
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_auditor_dropped_unrun_leaves_no_temporary_file(world: World) -> None:
+    before = leftovers()
+    auditor = Auditor(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert leftovers() - before  # its file of events seen
+    del auditor
+    gc.collect()
+    assert leftovers() <= before
