@@ -7,7 +7,8 @@
 Prints one JSON object: the bare eventsourcing batched append rate for events of
 the same size, Ed25519 verifications per second times cores (the mean of samples
 taken at the start and either side of the full verify), the ledger's
-append_many rate in batches of 100 with signatures verified, and `ledger verify`
+append_many rate in batches of 100 with signatures verified (and, for the bound it
+cannot pass, the same without the Ed25519 checks), and `ledger verify`
 throughput and peak memory at a tenth of and at the full event count (each
 verify runs in a fresh process so its peak RSS is its own). `--part vault` reports
 append_events_per_s and replay_ms_p50 with and without sealed narrative.
@@ -143,6 +144,27 @@ def populate(
             ledger.append_many(chunk[i : i + BATCH])
         elapsed += time.perf_counter() - t
     return count / elapsed
+
+
+def append_without_signatures(tmp: Path, count: int) -> float:
+    """The same append_many, in a ledger of its own, with the Ed25519 checks replaced
+    by a no-op: everything else append does per event (validation, canonical bytes,
+    chaining, the write and its commit). With the Ed25519 rate it bounds what append
+    can reach on this machine (see `append_bound_per_s`)."""
+    import ledger.sigchecks as sigchecks
+
+    real = sigchecks.verify_chunk
+    sigchecks.verify_chunk = lambda chunk: [True] * len(chunk)
+    try:
+        ledger = Ledger.open(f"sqlite:///{tmp}/unsigned.sqlite", tmp / "unsigned-keys")
+        ledger.init("bench/unsigned")
+        _, path = ledger.register_agency("bench-csc", "csc", borough="Bench")
+        assert path is not None
+        rate = populate(ledger, load_key_file(path), "bench-csc", 0, count, max(count // 10, 10))
+        ledger.close()
+    finally:
+        sigchecks.verify_chunk = real
+    return rate
 
 
 # VmHWM, not ru_maxrss: on Linux the latter carries the parent's peak across fork and exec.
@@ -588,6 +610,7 @@ def main() -> None:
         small = max(args.events // 10, 1000)
         cases = max(args.events // 100, 10)
         append_rate = populate(ledger, signer, "bench-csc", 0, small, cases)
+        unsigned_rate = append_without_signatures(tmp, small)
         verify_small = verify_in_child(url, tmp / "keys")
         populate(ledger, signer, "bench-csc", small, args.events - small, cases)
         singles.append(ed25519_single_core())
@@ -602,6 +625,10 @@ def main() -> None:
             with psycopg.connect(PG_URL, autocommit=True) as c:
                 c.execute(f"DROP SCHEMA {url.split('schema=')[1]} CASCADE")
     append_target = 0.5 * min(baseline, limit)
+    # Each event costs what append takes without its check (wall time, the commit's
+    # wait included) plus one Ed25519 check. Even were all of that spread over every
+    # core at once, append could reach at most this.
+    append_bound = cores / (1 / unsigned_rate + 1 / single)
     verify_target = 0.7 * limit
     result = {
         "machine": {
@@ -617,6 +644,8 @@ def main() -> None:
         "ed25519_verify_limit_per_s": round(limit),
         "append_events_per_s": round(append_rate),
         "append_target_per_s": round(append_target),
+        "append_without_signature_checks_per_s": round(unsigned_rate),
+        "append_bound_per_s": round(append_bound),
         "verify_events": verify_full["events"],
         "verify_events_per_s": round(verify_full["events_per_s"]),
         "verify_target_per_s": round(verify_target),
