@@ -182,7 +182,8 @@ def _decode(text: str) -> Any:
 
 def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     try:
-        body = _decode(body_bytes.decode("utf-8") if text is None else text)
+        source = body_bytes.decode("utf-8") if text is None else text
+        body = _decode(source)
     except (ValueError, UnicodeDecodeError) as e:
         raise FormatError(f"body is not JSON: {e}") from None
     if not isinstance(body, dict):
@@ -209,15 +210,17 @@ def parse_body(body_bytes: bytes, text: str | None = None) -> dict[str, Any]:
     for name in ("event_id", "type", "agency", "key_id"):
         if not isinstance(body[name], str):
             raise FormatError(f"body field {name} is not a string")
-    # JSON can spell a string no UTF-8 can hold (a lone surrogate): the fields that
-    # name streams, keys and index rows must be text that can be stored and hashed.
-    for name in ("event_id", "type", "agency", "key_id", "case_id", "agency_id"):
-        value = body.get(name)
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise FormatError(f"body field {name} is not valid Unicode") from None
+    # JSON can spell a string no UTF-8 can hold (a lone surrogate, only ever by a
+    # \u escape): the fields that name streams, keys and index rows must be text
+    # that can be stored and hashed.
+    if "\\u" in source:
+        for name in ("event_id", "type", "agency", "key_id", "case_id", "agency_id"):
+            value = body.get(name)
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise FormatError(f"body field {name} is not valid Unicode") from None
     return body
 
 
