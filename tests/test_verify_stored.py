@@ -10,40 +10,29 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from ledger.audit import Auditor, AuditReport, audit
-from ledger.canonical import canonical, envelope_bytes
-from ledger.core import Ledger, Submission
+from ledger.canonical import envelope_bytes
+from ledger.core import Ledger
 from ledger.keys import load_key_file
 from ledger.verify import parse_envelope
-from tests.conftest import CHILD, World
+from tests.conftest import World
+from tests.rawdb import RawDB
 from tests.test_tamper import CASE, REBUILT, three_events
 
 
 def build(url: str, keys: Path) -> Ledger:
-    """A small ledger: one agency, three events of one case."""
+    """A small ledger: one agency, three events of one case (ev-00001..3)."""
     ledger = Ledger.open(url, keys)
     ledger.init("test.example/log")
     _, path = ledger.register_agency("police-a", "police", borough="Lambeth")
     assert path is not None
-    signer = load_key_file(path)
-    for n in range(3):
-        body = {
-            "v": 1,
-            "case_id": "C-1",
-            "event_id": f"ev-{n:05d}",
-            "type": "CHILD_SEEN",
-            "occurred_at": "2024-03-03T14:05:00Z",
-            "agency": "police-a",
-            "actor": {"role": "practitioner"},
-            "payload": {"child_ref": CHILD},
-            "responds_to": [],
-            "corrects": None,
-            "key_id": signer.key_id,
-        }
-        ledger.append(Submission(body, signer.sign_body(canonical(body))))
+    writer = World(ledger, url, keys, {"police-a": load_key_file(path)}, cast(RawDB, None))
+    for _ in range(3):
+        writer.append("police-a")
     return ledger
 
 
