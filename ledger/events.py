@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from .clock import EARLIEST
 from .errors import ValidationError
 from .refs import REF_BODY
 from .verify import (
@@ -52,9 +53,6 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 Commitment = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
-# No event about a child today happened before this; earlier years also break
-# local-time arithmetic (a year-1 instant has no London date).
-EARLIEST_OCCURRED_AT = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def _exact_int(value: Any) -> Any:
@@ -597,7 +595,9 @@ def validate_body(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     except PydanticValidationError as e:
         raise ValidationError(f"{where}: {_describe(e, 'payload')}") from None
     occurred = parse_time(body.occurred_at)
-    if occurred < EARLIEST_OCCURRED_AT:
+    # No event about a child today happened before it; earlier years also break
+    # local-time arithmetic (a year-1 instant has no London date).
+    if occurred < EARLIEST:
         raise ValidationError(f"{where}: occurred_at {body.occurred_at} is before 1900")
     if occurred > now + FUTURE_TOLERANCE:
         raise ValidationError(
