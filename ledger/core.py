@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,20 +164,27 @@ def check_references(
     stream, or None) or one recorded (`recorded`: event id -> originator hex, seq,
     as the event index keeps them)."""
     own: str | None = None
+    for member, ref in references(body):
+        before = earlier(ref)
+        if before is not None:
+            same = before == stream
+        else:
+            own = own or stream_id(stream).hex
+            same = ref in recorded and recorded[ref][0] == own
+        if not same:
+            raise ValidationError(
+                f"event {body['event_id']}: {member} names {ref}, "
+                f"which is not an earlier event of {stream}"
+            )
+
+
+def references(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(member, event id) for each event a body names in `responds_to` or `corrects`."""
     for member in ("responds_to", "corrects"):
-        value = body[member]
+        value = body.get(member)
         for ref in value if isinstance(value, list) else [value] if value else []:
-            before = earlier(ref)
-            if before is not None:
-                same = before == stream
-            else:
-                own = own or stream_id(stream).hex
-                same = ref in recorded and recorded[ref][0] == own
-            if not same:
-                raise ValidationError(
-                    f"event {body['event_id']}: {member} names {ref}, "
-                    f"which is not an earlier event of {stream}"
-                )
+            if isinstance(ref, str):
+                yield member, ref
 
 
 def _stream_of_item(items: Mapping[str, _Item], event_id: str) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .core import Ledger, Submission, check_references
+from .core import Ledger, Submission, check_references, references
 from .errors import LedgerError, UsageError, ValidationError
 from .keys import Signer, load_key_file
 from .narrative import NarrativeText, from_wire
@@ -131,7 +131,7 @@ class Importer:
                 raise _restated(verdict, f"{self._where(n)}: {verdict}")
         # A reference must name an earlier line of the same case or a recorded event
         # of it, as an append requires; the events not in the file, in one lookup.
-        outside = {r for _, sub in chunk for r in _references(sub.body) if r not in stream_at}
+        outside = {r for _, sub in chunk for _, r in references(sub.body) if r not in stream_at}
         recorded = self.ledger.store.catalog.lookup(sorted(outside)) if outside else {}
         for n, sub in chunk:
             stream = stream_of(sub.body)
@@ -178,9 +178,3 @@ def _restated(e: LedgerError, message: str) -> LedgerError:
     """The same refusal, of the same kind, with its message placed in the file."""
     e.args = (message,)
     return e
-
-
-def _references(body: dict[str, Any]) -> list[str]:
-    refs = body.get("responds_to") or []
-    corrects = body.get("corrects")
-    return [r for r in [*refs, corrects] if isinstance(r, str)]
