@@ -75,20 +75,6 @@ def _read_only_uri(path: str) -> str:
     return f"file://{quote(os.path.abspath(path))}?mode=ro"
 
 
-def _text_encoding(path: str) -> str | None:
-    """The text encoding of the SQLite file at `path`, or None if it cannot be read."""
-    try:
-        probe = sqlite3.connect(_read_only_uri(path), uri=True)
-    except sqlite3.Error:
-        return None
-    try:
-        return str(probe.execute("PRAGMA encoding").fetchone()[0])
-    except sqlite3.Error:
-        return None
-    finally:
-        probe.close()
-
-
 SIG_CHUNK = 1024
 MAX_KEPT_PROBLEMS = 1000
 
@@ -181,7 +167,7 @@ class _EventIds:
     same as reading every row.
     """
 
-    def __init__(self, ledger_path: str | None = None) -> None:
+    def __init__(self, ledger_path: str | None = None, encoding: str = "UTF-8") -> None:
         fd, name = tempfile.mkstemp(prefix="ledger-verify-", suffix=".sqlite")
         os.close(fd)
         self.path = Path(name)
@@ -191,15 +177,15 @@ class _EventIds:
         # Text an edit left as invalid UTF-8 is compared (and reported), not a crash.
         self.db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
         try:
-            self._open(name, ledger_path)
+            self._open(ledger_path, encoding)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, name: str, ledger_path: str | None) -> None:
-        encoding = _text_encoding(ledger_path) if ledger_path is not None else None
-        if encoding is not None:  # a database attaches only to one of its own encoding
-            self.db.execute(f"PRAGMA encoding = '{encoding}'")
+    def _open(self, ledger_path: str | None, encoding: str) -> None:
+        # The ledger's text encoding (as SQLite names it: UTF-8, UTF-16le or UTF-16be):
+        # a database attaches only to one of its own.
+        self.db.execute(f"PRAGMA encoding = '{encoding}'")
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute(
@@ -209,7 +195,7 @@ class _EventIds:
         self.rows: list[tuple[Any, ...]] = []
         self.compared = 0  # rows of `ids` already joined with the index
         self.attached = self.join_each_flush = False
-        if ledger_path is None or encoding is None:
+        if ledger_path is None:
             return
         try:
             self.db.execute("ATTACH DATABASE ? AS ledger", (_read_only_uri(ledger_path),))
@@ -314,10 +300,10 @@ class Auditor:
         # attached (the same findings as reading it all into Python, which
         # PostgreSQL ledgers do). First: nothing else to clean up if this fails.
         catalog = store.catalog
-        self.ids = _EventIds(
-            catalog.file_path()
+        self.ids = (
+            _EventIds(catalog.file_path(), catalog.text_encoding())
             if index_in_database and isinstance(catalog, SQLiteCatalog)
-            else None
+            else _EventIds()
         )
         self.index_in_database = self.ids.attached
         self.recorder = store.app.recorder

@@ -22,7 +22,7 @@ from rich.table import Table
 from .core import Ledger, Submission
 from .errors import LedgerError, UsageError, ValidationError
 from .events import format_time, parse_time, validate_body
-from .importer import json_value
+from .importer import Importer, json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
 from .verify import b64encode
@@ -203,8 +203,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
-    from .importer import Importer
-
     importer = Importer(ledger, Path(args.file), args.sign)
     total = importer.check()  # the whole file, before anything is written
     with _progress(not args.json and sys.stderr.isatty()) as progress:

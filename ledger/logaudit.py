@@ -94,12 +94,12 @@ class LogAuditor:
                 event_hash = hashlib.sha256(state).digest()
                 if l_hash != event_hash or l_oid != oid or l_seq != seq or l_leaf != leaf:
                     self.report(
-                        int(index),
+                        index,
                         "log",
-                        int(index),
+                        index,
                         None,
                         f"leaf {index} ({self._where(oid, seq)}) was altered after "
-                        f"integration: hash {bytes(l_hash).hex()} then, {event_hash.hex()} now",
+                        f"integration: hash {l_hash.hex()} then, {event_hash.hex()} now",
                     )
                 pending_leaf = next(stored_leaves, None)
             elif pending_leaf is not None:
@@ -153,14 +153,14 @@ class LogAuditor:
                 )
         self.leaves = compact.size
 
-    def _deleted(self, leaf: Any) -> None:
-        index, _, oid, seq, event_hash, _ = leaf
+    def _deleted(self, leaf: tuple[Any, ...]) -> None:
+        index, _, oid, seq, event_hash, _ = leaf  # of their kinds (see _stored)
         self.report(
-            int(index),
+            index,
             "log",
-            int(index),
+            index,
             None,
-            f"leaf {index} ({self._where(oid, int(seq))}, event hash {bytes(event_hash).hex()}) "
+            f"leaf {index} ({self._where(oid, seq)}, event hash {event_hash.hex()}) "
             "was integrated but is no longer stored (deleted)",
         )
 

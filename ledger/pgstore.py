@@ -12,7 +12,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Identifier
 
 from .errors import NarrativeErased, NotFound, StoreUnavailable
 from .store import (
@@ -206,21 +206,17 @@ class PostgresCatalog:
         )
         return [str(r[0]) for r in rows]
 
-    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
+    def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]:
         """Every event-index row, in bytewise event id order (collation "C", as
-        SQLite's), streamed through a server-side cursor (for verify); with `upto`,
-        not those of events stored after that position (a verify started before they
-        were written reads neither)."""
-        late: Composable = SQL("")
-        params: list[Any] = []
-        if upto is not None:
-            # A text comparison: the index row's originator may be anything an edit left.
-            late = SQL(
-                " x WHERE NOT EXISTS (SELECT 1 FROM {} e WHERE e.notification_id > %s AND "
-                "replace(e.originator_id::text, '-', '') = x.originator_id AND "
-                "e.originator_version = x.seq)"
-            ).format(self._events())
-            params = [upto]
+        SQLite's), streamed through a server-side cursor (for verify), but those of
+        events stored after position `upto` (a verify started before they were
+        written reads neither)."""
+        # A text comparison: the index row's originator may be anything an edit left.
+        late = SQL(
+            " x WHERE NOT EXISTS (SELECT 1 FROM {} e WHERE e.notification_id > %s AND "
+            "replace(e.originator_id::text, '-', '') = x.originator_id AND "
+            "e.originator_version = x.seq)"
+        ).format(self._events())
         with (
             self.recorder.datastore.get_connection() as conn,
             conn.transaction(force_rollback=True),
@@ -231,7 +227,7 @@ class PostgresCatalog:
                 SQL("SELECT " + INDEX_COLUMNS + ' FROM {}{} ORDER BY event_id COLLATE "C"').format(
                     self._index(), late
                 ),
-                params,
+                [upto],
             )
             for row in cur:
                 yield tuple(row.values()) if isinstance(row, dict) else tuple(row)

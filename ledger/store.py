@@ -238,7 +238,7 @@ class Catalog(Protocol):
     def stream_counts(self) -> list[tuple[UUID, int]]: ...
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
-    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]: ...
+    def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def last_position(self) -> int: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
@@ -288,10 +288,10 @@ class SQLiteCatalog:
             [stream_prefix + "%"],
         )
 
-    def iter_index(self, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
-        """Every event-index row, in bytewise event id order, streamed (for verify);
-        with `upto`, not those of events stored after that position."""
-        late = "" if upto is None else f" AND {self.not_later('x', upto)}"
+    def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]:
+        """Every event-index row, in bytewise event id order, streamed (for verify),
+        but those of events stored after position `upto`."""
+        late = f" AND {self.not_later('x', upto)}"
         select = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} x"
         rows = self._query(f"{select} WHERE 1{late} ORDER BY event_id LIMIT 5000")
         while True:
@@ -318,6 +318,10 @@ class SQLiteCatalog:
         """The file this store has open, as an absolute path: the URL's may be relative
         to a working directory the process has since left."""
         return next(str(r[2]) for r in self._query("PRAGMA database_list") if r[1] == "main")
+
+    def text_encoding(self) -> str:
+        """The file's text encoding (a database attaches only to one of its own)."""
+        return str(self._query("PRAGMA encoding")[0][0])
 
     def last_position(self) -> int:
         """The newest event's position in commit order (0 for none)."""
