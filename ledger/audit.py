@@ -33,7 +33,7 @@ from eventsourcing.utils import get_topic
 from .case import Agency, LedgerRoot
 from .log import VerifiableLog, log_verifier
 from .logaudit import LogAuditor, audit_log_elsewhere
-from .store import INDEX_COLUMNS, INDEX_TABLE, SQLiteCatalog, Store
+from .store import INDEX_COLUMNS, INDEX_TABLE, SQLiteCatalog, Store, lenient_text
 from .verify import (
     LEDGER_STREAM,
     ChainState,
@@ -175,7 +175,7 @@ class _EventIds:
         # Removed when closed, or else when dropped (an Auditor made but never run).
         self._finalizer = weakref.finalize(self, _remove, self.db, self.path)
         # Text an edit left as invalid UTF-8 is compared (and reported), not a crash.
-        self.db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+        self.db.text_factory = lenient_text
         try:
             self._open(ledger_path, encoding)
         except BaseException:

@@ -55,6 +55,11 @@ def stored_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "surrogatepass")
 
 
+def lenient_text(raw: bytes) -> str:
+    """SQLite text as str, invalid UTF-8 kept as escaped bytes rather than an error."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def stored_int(value: Any) -> int:
     """A version or id column's value; -1 where an edit left something else there."""
     try:
@@ -290,17 +295,24 @@ class SQLiteCatalog:
 
     def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]:
         """Every event-index row, in bytewise event id order, streamed (for verify),
-        but those of events stored after position `upto`."""
-        late = f" AND {self.not_later('x', upto)}"
-        select = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} x"
-        rows = self._query(f"{select} WHERE 1{late} ORDER BY event_id LIMIT 5000")
-        while True:
-            yield from rows
-            if len(rows) < 5000:
-                return
-            rows = self._query(
-                f"{select} WHERE event_id > ?{late} ORDER BY event_id LIMIT 5000", [rows[-1][0]]
-            )
+        but those of events stored after position `upto`. Read in one snapshot, with
+        text an edit left as invalid UTF-8 escaped, so verify reports it rather than
+        failing on it; the order ignores any collation the table was rebuilt with."""
+        sql = (
+            f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} x WHERE {self.not_later('x', upto)} "
+            "ORDER BY event_id COLLATE BINARY"
+        )
+        with self.recorder.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            conn = cursor.connection
+            strict = conn.text_factory
+            conn.text_factory = lenient_text
+            try:
+                cursor.execute(sql)
+                while rows := cursor.fetchmany(5000):
+                    yield from map(tuple, rows)
+            finally:
+                conn.text_factory = strict
 
     def not_later(self, alias: str, upto: int, schema: str = "") -> str:
         """SQL: the index row `alias` is not that of an event stored after `upto` (a
