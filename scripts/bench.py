@@ -6,7 +6,8 @@
 
 Prints one JSON object: the bare eventsourcing batched append rate for events of
 the same size, Ed25519 verifications per second times cores (the mean of samples
-taken at the start and either side of each full verify), the ledger's
+taken at the start and either side of each full verify) and, for what verify
+can reach at all, the rate with every core checking at once, the ledger's
 append_many rate in batches of 100 with signatures verified (and, for the bound it
 cannot pass, the same without the Ed25519 checks), and `ledger verify`
 throughput and peak memory at a tenth of and at the full event count, the Merkle
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import secrets
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,6 +129,31 @@ def ed25519_single_core() -> float:
     for _ in range(n):
         pub.verify(sig, msg)
     return n / (time.perf_counter() - start)
+
+
+def _ed25519_from(start: float, seconds: float) -> float:
+    """Ed25519 checks per second, from wall time `start` for `seconds`."""
+    key = Ed25519PrivateKey.generate()
+    msg = b"m" * 700
+    sig = key.sign(msg)
+    pub = key.public_key()
+    while time.time() < start:
+        time.sleep(0.001)
+    n, t = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t) < seconds:
+        for _ in range(200):
+            pub.verify(sig, msg)
+        n += 200
+    return n / elapsed
+
+
+def ed25519_all_cores(cores: int, seconds: float = 2.0) -> float:
+    """Ed25519 checks per second with every core checking at once, over the same
+    seconds: what verify can reach at all, which is less than the single-core rate
+    times the cores where cores slow each other down."""
+    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+        start = time.time() + 1.0  # every worker started and waiting
+        return sum(pool.map(_ed25519_from, [start] * cores, [seconds] * cores))
 
 
 def populate(
@@ -610,6 +638,7 @@ def main() -> None:
         # their mean, so the ratios compare like with like; the full verify runs
         # VERIFY_RUNS times and its median rate counts (peak memory: the largest).
         singles = [ed25519_single_core()]
+        all_cores = [ed25519_all_cores(cores)]
         baseline = baseline_eventsourcing(tmp, envelope_size, 20_000)
         small = max(args.events // 10, 1000)
         cases = max(args.events // 100, 10)
@@ -632,7 +661,9 @@ def main() -> None:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in verify_runs),
             "ok": all(r["ok"] for r in verify_runs),
         }
+        all_cores.append(ed25519_all_cores(cores))
         single = sum(singles) / len(singles)
+        together = sum(all_cores) / len(all_cores)
         limit = single * cores
         ledger.close()
         if args.store == "postgres":
@@ -658,6 +689,8 @@ def main() -> None:
         "ed25519_verify_single_core_per_s": round(single),
         "ed25519_verify_single_core_samples": [round(x) for x in singles],
         "ed25519_verify_limit_per_s": round(limit),
+        "ed25519_verify_all_cores_at_once_per_s": round(together),
+        "ed25519_verify_all_cores_at_once_samples": [round(x) for x in all_cores],
         "append_events_per_s": round(append_rate),
         "append_target_per_s": round(append_target),
         "append_without_signature_checks_per_s": round(unsigned_rate),
@@ -666,6 +699,7 @@ def main() -> None:
         "verify_events_per_s": round(verify_full["events_per_s"]),
         "verify_events_per_s_runs": [round(r["events_per_s"]) for r in verify_runs],
         "verify_target_per_s": round(verify_target),
+        "verify_share_of_all_cores_at_once": round(verify_full["events_per_s"] / together, 3),
         "verify_peak_rss_mb": round(verify_full["peak_rss_mb"], 1),
         "verify_peak_rss_mb_at_tenth": round(verify_small["peak_rss_mb"], 1),
         "verify_events_at_tenth": verify_small["events"],
