@@ -261,8 +261,11 @@ class SQLiteCatalog:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [tuple(row) for row in c.fetchall()]
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples: no sqlite3.Row to build and copy
+            cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
 
     def stream_counts(self) -> list[tuple[UUID, int]]:
         rows = self._query(
@@ -403,6 +406,8 @@ class SQLiteCatalog:
             "ORDER BY originator_version LIMIT ?",
             (oid.hex, after, limit),
         )
+        if all(type(r[0]) is int and type(r[1]) is bytes for r in rows):
+            return rows  # as written; else as an edit left them, for verify to report
         return [(stored_int(r[0]), stored_bytes(r[1]), int(r[2])) for r in rows]
 
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
