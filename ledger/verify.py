@@ -823,8 +823,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with open(args.bundle, encoding="utf-8") as f:
             bundle = json.load(f)
+    except OSError as e:
+        return fail(f"cannot read {args.bundle}: {e.strerror or e}")
+    except UnicodeDecodeError:
+        return fail(f"{args.bundle} is not UTF-8 text, so not a bundle")
+    except json.JSONDecodeError as e:
+        return fail(f"{args.bundle} is not JSON ({e.msg} at line {e.lineno} column {e.colno})")
+    except RecursionError:
+        return fail(f"{args.bundle} nests too deeply to be a bundle")
+    try:
         report = verify_bundle(bundle, args.log_key, args.witness_key)
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         return fail(str(e))
     except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         # A member missing or of the wrong kind: the bundle is not what it claims.

@@ -272,23 +272,27 @@ def test_verify_bundle_answers_in_json_when_asked(
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        (None, "No such file"),
-        ("not json", "Expecting value"),
-        ("[]", "not a response-ledger"),
-        ('{"format": "response-ledger-bundle/v1"}', "bundle fields are not exactly"),
+        (None, "cannot read {path}: No such file"),
+        (b"\xff\xfe{}", "{path} is not UTF-8 text"),
+        (b"not json", "{path} is not JSON (Expecting value at line 1 column 1)"),
+        (b"[" * 100_000, "{path} nests too deeply"),
+        (b"[]", "not a response-ledger"),
+        (b'{"format": "response-ledger-bundle/v1"}', "bundle fields are not exactly"),
     ],
 )
 def test_malformed_bundle_files_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, needle: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, needle: str
 ) -> None:
+    """Named with what is wrong with it, not a bare decoder message or a traceback."""
     from ledger.cli import main
 
     path = tmp_path / "b.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content)
     assert main(["verify-bundle", str(path), "--log-key", BUNDLE_KEY]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("FAIL:") and needle in err
+    assert len(err.splitlines()) == 1 and err.startswith("FAIL:")
+    assert needle.format(path=path) in err, err
 
 
 def _members_replaced(bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
