@@ -32,7 +32,7 @@ from eventsourcing.utils import get_topic
 
 from .case import Agency, LedgerRoot
 from .log import VerifiableLog, log_verifier
-from .logaudit import LogAuditor, audit_log_elsewhere
+from .logaudit import Anchor, LogAuditor, audit_log_elsewhere
 from .store import INDEX_COLUMNS, INDEX_TABLE, SQLiteCatalog, Store, lenient_text
 from .verify import (
     LEDGER_STREAM,
@@ -120,6 +120,7 @@ class AuditReport:
     signatures: int = 0
     leaves: int = 0
     checkpoints: int = 0
+    anchors: int = 0  # checkpoints held outside the database that verified as the log's
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
 
@@ -147,6 +148,7 @@ class AuditReport:
             "signatures_checked": self.signatures,
             "log_leaves": self.leaves,
             "checkpoints": self.checkpoints,
+            "checkpoints_held_outside": self.anchors,
             "problem_count": self.problem_count,
             "first_problem": self.problems[0].as_dict() if self.problems else None,
             "problems": [p.as_dict() for p in self.problems],
@@ -294,8 +296,10 @@ class Auditor:
         workers: int | None = None,
         processes: bool = False,
         index_in_database: bool = True,
+        anchors: Sequence[Anchor] = (),
     ) -> None:
         self.store = store
+        self.anchors = list(anchors)
         # A SQLite ledger's event index is compared inside SQLite where it can be
         # attached (the same findings as reading it all into Python, which
         # PostgreSQL ledgers do). First: nothing else to clean up if this fails.
@@ -362,7 +366,11 @@ class Auditor:
             if self.processes and self.origin is not None:
                 log_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
                 log_job = log_pool.submit(
-                    audit_log_elsewhere, self.store.url.text, self.origin, self.ledger_public_key
+                    audit_log_elsewhere,
+                    self.store.url.text,
+                    self.origin,
+                    self.ledger_public_key,
+                    self.anchors,
                 )
             for oid, _ in counts:
                 if oid not in registry_done:
@@ -380,9 +388,10 @@ class Auditor:
             self._drain(0)
             self.report.streams = len(counts)
             if log_job is not None:
-                leaves, checkpoints, problems = log_job.result()
+                leaves, checkpoints, anchors, problems = log_job.result()
                 log_pool.shutdown()
                 self.report.leaves, self.report.checkpoints = leaves, checkpoints
+                self.report.anchors = anchors
                 for problem in problems:
                     self._log_problem(*problem)
             elif self.origin is not None:
@@ -537,9 +546,11 @@ class Auditor:
                 log_verifier(origin, self.ledger_public_key),
                 lambda oid: self.names.get(oid) or f"stream {oid}",
                 self._log_problem,
+                self.anchors,
             )
             auditor.run()
             self.report.leaves, self.report.checkpoints = auditor.leaves, auditor.checkpoints
+            self.report.anchors = auditor.anchors_checked
         finally:
             log.close()
 
@@ -667,8 +678,11 @@ def audit(
     ledger_public_key: bytes,
     progress: Callable[[int], None] | None = None,
     processes: bool | None = None,
+    anchors: Sequence[Anchor] = (),
 ) -> AuditReport:
-    """Verify everything; signatures on all cores (worker processes for large ledgers)."""
+    """Verify everything; signatures on all cores (worker processes for large ledgers).
+    `anchors` are signed checkpoints kept outside the database: the log must still
+    agree with each, which whoever holds the database and the log key cannot fake."""
     if processes is None:
         processes = store.catalog.count_events() >= PROCESS_POOL_FROM
-    return Auditor(store, ledger_public_key, progress, processes=processes).run()
+    return Auditor(store, ledger_public_key, progress, processes=processes, anchors=anchors).run()

@@ -25,7 +25,7 @@ from .events import format_time, parse_time, validate_body
 from .importer import Importer, json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
-from .verify import b64encode
+from .verify import Checkpoint, NoteError, b64encode, split_note
 
 DEFAULT_ORIGIN = "response-ledger.local/log"
 
@@ -364,10 +364,11 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
         pinned = parse_public_key((ledger.keys_dir / "ledger.pub").read_text())
     else:
         raise UsageError("no pinned ledger key: pass --ledger-key or keep ledger.pub in --keys")
+    anchors = [_held_checkpoint(Path(path)) for path in args.checkpoint or []]
     total = ledger.store.catalog.count_events()
     with _progress(not args.json and sys.stderr.isatty()) as progress:
         task = progress.add_task("verifying", total=total)
-        report = audit(ledger.store, pinned, lambda n: progress.advance(task, n))
+        report = audit(ledger.store, pinned, lambda n: progress.advance(task, n), anchors=anchors)
     data = report.as_dict()
     vault_problems: list[str] = []
     if args.vault and report.ok:
@@ -385,6 +386,11 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
             f"OK: {report.events} events in {report.streams} streams "
             f"({report.cases} cases, {report.agencies} agencies) verified; Merkle log of "
             f"{report.leaves} events and {report.checkpoints} checkpoint(s) recomputed"
+            + (
+                f", agreeing with {report.anchors} checkpoint(s) held outside"
+                if report.anchors
+                else ""
+            )
             + vault_line,
         )
         return 0
@@ -406,6 +412,29 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
             print(f"  also: {p.describe()}", file=sys.stderr)
         print(f"{report.problem_count} problem(s) in {report.events} events", file=sys.stderr)
     return 1
+
+
+def _held_checkpoint(path: Path) -> tuple[str, str]:
+    """(name, signed note) of a checkpoint kept outside the ledger: a note as `ledger log
+    checkpoint` or GET /v1/log/checkpoint gives it, or an evidence bundle holding one.
+    Whether the log signed it is for verify to say."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot read checkpoint file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text, so holds no checkpoint") from None
+    if text.lstrip().startswith("{"):
+        bundle = json_value(text, str(path))
+        held = bundle.get("checkpoint") if isinstance(bundle, dict) else None
+        if not isinstance(held, str):
+            raise UsageError(f"{path} is JSON but no bundle with a 'checkpoint' member")
+        text = held
+    try:
+        Checkpoint.parse(split_note(text)[0])
+    except NoteError as e:
+        raise UsageError(f"{path} is not a signed checkpoint: {e}") from None
+    return str(path), text
 
 
 def cmd_log_checkpoint(args: argparse.Namespace, ledger: Ledger) -> int:
@@ -793,6 +822,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also open every sealed narrative and identity (needs the master key) and "
         "check each narrative against its signed commitment",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="a signed checkpoint kept outside the database (a note from `ledger log "
+        "checkpoint` or the API, or an evidence bundle): the log must still agree with "
+        "it, which whoever holds the database and the log key cannot fake (repeatable)",
     )
     p.set_defaults(func=cmd_verify)
 

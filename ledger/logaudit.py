@@ -10,7 +10,7 @@ also makes every later checkpoint consistent with every earlier one).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
@@ -21,6 +21,9 @@ from .verify import b64encode
 
 Report = Callable[[int, str, int, str | None, str], None]  # order, stream, seq, event, message
 PAGE = 2000
+# A signed checkpoint kept outside the database (by an auditor, a panel's bundle, a
+# witness): what it is called in messages, and the signed note.
+Anchor = tuple[str, str]
 
 
 class LogAuditor:
@@ -31,14 +34,17 @@ class LogAuditor:
         verifier: NoteVerifier,
         name_of: Callable[[str], str],
         report: Report,
+        anchors: Sequence[Anchor] = (),
     ) -> None:
         self.store = store
         self.log = log
         self.verifier = verifier
         self.name_of = name_of  # originator id (hex) -> stream name, for messages
         self.report = report
+        self.anchors = anchors
         self.leaves = 0
         self.checkpoints = 0
+        self.anchors_checked = 0
 
     def _where(self, oid: str, seq: int) -> str:
         return f"{self.name_of(oid)} seq {seq}"
@@ -70,6 +76,11 @@ class LogAuditor:
     def run(self) -> None:
         checkpoints = self._checked_checkpoints()
         by_size = {size: root for size, root in checkpoints}
+        # Stored checkpoints can be rewritten by whoever holds the database and the log
+        # key; one kept elsewhere cannot, so the events must still give its root.
+        anchored: dict[int, list[tuple[str, bytes]]] = {}
+        for name, size, signed_root in self._checked_anchors():
+            anchored.setdefault(size, []).append((name, signed_root))
         stored_leaves = self._stored(
             "SELECT leaf_index, notification_id, originator_id, seq, event_hash, leaf_hash "
             "FROM merkle_leaves ORDER BY leaf_index",
@@ -127,6 +138,18 @@ class LogAuditor:
                             f"stored tree node ({level}, {idx}) differs from the tree "
                             "recomputed from the events",
                         )
+            for name, anchor_root in anchored.get(compact.size, ()):
+                if anchor_root != compact.root():
+                    self.report(
+                        compact.size,
+                        "log",
+                        compact.size,
+                        None,
+                        f"the checkpoint held outside the ledger ({name}) signed root "
+                        f"{b64encode(anchor_root)} at size {compact.size}, but the stored events "
+                        f"give {b64encode(compact.root())}: history before it was "
+                        "rewritten since (events altered, deleted, reordered or inserted)",
+                    )
             root = by_size.get(compact.size)
             if root is not None and root != compact.root():
                 self.report(
@@ -141,6 +164,18 @@ class LogAuditor:
         while pending_leaf is not None:
             self._deleted(pending_leaf)
             pending_leaf = next(stored_leaves, None)
+        for size, kept in sorted(anchored.items()):
+            if size > compact.size:
+                for name, _ in kept:
+                    self.report(
+                        size,
+                        "log",
+                        size,
+                        None,
+                        f"the checkpoint held outside the ledger ({name}) is at size {size}, "
+                        f"but only {compact.size} events are stored: events it covers "
+                        "were deleted since",
+                    )
         for size, _ in checkpoints:
             if size > compact.size:
                 self.report(
@@ -163,6 +198,27 @@ class LogAuditor:
             f"leaf {index} ({self._where(oid, seq)}, event hash {event_hash.hex()}) "
             "was integrated but is no longer stored (deleted)",
         )
+
+    def _checked_anchors(self) -> list[tuple[str, int, bytes]]:
+        """Each checkpoint held outside whose log signature verifies; one that does not
+        is reported (the log key, or the genesis naming it, may have been replaced)."""
+        out = []
+        for name, note in self.anchors:
+            try:
+                cp = verify_checkpoint(note, self.verifier)
+            except (NoteError, ValueError) as e:
+                self.report(
+                    0,
+                    "log",
+                    0,
+                    None,
+                    f"the checkpoint held outside the ledger ({name}) is not one of this "
+                    f"ledger's log: {e}",
+                )
+                continue
+            out.append((name, cp.size, cp.root))
+        self.anchors_checked = len(out)
+        return out
 
     def _checked_checkpoints(self) -> list[tuple[int, bytes]]:
         out = []
@@ -218,8 +274,8 @@ def stream_namer(store: Store) -> Callable[[str], str]:
 
 
 def audit_log_elsewhere(
-    url: str, origin: str, ledger_public_key: bytes
-) -> tuple[int, int, list[tuple[int, str, int, str | None, str]]]:
+    url: str, origin: str, ledger_public_key: bytes, anchors: Sequence[Anchor] = ()
+) -> tuple[int, int, int, list[tuple[int, str, int, str | None, str]]]:
     """The Merkle pass in a worker process, alongside the signature checks."""
     from .log import log_verifier
     from .store import open_store
@@ -234,9 +290,10 @@ def audit_log_elsewhere(
             log_verifier(origin, ledger_public_key),
             stream_namer(store),
             lambda *p: problems.append(p),
+            anchors,
         )
         auditor.run()
-        return auditor.leaves, auditor.checkpoints, problems
+        return auditor.leaves, auditor.checkpoints, auditor.anchors_checked, problems
     finally:
         log.close()
         store.close()

@@ -226,6 +226,17 @@ def test_a_key_revocation_is_pinned_by_a_checkpoint_at_once(world: World) -> Non
     assert checkpoints[-1][0] == world.ledger.store.catalog.count_events()
 
 
+def rewrite_and_resign(world: World) -> None:
+    """The operator rewrites history, re-integrates, drops the stored checkpoints and
+    their cosignatures, and signs a fresh checkpoint over more events."""
+    rewrite_case_history(world)
+    with world.ledger.log.db.write() as cur:
+        cur.execute("DELETE FROM log_cosignatures")
+        cur.execute("DELETE FROM log_checkpoints")
+    some_events(world, 1)
+    world.ledger.checkpoint()
+
+
 def witness(world: World, state: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     from ledger.cli import main
 
@@ -267,13 +278,7 @@ def test_witness_cosigns_growth_and_refuses_rewritten_history(
     served = world.ledger.log.latest_checkpoint()
     assert verify_cosignature(served, NoteVerifier.parse(second["verifier_key"])) > 0
     assert verify(world).ok
-    # The operator rewrites history, re-integrates and re-signs a fresh checkpoint.
-    rewrite_case_history(world)
-    with world.ledger.log.db.write() as cur:
-        cur.execute("DELETE FROM log_cosignatures")
-        cur.execute("DELETE FROM log_checkpoints")
-    some_events(world, 1)
-    world.ledger.checkpoint()
+    rewrite_and_resign(world)
     assert verify(world).ok  # the database alone now looks clean...
     code, out = witness(world, state, capsys)
     assert code == 1  # ...but the witness holds the older checkpoint
@@ -310,3 +315,92 @@ def test_merkle_pass_in_a_worker_process_names_a_deletion(world: World) -> None:
     messages = [p.describe() for p in report.problems]
     assert any("case/C-1 seq 3" in m and "no longer stored (deleted)" in m for m in messages)
     assert report.checkpoints == 1
+
+
+def anchored(world: World, anchors: list[tuple[str, str]], processes: bool = False) -> AuditReport:
+    key = world.ledger.ledger_signer().public_bytes
+    return audit(world.ledger.store, key, processes=processes, anchors=anchors)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_checkpoint_held_outside_catches_history_the_operator_rewrote(
+    world: World, processes: bool
+) -> None:
+    """Whoever holds the database and the log key can rewrite events, log and stored
+    checkpoints to agree again; a checkpoint kept elsewhere still disagrees."""
+    some_events(world, 3)
+    held = [("auditor copy", world.ledger.checkpoint())]
+    assert anchored(world, held, processes).anchors == 1
+    assert anchored(world, held, processes).ok
+    rewrite_and_resign(world)
+    assert verify(world).ok  # the database alone looks clean
+    report = anchored(world, held, processes)
+    assert [p.stream for p in report.problems] == ["log"]
+    message = report.problems[0].message
+    assert "held outside the ledger (auditor copy)" in message
+    assert "history before it was rewritten" in message
+
+
+def test_a_checkpoint_held_outside_names_events_deleted_from_a_shrunken_log(
+    world: World,
+) -> None:
+    receipts = some_events(world, 4)
+    held = [("witness copy", world.ledger.checkpoint())]
+    world.raw.delete(CASE, 4)  # and its index row: the operator covers every trace
+    world.raw.on_index("DELETE FROM {t} WHERE event_id = ?", [receipts[3].event_id])
+    with world.ledger.log.db.write() as cur:
+        for table in ("merkle_leaves", "merkle_nodes", "log_cosignatures", "log_checkpoints"):
+            cur.execute(f"DELETE FROM {table}")
+    world.ledger.checkpoint()
+    assert verify(world).ok  # the newest event of a case leaves no gap behind it
+    report = anchored(world, held)
+    assert len(report.problems) == 1
+    assert "(witness copy) is at size" in report.problems[0].message
+    assert "were deleted since" in report.problems[0].message
+
+
+def test_a_checkpoint_from_another_log_is_named(world: World) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.checkpoint import sign_note
+
+    some_events(world, 2)
+    note = world.ledger.checkpoint()
+    body = note[: note.index("\n\n") + 1]
+    forged = sign_note(body, body.split("\n")[0], Ed25519PrivateKey.generate())
+    report = anchored(world, [("forged", forged)])
+    assert report.anchors == 0
+    assert any("(forged) is not one of this ledger's log" in p.message for p in report.problems)
+
+
+def test_verify_takes_checkpoints_held_outside_as_notes_or_bundles(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.bundle import export_bundle
+    from ledger.cli import main
+
+    some_events(world, 3)
+    note = tmp_path / "checkpoint.txt"
+    note.write_text(world.ledger.checkpoint())
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(export_bundle(world.ledger, "C-1")))
+    some_events(world, 2)
+    world.ledger.checkpoint()
+    base = ["verify", "--db", world.url, "--keys", str(world.keys)]
+    code = main([*base, "--checkpoint", str(note), "--checkpoint", str(bundle)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "agreeing with 2 checkpoint(s) held outside" in out.out
+    world.raw.delete(CASE, 5)
+    code = main([*base, "--checkpoint", str(note)])
+    assert code == 1
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not a note\n")
+    for path, says in [
+        (tmp_path / "missing.txt", "cannot read checkpoint file"),
+        (junk, "is not a signed checkpoint"),
+    ]:
+        capsys.readouterr()
+        assert main([*base, "--checkpoint", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
