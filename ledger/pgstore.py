@@ -95,6 +95,13 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        # The first statement of eventsourcing's write pipeline. psycopg prepares a
+        # statement on its sixth run and, in a pipeline, counts it prepared before the
+        # server answers; when an earlier statement of the pipeline fails (a repeated
+        # event id, which the append path answers), the server skips the PREPARE and
+        # every later run on this connection fails: "prepared statement does not
+        # exist". Connections that write therefore prepare nothing.
+        curs.connection.prepare_threshold = None
         rows = kwargs.get("index_rows")
         if rows:
             curs.execute(self.insert_index_statement, _columns(rows))

@@ -660,3 +660,22 @@ def test_the_recorder_stores_rows_as_given_with_notification_ids_in_that_order(
     assert ids == sorted(ids)
     if not world.ledger.store.url.is_sqlite:
         assert list(returned or []) == ids
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_repeats_refused_inside_the_write_pipeline_leave_its_connections_usable(
+    world: World,
+) -> None:
+    """psycopg prepares a statement on its sixth run and, in pipeline mode, counts it
+    prepared before the server has done so; a repeat refused earlier in the same
+    pipeline (a retry another worker recorded first) makes the server skip that, and
+    the connection then fails on every later run: "prepared statement does not
+    exist", an unavailable database to the caller. Each round here writes new events
+    and a repeat, on whichever pooled connection comes up, past every sixth run."""
+    for _ in range(40):
+        first = world.signed(world.body("police-a"))
+        world.ledger.append(first)
+        fresh = [world.signed(world.body("police-a")) for _ in range(2)]
+        receipts = world.ledger.append_many([fresh[0], first, fresh[1]])
+        assert [r.duplicate for r in receipts] == [False, True, False]
+    assert audit(world.ledger.store, world.ledger.ledger_signer().public_bytes).ok
