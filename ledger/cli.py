@@ -25,7 +25,7 @@ from .events import format_time, parse_time, validate_body
 from .importer import Importer, json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
-from .verify import Checkpoint, NoteError, b64encode, split_note
+from .verify import Checkpoint, b64encode, split_note
 
 DEFAULT_ORIGIN = "response-ledger.local/log"
 
@@ -414,25 +414,34 @@ def cmd_verify(args: argparse.Namespace, ledger: Ledger) -> int:
     return 1
 
 
+HELD_CHECKPOINT_MAX = 256 * 1024 * 1024  # more than any bundle of one case
+
+
 def _held_checkpoint(path: Path) -> tuple[str, str]:
     """(name, signed note) of a checkpoint kept outside the ledger: a note as `ledger log
     checkpoint` or GET /v1/log/checkpoint gives it, or an evidence bundle holding one.
     Whether the log signed it is for verify to say."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(HELD_CHECKPOINT_MAX + 1)
     except OSError as e:
         raise UsageError(f"cannot read checkpoint file {path}: {e.strerror or e}") from None
+    if len(raw) > HELD_CHECKPOINT_MAX:
+        raise UsageError(f"{path} is larger than any checkpoint or bundle")
+    try:
+        # Text as an editor may have saved it: a byte-order mark, CRLF line ends.
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text, so holds no checkpoint") from None
-    if text.lstrip().startswith("{"):
-        bundle = json_value(text, str(path))
-        held = bundle.get("checkpoint") if isinstance(bundle, dict) else None
-        if not isinstance(held, str):
-            raise UsageError(f"{path} is JSON but no bundle with a 'checkpoint' member")
-        text = held
     try:
+        if text.lstrip().startswith("{"):
+            bundle = json.loads(text)
+            held = bundle.get("checkpoint") if isinstance(bundle, dict) else None
+            if not isinstance(held, str):
+                raise UsageError(f"{path} is JSON but no bundle with a 'checkpoint' member")
+            text = held
         Checkpoint.parse(split_note(text)[0])
-    except NoteError as e:
+    except (ValueError, RecursionError) as e:  # JSON and note errors are ValueErrors
         raise UsageError(f"{path} is not a signed checkpoint: {e}") from None
     return str(path), text
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .checkpoint import NoteError, NoteVerifier, verify_checkpoint, verify_cosignature
 from .log import VerifiableLog
-from .merkle import CompactRange, leaf_hash
+from .merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from .store import Store, stored_bytes, stored_int
 from .verify import b64encode
 
@@ -81,6 +81,17 @@ class LogAuditor:
         anchored: dict[int, list[tuple[str, bytes]]] = {}
         for name, size, signed_root in self._checked_anchors():
             anchored.setdefault(size, []).append((name, signed_root))
+        for name, signed_root in anchored.pop(0, []):  # the empty tree: no leaf to wait for
+            if signed_root != EMPTY_ROOT:
+                self.report(
+                    0,
+                    "log",
+                    0,
+                    None,
+                    f"the checkpoint held outside the ledger ({name}) signed root "
+                    f"{b64encode(signed_root)} for the empty log, which has "
+                    f"{b64encode(EMPTY_ROOT)}",
+                )
         stored_leaves = self._stored(
             "SELECT leaf_index, notification_id, originator_id, seq, event_hash, leaf_hash "
             "FROM merkle_leaves ORDER BY leaf_index",

@@ -649,7 +649,13 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "":
             raise NoteError("checkpoint body needs origin, size and root lines")
         origin, size, root = lines[0], lines[1], lines[2]
-        if not origin or not size.isdigit() or (size != "0" and size.startswith("0")):
+        # ASCII digits only ("²" is a digit to str.isdigit), and no more than a
+        # 64-bit tree size needs.
+        if (
+            not origin
+            or not (size.isascii() and size.isdigit() and len(size) <= 20)
+            or (size != "0" and size.startswith("0"))
+        ):
             raise NoteError(f"bad checkpoint origin or size {size!r}")
         try:
             raw = base64.b64decode(root, validate=True)

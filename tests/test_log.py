@@ -391,16 +391,46 @@ def test_verify_takes_checkpoints_held_outside_as_notes_or_bundles(
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "agreeing with 2 checkpoint(s) held outside" in out.out
+    # As an editor may save it: with a byte-order mark and CRLF line ends.
+    edited = tmp_path / "edited.txt"
+    edited.write_bytes(b"\xef\xbb\xbf" + note.read_bytes().replace(b"\n", b"\r\n"))
+    assert main([*base, "--checkpoint", str(edited)]) == 0, capsys.readouterr().err
     world.raw.delete(CASE, 5)
     code = main([*base, "--checkpoint", str(note)])
     assert code == 1
-    junk = tmp_path / "junk.txt"
-    junk.write_text("not a note\n")
-    for path, says in [
-        (tmp_path / "missing.txt", "cannot read checkpoint file"),
-        (junk, "is not a signed checkpoint"),
-    ]:
+    lines = note.read_text().split("\n")
+    odd = {
+        "junk": ("not a note\n", "is not a signed checkpoint"),
+        "huge size": ("\n".join([lines[0], "9" * 5000, *lines[2:]]), "bad checkpoint"),
+        "unicode digit": ("\n".join([lines[0], "\u00b2", *lines[2:]]), "bad checkpoint"),
+        "huge number": ('{"checkpoint": "x", "n": ' + "1" * 5000 + "}", "not a signed"),
+        "deep": ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a signed"),
+        "no bundle": ('{"checkpoint": 5}', "no bundle with a 'checkpoint' member"),
+        "binary": ("\udcff", "not UTF-8"),
+    }
+    for name, (content, says) in odd.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(content.encode("utf-8", "surrogateescape"))
         capsys.readouterr()
-        assert main([*base, "--checkpoint", str(path)]) == 2
+        assert main([*base, "--checkpoint", str(path)]) == 2, name
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and says in err, err
+        assert len(err.splitlines()) == 1 and says in err, (name, err)
+    capsys.readouterr()
+    assert main([*base, "--checkpoint", str(tmp_path / "missing.txt")]) == 2
+    assert "cannot read checkpoint file" in capsys.readouterr().err
+
+
+def test_a_checkpoint_held_outside_of_the_empty_log_must_sign_its_root(world: World) -> None:
+    """Size 0 has no leaf to wait for: it is compared with the empty tree at once."""
+    from ledger.checkpoint import sign_note
+    from ledger.merkle import EMPTY_ROOT
+
+    some_events(world, 1)
+    origin = world.ledger.origin()
+    key = world.ledger.ledger_signer().private_key
+    good = sign_note(Checkpoint(origin, 0, EMPTY_ROOT).body(), origin, key)
+    bad = sign_note(Checkpoint(origin, 0, b"\x01" * 32).body(), origin, key)
+    assert anchored(world, [("empty", good)]).ok
+    report = anchored(world, [("wrong", bad)])
+    assert report.problem_count == 1
+    assert "(wrong) signed root" in report.problems[0].message
