@@ -21,6 +21,7 @@ from ledger.policy import load_policy
 
 from . import background, pages, problems
 from .deps import RateLimiter, Server
+from .fastpath import SingleAppend
 from .middleware import Limits, SecurityHeaders
 from .routes import admin, cases, events, health, log, subjects
 from .settings import Settings
@@ -66,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=problems.ERROR_RESPONSES)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    # Innermost: inside Limits, which reads the body first, and CORS, whose headers its
+    # answers need as much as the route's.
+    app.add_middleware(SingleAppend)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

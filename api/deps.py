@@ -83,6 +83,10 @@ def server_of(request: Request) -> Server:
     return srv
 
 
+# Set on a request the single-append fast path (api/fastpath.py) already counted
+# against its token's rate limit before handing it to the route.
+RATE_COUNTED = "rate_limit_counted"
+
 _bearer = HTTPBearer(
     auto_error=False, description="API token from `ledger token add` or `ledger agency add`"
 )
@@ -104,7 +108,7 @@ async def principal(request: Request, credentials: Credentials) -> Principal:
         who = await run_in_threadpool(srv.tokens.lookup, credentials.credentials)
     if who is None:
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    if not srv.limiter.allow(who.name):
+    if not request.scope.get("state", {}).get(RATE_COUNTED) and not srv.limiter.allow(who.name):
         raise HTTPException(
             429, "rate limit exceeded for this token; slow down", headers={"Retry-After": "1"}
         )

@@ -81,17 +81,23 @@ class Limits:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        delivered = False
+        message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, replaying(message, receive), send)
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+def replaying(message: Message, receive: Receive) -> Receive:
+    """`receive` for an app after `message` was read from the real one: that message
+    again first, then whatever comes next (a disconnect)."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return message
+
+    return replay
 
 
 class SecurityHeaders:

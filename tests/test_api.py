@@ -67,6 +67,11 @@ class Api:
         )
 
 
+def quiet(db_url: str, keys: Path, **extra: Any) -> Settings:
+    """Settings for a test app: no background integrator or sweep."""
+    return Settings(db=db_url, keys=keys, integrate_every_s=0, sweep_every_s=0, **extra)
+
+
 @pytest.fixture
 def api(db_url: str, tmp_path: Path) -> Iterator[Api]:
     keys = tmp_path / "keys"
@@ -85,16 +90,7 @@ def api(db_url: str, tmp_path: Path) -> Iterator[Api]:
         "admin": ledger.tokens.issue("admin-1", "admin"),
     }
     ledger.close()
-    app = create_app(
-        Settings(
-            db=db_url,
-            keys=keys,
-            integrate_every_s=0,
-            sweep_every_s=0,
-            rate_limit_per_s=10_000,
-            rate_limit_burst=10_000,
-        )
-    )
+    app = create_app(quiet(db_url, keys, rate_limit_per_s=10_000, rate_limit_burst=10_000))
     with TestClient(app, raise_server_exceptions=False) as client:
         a = Api(client, tokens, signers, db_url, keys)
         assert a.post(a.signed(case_id="C-1")).status_code == 201
@@ -605,3 +601,98 @@ def test_the_printable_chronology_page_says_what_the_api_says(api: Api) -> None:
     finally:
         api.client.cookies.clear()
     assert html.escape(sentence) in page  # the same outstanding days, not counted to "now"
+
+
+def _fast_path(monkeypatch: pytest.MonkeyPatch, on: bool = True) -> list[bool]:
+    """Record what the single-append fast path decided; with `on` False, it hands
+    every request to the route."""
+    from api.fastpath import SingleAppend
+
+    real = SingleAppend._append
+    answered: list[bool] = []
+
+    async def spy(scope: Any, case_id: str, body: bytes, send: Any) -> bool:
+        done = await real(scope, case_id, body, send) if on else False
+        answered.append(done)
+        return done
+
+    monkeypatch.setattr(SingleAppend, "_append", staticmethod(spy))
+    return answered
+
+
+def test_the_fast_path_answers_a_new_append_as_the_route_does(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = _fast_path(monkeypatch)
+    fast = api.post(api.signed())
+    assert answered == [True]
+    monkeypatch.undo()
+    _fast_path(monkeypatch, on=False)
+    routed = api.post(api.signed())
+    for r in (fast, routed):
+        assert r.status_code == 201
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert fast.json().keys() == routed.json().keys()
+    assert (fast.json()["seq"], routed.json()["seq"]) == (2, 3)
+    assert fast.json()["duplicate"] is False and fast.json()["leaf_index"] is None
+
+
+def test_the_fast_path_leaves_repeats_and_refusals_to_the_route(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = _fast_path(monkeypatch)
+    event = api.signed()
+    first = api.post(event)
+    again = api.post(event)  # a retry: the original receipt, with its leaf once integrated
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["event_hash"] == first.json()["event_hash"]
+    forged = api.signed()
+    forged["sig"] = api.signed(signer=Signer(Ed25519PrivateKey.generate()))["sig"]
+    assert api.post(forged).status_code == 403
+    assert api.post(api.signed(), role="panel").status_code == 403
+    assert api.post(api.signed(agency="csc-b")).status_code == 403  # not its own agency
+    assert answered == [True, False, False, False, False]
+
+
+def _one_agency(db_url: str, keys: Path) -> tuple[str, Signer]:
+    """A ledger with one agency, police-a: its API token and its signer."""
+    ledger = Ledger.open(db_url, keys)
+    ledger.init("one.test/log")
+    _, path = ledger.register_agency("police-a", "police", borough="Lambeth")
+    assert path is not None
+    token = ledger.tokens.issue("agency:police-a", "agency", "police-a")
+    ledger.close()
+    return token, load_key_file(path)
+
+
+def test_a_request_the_fast_path_hands_on_counts_once_against_the_rate_limit(
+    db_url: str, tmp_path: Path
+) -> None:
+    keys = tmp_path / "k"
+    token, signer = _one_agency(db_url, keys)
+    settings = quiet(db_url, keys, rate_limit_per_s=0.001, rate_limit_burst=3)
+    with TestClient(create_app(settings)) as client:
+        api = Api(client, {"agency": token}, {"police-a": signer}, db_url, keys)
+        codes = [api.post(api.signed()).status_code]  # the route looks the token up
+        forged = api.signed()
+        forged["sig"] = api.signed(signer=Signer(Ed25519PrivateKey.generate()))["sig"]
+        # Refused after the fast path counted it: the route answers, counting nothing more.
+        codes += [api.post(forged).status_code, *(api.post(api.signed()).status_code for _ in "ab")]
+    assert codes == [201, 403, 201, 429]
+
+
+def test_the_fast_path_answers_cross_origin_clients_as_the_route_does(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "k"
+    token, signer = _one_agency(db_url, keys)
+    origin = "https://cms.example"
+    settings = quiet(db_url, keys, cors_origins=[origin])
+    with TestClient(create_app(settings), headers={"Origin": origin}) as client:
+        api = Api(client, {"agency": token}, {"police-a": signer}, db_url, keys)
+        assert api.post(api.signed()).status_code == 201  # the route looks the token up
+        answered = _fast_path(monkeypatch)
+        r = api.post(api.signed())
+    assert answered == [True] and r.status_code == 201
+    assert r.headers["access-control-allow-origin"] == origin

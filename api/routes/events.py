@@ -181,6 +181,8 @@ async def append_event(
     who: Agency,
     request: Request,
 ) -> Response:
+    # api/fastpath.py answers most calls (newly recorded, nothing wrong) before they get
+    # here, with to_submission and receipt_out: a change here belongs there too.
     srv = server_of(request)  # not a dependency: the hot path resolves as few as it can
     submission = to_submission(event, who, case_id)
     receipt = await asyncio.wrap_future(srv.committer.submit(submission))
