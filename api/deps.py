@@ -86,6 +86,9 @@ def server_of(request: Request) -> Server:
 # Set on a request the single-append fast path (api/fastpath.py) already counted
 # against its token's rate limit before handing it to the route.
 RATE_COUNTED = "rate_limit_counted"
+# Set, to the receipt or the refusal, on a request the fast path submitted but left to
+# the route to answer (a repeat, a refusal): the route answers that, not a new submit.
+SUBMITTED = "submitted"
 
 _bearer = HTTPBearer(
     auto_error=False, description="API token from `ledger token add` or `ledger agency add`"

@@ -4,8 +4,10 @@
 and FastAPI's routing and dependency solving cost it more CPU than recording the
 event does. This middleware answers the request that goes well (a known agency token,
 a well-formed body signed as itself, accepted and newly recorded) with the same
-route's code, and hands everything else to the app unchanged, body included: every
-refusal, retry and error is answered by the route exactly as before.
+route's code, and hands everything else to the app, body included: every refusal,
+repeat and error is answered by the route exactly as before. What the fast path
+already submitted, the route does not submit again: it answers the committer's
+verdict, left in the request's state.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from ledger.tokens import Role
 
-from .deps import RATE_COUNTED, Server
+from .deps import RATE_COUNTED, SUBMITTED, Server
 from .middleware import ASGIApp, Receive, Scope, Send, replaying
 from .routes.events import SignedEvent, receipt_out, to_submission
 
@@ -32,7 +34,8 @@ class SingleAppend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (
             PATH.fullmatch(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST"
+            # Under a root_path the router matches another path: left to it.
+            if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path")
             else None
         )
         if match is None:
@@ -49,9 +52,9 @@ class SingleAppend:
     async def _append(scope: Scope, case_id: str, body: bytes, send: Send) -> bool:
         """Record and answer the request if it goes well; False leaves it to the app."""
         srv: Server = scope["app"].state.server
-        token = _bearer(scope)
-        if token is None:
-            return False
+        token, media = _bearer(scope), _media_types(scope)
+        if token is None or media != ["application/json"]:
+            return False  # as FastAPI parses the body only by the first content-type
         hit, who = srv.tokens.cached(token)
         if not hit or who is None or who.role is not Role.AGENCY:
             return False
@@ -62,19 +65,29 @@ class SingleAppend:
             return False
         if not srv.limiter.allow(who.name):
             return False
-        # Counted once: if the route answers after all, it does not count it again.
-        scope.setdefault("state", {})[RATE_COUNTED] = True
+        state = scope.setdefault("state", {})
+        state[RATE_COUNTED] = True  # if the route answers after all, it counts it no more
         try:
             receipt = await asyncio.wrap_future(srv.committer.submit(submission))
-        except Exception:  # refused, or the database failed: nothing was written
-            return False  # the route submits it again and answers as it always has
+        except Exception as e:  # refused, or the database failed: nothing was written
+            state[SUBMITTED] = e  # the route answers it as its own, without submitting again
+            return False
         if receipt.duplicate:
+            state[SUBMITTED] = receipt  # the route adds the leaf index, as for any repeat
             return False
         content = receipt_out(srv, receipt).model_dump_json().encode()
         headers: list[Any] = [*JSON, (b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": content})
         return True
+
+
+def _media_types(scope: Scope) -> list[str]:
+    return [
+        value.decode("latin-1").split(";")[0].strip().lower()
+        for name, value in scope["headers"]
+        if name == b"content-type"
+    ]
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -43,8 +43,14 @@ class Limits:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
         limit = self.max_batch if scope["path"].endswith(":batch") else self.max_body
+        if sum(name == b"content-type" for name, _ in raw_headers) > 1:
+            # Which one counts differs along the way (the last here, the first where
+            # the body is parsed): a body is sent as one type.
+            await _problem(scope, receive, send, 415, "send one Content-Type header")
+            return
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         forms = not scope["path"].startswith("/v1/")  # the panel pages post HTML forms
         allowed = (

@@ -696,3 +696,61 @@ def test_the_fast_path_answers_cross_origin_clients_as_the_route_does(
         r = api.post(api.signed())
     assert answered == [True] and r.status_code == 201
     assert r.headers["access-control-allow-origin"] == origin
+
+
+def test_what_the_fast_path_submitted_is_not_submitted_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeat, a refusal or a conflict is answered by the route from the committer's
+    verdict on the fast path's submission: each request reaches the committer once."""
+    answered = _fast_path(monkeypatch)
+    committer = api.client.app.state.server.committer  # type: ignore[attr-defined]
+    real = committer.submit
+    submitted: list[str] = []
+
+    def counting(submission: Any) -> Any:
+        submitted.append(submission.body["event_id"])
+        return real(submission)
+
+    monkeypatch.setattr(committer, "submit", counting)
+    event = api.signed()
+    forged = api.signed()
+    forged["sig"] = api.signed(signer=Signer(Ed25519PrivateKey.generate()))["sig"]
+    clash = api.signed()
+    clash["body"] = {**event["body"], "occurred_at": "2024-03-04T10:00:00Z"}
+    clash["sig"] = base64.b64encode(
+        api.signers["police-a"].sign_body(canonical(clash["body"]))
+    ).decode()
+    codes = [api.post(e).status_code for e in (event, event, forged, clash)]
+    assert codes == [201, 200, 403, 409]
+    ids = [e["body"]["event_id"] for e in (event, event, forged, clash)]
+    assert submitted == ids  # clash reuses the event's id with another body
+    assert answered == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    "types", [("text/plain", "application/json"), ("application/json", "text/plain")]
+)
+def test_two_content_types_are_refused_before_any_parsing(
+    api: Api, types: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = _fast_path(monkeypatch)
+    event = api.signed()
+    headers = [("authorization", f"Bearer {api.tokens['agency']}")]
+    headers += [("content-type", t) for t in types]
+    r = api.client.post("/v1/cases/C-1/events", content=json.dumps(event).encode(), headers=headers)
+    assert r.status_code == 415 and answered == []
+    events = api.client.get("/v1/cases/C-1/events", headers=api.auth("agency")).json()["events"]
+    assert event["body"]["event_id"] not in {e["event_id"] for e in events}
+
+
+def test_under_a_root_path_appends_are_left_to_the_router(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "k"
+    token, signer = _one_agency(db_url, keys)
+    with TestClient(create_app(quiet(db_url, keys)), root_path="/ledger") as client:
+        api = Api(client, {"agency": token}, {"police-a": signer}, db_url, keys)
+        answered = _fast_path(monkeypatch)
+        api.post(api.signed())
+    assert answered == []

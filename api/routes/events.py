@@ -16,7 +16,7 @@ from ledger.narrative import from_wire
 from ledger.tokens import Principal
 from ledger.verify import b64decode, narrative_commitment
 
-from ..deps import Agency, Server, server_of
+from ..deps import SUBMITTED, Agency, Server, server_of
 
 router = APIRouter(tags=["events"])
 
@@ -185,7 +185,14 @@ async def append_event(
     # here, with to_submission and receipt_out: a change here belongs there too.
     srv = server_of(request)  # not a dependency: the hot path resolves as few as it can
     submission = to_submission(event, who, case_id)
-    receipt = await asyncio.wrap_future(srv.committer.submit(submission))
+    submitted = request.scope.get("state", {}).get(SUBMITTED)
+    if isinstance(submitted, Exception):
+        raise submitted
+    receipt = (
+        submitted
+        if isinstance(submitted, Receipt)
+        else await asyncio.wrap_future(srv.committer.submit(submission))
+    )
     if not receipt.duplicate:
         out, status = receipt_out(srv, receipt), 201
     else:
