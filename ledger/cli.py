@@ -25,7 +25,7 @@ from .events import format_time, parse_time, validate_body
 from .importer import Importer, json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
-from .verify import Checkpoint, b64encode, split_note
+from .verify import Checkpoint, NoteError, b64encode, split_note
 
 DEFAULT_ORIGIN = "response-ledger.local/log"
 
@@ -433,15 +433,15 @@ def _held_checkpoint(path: Path) -> tuple[str, str]:
         text = raw.decode("utf-8-sig").replace("\r\n", "\n")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text, so holds no checkpoint") from None
+    if text.lstrip().startswith("{"):
+        bundle = json_value(text, str(path))
+        held = bundle.get("checkpoint") if isinstance(bundle, dict) else None
+        if not isinstance(held, str):
+            raise UsageError(f"{path} is JSON but no bundle with a 'checkpoint' member")
+        text = held
     try:
-        if text.lstrip().startswith("{"):
-            bundle = json.loads(text)
-            held = bundle.get("checkpoint") if isinstance(bundle, dict) else None
-            if not isinstance(held, str):
-                raise UsageError(f"{path} is JSON but no bundle with a 'checkpoint' member")
-            text = held
         Checkpoint.parse(split_note(text)[0])
-    except (ValueError, RecursionError) as e:  # JSON and note errors are ValueErrors
+    except NoteError as e:
         raise UsageError(f"{path} is not a signed checkpoint: {e}") from None
     return str(path), text
 

@@ -33,6 +33,10 @@ def json_value(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UsageError(f"{what} is not valid JSON: {e.msg} at column {e.colno}") from None
+    except ValueError as e:  # valid JSON beyond Python's limits: a number of 4,300+ digits
+        raise UsageError(f"{what} is not usable JSON: {e}") from None
+    except RecursionError:
+        raise UsageError(f"{what} is not usable JSON: it nests too deeply") from None
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -835,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{args.bundle} is not UTF-8 text, so not a bundle")
     except json.JSONDecodeError as e:
         return fail(f"{args.bundle} is not JSON ({e.msg} at line {e.lineno} column {e.colno})")
+    except ValueError as e:  # valid JSON beyond Python's limits: a number of 4,300+ digits
+        return fail(f"{args.bundle} is not usable JSON: {e}")
     except RecursionError:
         return fail(f"{args.bundle} nests too deeply to be a bundle")
     try:

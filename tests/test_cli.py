@@ -25,6 +25,9 @@ def run(world: World, *argv: str) -> list[str]:
     return [*argv, "--db", world.url, "--keys", str(world.keys)]
 
 
+PAYLOAD = ["append", "C-1", "--type", "CHILD_SEEN", "--agency", "police-a", "--payload"]
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "needle"),
     [
@@ -73,6 +76,16 @@ def run(world: World, *argv: str) -> list[str]:
             "payload.reason",
         ),
         (["append", "C-1", "--agency", "police-a"], 2, "--type"),
+        (
+            [*PAYLOAD, '{"n": ' + "1" * 5000 + "}"],
+            2,
+            "--payload is not usable JSON: Exceeds the limit",
+        ),
+        (
+            [*PAYLOAD, "[" * 100_000],
+            2,
+            "--payload is not usable JSON: it nests too deeply",
+        ),
     ],
 )
 def test_bad_append_input_is_one_line_and_writes_nothing(
@@ -148,6 +161,25 @@ def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "cannot connect to PostgreSQL at 127.0.0.1:1/test" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ('{"body": {"n": ' + "1" * 5000 + "}}", "line 1 is not usable JSON: Exceeds the limit"),
+        ("[" * 100_000, "line 1 is not usable JSON: it nests too deeply"),
+    ],
+)
+def test_import_of_json_beyond_pythons_limits_is_one_line(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, needle: str
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(line + "\n")
+    before = count(world)
+    assert main(run(world, "import", str(path), "--sign")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert count(world) == before
 
 
 def test_import_refuses_a_bad_file_before_writing(

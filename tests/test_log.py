@@ -403,8 +403,8 @@ def test_verify_takes_checkpoints_held_outside_as_notes_or_bundles(
         "junk": ("not a note\n", "is not a signed checkpoint"),
         "huge size": ("\n".join([lines[0], "9" * 5000, *lines[2:]]), "bad checkpoint"),
         "unicode digit": ("\n".join([lines[0], "\u00b2", *lines[2:]]), "bad checkpoint"),
-        "huge number": ('{"checkpoint": "x", "n": ' + "1" * 5000 + "}", "not a signed"),
-        "deep": ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a signed"),
+        "huge number": ('{"checkpoint": "x", "n": ' + "1" * 5000 + "}", "not usable JSON"),
+        "deep": ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nests too deeply"),
         "no bundle": ('{"checkpoint": 5}', "no bundle with a 'checkpoint' member"),
         "binary": ("\udcff", "not UTF-8"),
     }

@@ -276,6 +276,7 @@ def test_verify_bundle_answers_in_json_when_asked(
         (b"\xff\xfe{}", "{path} is not UTF-8 text"),
         (b"not json", "{path} is not JSON (Expecting value at line 1 column 1)"),
         (b"[" * 100_000, "{path} nests too deeply"),
+        (b'{"n": ' + b"1" * 5000 + b"}", "{path} is not usable JSON: Exceeds the limit"),
         (b"[]", "not a response-ledger"),
         (b'{"format": "response-ledger-bundle/v1"}', "bundle fields are not exactly"),
     ],
