@@ -74,24 +74,18 @@ class LogAuditor:
                 yield tuple(convert[k](v) for k, v in zip(kinds, row, strict=True))
 
     def run(self) -> None:
-        checkpoints = self._checked_checkpoints()
-        by_size = {size: root for size, root in checkpoints}
-        # Stored checkpoints can be rewritten by whoever holds the database and the log
-        # key; one kept elsewhere cannot, so the events must still give its root.
-        anchored: dict[int, list[tuple[str, bytes]]] = {}
-        for name, size, signed_root in self._checked_anchors():
-            anchored.setdefault(size, []).append((name, signed_root))
-        for name, signed_root in anchored.pop(0, []):  # the empty tree: no leaf to wait for
-            if signed_root != EMPTY_ROOT:
-                self.report(
-                    0,
-                    "log",
-                    0,
-                    None,
-                    f"the checkpoint held outside the ledger ({name}) signed root "
-                    f"{b64encode(signed_root)} for the empty log, which has "
-                    f"{b64encode(EMPTY_ROOT)}",
-                )
+        # Every signed root the events must give at its size: the stored checkpoints
+        # (name None) and those held outside the database, which whoever holds the
+        # database and the log key cannot rewrite.
+        signed: dict[int, list[tuple[str | None, bytes]]] = {}
+        for name, size, root in [
+            *((None, size, root) for size, root in self._checked_checkpoints()),
+            *self._checked_anchors(),
+        ]:
+            signed.setdefault(size, []).append((name, root))
+        for name, root in signed.pop(0, []):  # the empty tree: no leaf to wait for
+            if root != EMPTY_ROOT:
+                self._root_differs(name, 0, root, EMPTY_ROOT)
         stored_leaves = self._stored(
             "SELECT leaf_index, notification_id, originator_id, seq, event_hash, leaf_hash "
             "FROM merkle_leaves ORDER BY leaf_index",
@@ -149,55 +143,47 @@ class LogAuditor:
                             f"stored tree node ({level}, {idx}) differs from the tree "
                             "recomputed from the events",
                         )
-            for name, anchor_root in anchored.get(compact.size, ()):
-                if anchor_root != compact.root():
-                    self.report(
-                        compact.size,
-                        "log",
-                        compact.size,
-                        None,
-                        f"the checkpoint held outside the ledger ({name}) signed root "
-                        f"{b64encode(anchor_root)} at size {compact.size}, but the stored events "
-                        f"give {b64encode(compact.root())}: history before it was "
-                        "rewritten since (events altered, deleted, reordered or inserted)",
-                    )
-            root = by_size.get(compact.size)
-            if root is not None and root != compact.root():
-                self.report(
-                    compact.size,
-                    "log",
-                    compact.size,
-                    None,
-                    f"checkpoint at size {compact.size} signed root {b64encode(root)}, "
-                    f"but the stored events give {b64encode(compact.root())}: events "
-                    "before it were deleted, altered, reordered or inserted",
-                )
+            for name, root in signed.get(compact.size, ()):
+                if root != compact.root():
+                    self._root_differs(name, compact.size, root, compact.root())
         while pending_leaf is not None:
             self._deleted(pending_leaf)
             pending_leaf = next(stored_leaves, None)
-        for size, kept in sorted(anchored.items()):
-            if size > compact.size:
-                for name, _ in kept:
-                    self.report(
-                        size,
-                        "log",
-                        size,
-                        None,
-                        f"the checkpoint held outside the ledger ({name}) is at size {size}, "
-                        f"but only {compact.size} events are stored: events it covers "
-                        "were deleted since",
-                    )
-        for size, _ in checkpoints:
-            if size > compact.size:
-                self.report(
-                    size,
-                    "log",
-                    size,
-                    None,
-                    f"checkpoint at size {size}, but only {compact.size} events are "
-                    "stored: events were deleted after it was published",
-                )
+        for size, kept in sorted(signed.items()):
+            for name, _ in kept if size > compact.size else ():
+                self._beyond(name, size, compact.size)
         self.leaves = compact.size
+
+    def _root_differs(self, name: str | None, size: int, root: bytes, given: bytes) -> None:
+        """A signed root at `size` that the stored events no longer give."""
+        self.report(
+            size,
+            "log",
+            size,
+            None,
+            f"checkpoint at size {size} signed root {b64encode(root)}, but the stored "
+            f"events give {b64encode(given)}: events before it were deleted, altered, "
+            "reordered or inserted"
+            if name is None
+            else f"the checkpoint held outside the ledger ({name}) signed root "
+            f"{b64encode(root)} at size {size}, but the stored events give "
+            f"{b64encode(given)}: history before it was rewritten since (events "
+            "altered, deleted, reordered or inserted)",
+        )
+
+    def _beyond(self, name: str | None, size: int, stored: int) -> None:
+        """A signed checkpoint larger than the log the stored events give."""
+        self.report(
+            size,
+            "log",
+            size,
+            None,
+            f"checkpoint at size {size}, but only {stored} events are stored: events were "
+            "deleted after it was published"
+            if name is None
+            else f"the checkpoint held outside the ledger ({name}) is at size {size}, but "
+            f"only {stored} events are stored: events it covers were deleted since",
+        )
 
     def _deleted(self, leaf: tuple[Any, ...]) -> None:
         index, _, oid, seq, event_hash, _ = leaf  # of their kinds (see _stored)
@@ -217,7 +203,7 @@ class LogAuditor:
         for name, note in self.anchors:
             try:
                 cp = verify_checkpoint(note, self.verifier)
-            except (NoteError, ValueError) as e:
+            except ValueError as e:  # NoteError among them
                 self.report(
                     0,
                     "log",
