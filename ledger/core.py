@@ -163,6 +163,8 @@ def check_references(
     event of its own stream: one before it in the same write (`earlier` gives its
     stream, or None) or one recorded (`recorded`: event id -> originator hex, seq,
     as the event index keeps them)."""
+    if not body.get("responds_to") and not body.get("corrects"):
+        return  # most events name none: no walk on the append path
     own: str | None = None
     for member, ref in references(body):
         before = earlier(ref)
@@ -185,11 +187,6 @@ def references(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         for ref in value if isinstance(value, list) else [value] if value else []:
             if isinstance(ref, str):
                 yield member, ref
-
-
-def _stream_of_item(items: Mapping[str, _Item], event_id: str) -> str | None:
-    item = items.get(event_id)
-    return None if item is None else item.stream
 
 
 def _receipt(env: Envelope, duplicate: bool = False) -> Receipt:
@@ -837,6 +834,11 @@ class Ledger:
         items, signers = batch.items, batch.signers
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
+
+        def earlier(event_id: str) -> str | None:  # the stream of one before it in the batch
+            item = in_batch.get(event_id)
+            return None if item is None else item.stream
+
         streams: dict[str, LedgerStream | None] = {}
         pending: list[tuple[int, _Item]] = []
         for n, item in enumerate(items):
@@ -863,9 +865,7 @@ class Ledger:
                         f"event id {event_id} appears twice in the batch with different bodies"
                     )
                 continue
-            check_references(
-                item.body, item.stream, known, lambda ref: _stream_of_item(in_batch, ref)
-            )
+            check_references(item.body, item.stream, known, earlier)
             in_batch[event_id] = item
             pending.append((n, item))
             streams.setdefault(item.stream, None)
