@@ -309,7 +309,6 @@ class Auditor:
             if index_in_database and isinstance(catalog, SQLiteCatalog)
             else _EventIds()
         )
-        self.index_in_database = self.ids.attached
         self.recorder = store.app.recorder
         self.registry = KeyRegistry(
             key_id_of(ledger_public_key), Ed25519PublicKey.from_public_bytes(ledger_public_key)
@@ -336,6 +335,11 @@ class Auditor:
         self.ledger_public_key = ledger_public_key
         self.originator = ""  # the stream being read, as the event index names it
         self.upto = 0  # the last position in commit order that this run reads
+
+    @property
+    def index_in_database(self) -> bool:
+        """Whether the event index is compared inside SQLite (the ledger attached)."""
+        return self.ids.attached
 
     def run(self) -> AuditReport:
         try:
@@ -378,7 +382,7 @@ class Auditor:
             # The index is checked while the workers finish the last signatures.
             self._hand_over()
             catalog = self.store.catalog
-            if isinstance(catalog, SQLiteCatalog) and self.index_in_database:
+            if isinstance(catalog, SQLiteCatalog) and self.ids.attached:
                 events, index_rows = self.ids.odd_ones(
                     catalog.not_later("x", self.upto, schema="ledger.")
                 )

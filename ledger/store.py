@@ -307,13 +307,14 @@ class SQLiteCatalog:
         )
         with self.recorder.datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples, as _query's
             conn = cursor.connection
             strict = conn.text_factory
             conn.text_factory = lenient_text
             try:
                 cursor.execute(sql)
                 while rows := cursor.fetchmany(5000):
-                    yield from map(tuple, rows)
+                    yield from rows
             finally:
                 conn.text_factory = strict
 
