@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -10,7 +13,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import get_topic
-from psycopg import Cursor
+from psycopg import Connection, Cursor, Pipeline
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -35,11 +38,25 @@ EVENTS_TABLE = LedgerApplication.name.lower() + "_events"
 CONNECT_TIMEOUT_S = 5
 
 
+@dataclass
+class _Held:
+    """A write transaction in progress: its connection, pipeline and what ends them."""
+
+    conn: Connection[DictRow]
+    pipeline: Pipeline
+    stack: contextlib.ExitStack
+
+
+class _Writer(threading.local):
+    held: _Held | None = None
+
+
 class IndexedPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL recorder that also writes the event-id index in the same transaction."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        self.writer = _Writer()  # this thread's write transaction, if it holds one
         schema = Identifier(datastore.schema)
         table = Identifier(INDEX_TABLE)
         # The index table's DDL goes first: a writer locks it before the events
@@ -91,6 +108,28 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
             "SELECT case_id, erased_at FROM {}.vault_case_keys WHERE case_id = ANY(%s) "
             "ORDER BY case_id FOR SHARE"
         ).format(schema)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        held = self.writer.held
+        if held is None:
+            done: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return done
+        # Within the writer's transaction (`TransactionWriter`), which commits it; a
+        # failure here rolls it back, lock and head reads and all.
+        with held.conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+        if not stored_events:
+            return None
+        with held.conn.cursor() as curs:
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            # A repeated id or version is raised here, as the unique violation it is.
+            held.pipeline.sync()
+            ids: Sequence[int] | None = self._fetch_ids_after_insert_events(
+                curs, stored_events, **kwargs
+            )
+            return ids
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -153,6 +192,11 @@ class PostgresCatalog:
         self.events_table: str = recorder.events_table_name
 
     def _query(self, sql: SQL | Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        held = self.recorder.writer.held
+        if held is not None:
+            # Under the write lock: in its transaction, sent with whatever the pipeline
+            # holds (the lock itself, first), in one round trip.
+            return [tuple(row.values()) for row in held.conn.execute(sql, params).fetchall()]
         # One statement on an autocommit connection: one round trip, where an explicit
         # read transaction would add a BEGIN and a ROLLBACK to each query.
         with self.recorder.datastore.get_connection() as conn:
@@ -311,38 +355,44 @@ def conninfo(url: DatabaseURL) -> str:
     )
 
 
-class AdvisoryWriterLock:
-    """A session advisory lock on a connection of its own: taken around each write,
-    released by PostgreSQL itself if the process dies holding it."""
+class TransactionWriter:
+    """The ledger's write lock as a transaction-level advisory lock, taken by the
+    transaction that then reads the batch's stream heads and writes the batch.
 
-    def __init__(self, url: DatabaseURL) -> None:
-        self.url = url
+    One connection and one transaction, in psycopg's pipeline: taking the lock and
+    reading the heads is one round trip, and nothing has to be sent to let go of the
+    lock, which PostgreSQL releases when the transaction commits or rolls back (or
+    its session dies), only once the batch is visible to the next writer. While it
+    is held, this thread's catalog reads and the recorder's insert use its
+    connection (`IndexedPostgresRecorder.writer`); errors come out as eventsourcing's,
+    as from any other write."""
+
+    def __init__(self, recorder: IndexedPostgresRecorder, url: DatabaseURL) -> None:
+        self.recorder = recorder
         self.key = "ledger-writer:" + url.schema
-        self.conn: psycopg.Connection[Any] | None = None
 
     def __enter__(self) -> object:
-        try:
-            if self.conn is None or self.conn.closed:
-                self.conn = psycopg.connect(conninfo(self.url), autocommit=True)
-                self.conn.execute("SET lock_timeout = '30s'")
-            self.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [self.key])
-        except psycopg.Error as e:
-            self.close()
-            raise StoreUnavailable(f"cannot take the ledger's write lock: {e}") from None
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(self.recorder.datastore.get_connection())
+            conn.prepare_threshold = None  # as every writing connection: see _insert_events
+            pipeline = stack.enter_context(conn.pipeline())
+            stack.enter_context(conn.transaction())
+            conn.execute("SET LOCAL lock_timeout = '30s'")
+            # Answered with the first read of the heads: one round trip for both.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.key])
+            self.recorder.writer.held = _Held(conn, pipeline, stack.pop_all())
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is None:
-            return
-        try:
-            self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [self.key])
-        except psycopg.Error:
-            self.close()  # the session's end releases the lock
+    def __exit__(self, *exc: Any) -> None:
+        held = self.recorder.writer.held
+        self.recorder.writer.held = None
+        if held is not None:
+            # Commits, or rolls back on the way out of an error; a commit that fails
+            # raises, so the batch's receipts are never returned.
+            held.stack.__exit__(*exc)
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        """Nothing of its own to close: its connections are the pool's."""
 
 
 def open_postgres(url: DatabaseURL, create: bool = True) -> Store:
@@ -403,4 +453,4 @@ def open_postgres(url: DatabaseURL, create: bool = True) -> Store:
             )
     recorder = app.recorder
     assert isinstance(recorder, IndexedPostgresRecorder)
-    return Store(url, app, PostgresCatalog(recorder), AdvisoryWriterLock(url))
+    return Store(url, app, PostgresCatalog(recorder), TransactionWriter(recorder, url))

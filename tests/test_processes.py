@@ -320,6 +320,72 @@ def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: Wor
         holder.close()
 
 
+def _write_lock_free(store: Any) -> bool:
+    """Whether another session could take the ledger's write lock right now."""
+    key = "ledger-writer:" + store.url.schema
+    with psycopg.connect(PG_URL, autocommit=True) as probe:
+        row = probe.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()
+        assert row is not None
+        return bool(row[0])  # the session's end lets go of it again
+
+
+def test_postgres_write_lock_ends_with_the_transaction_that_took_it(world: World) -> None:
+    """The write lock belongs to the write transaction: free again once a batch has
+    committed and once one is refused, with nothing left to release by hand."""
+    from ledger.errors import Conflict
+
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        assert store.writer_lock is None
+        return
+    first = world.append("police-a")
+    assert _write_lock_free(store)
+    body = world.body("police-a")
+    world.ledger.append(world.signed(body))
+    with pytest.raises(Conflict):
+        world.ledger.append(world.signed({**body, "occurred_at": "2024-03-04T09:00:00Z"}))
+    assert _write_lock_free(store)
+    assert world.append("police-a").seq == first.seq + 2
+
+
+def test_postgres_writer_whose_connection_dies_mid_batch_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection that took the write lock and read the stream heads is killed
+    before the batch is inserted: the append is refused as the database being
+    unavailable (safe to retry), nothing is stored, the lock is free, and the next
+    append chains where the last committed one left off."""
+    from ledger.errors import StoreUnavailable
+
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        assert store.writer_lock is None
+        return
+    before = world.append("police-a")
+    recorder = store.app.recorder
+    catalog = store.catalog
+    real_current = catalog.current
+
+    def current_then_connection_lost(held: Any) -> Any:
+        found = real_current(held)
+        pid = recorder.writer.held.conn.info.backend_pid
+        with psycopg.connect(PG_URL, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return found
+
+    monkeypatch.setattr(catalog, "current", current_then_connection_lost)
+    lost = world.body("police-a")
+    with pytest.raises(StoreUnavailable):
+        world.ledger.append(world.signed(lost))
+    monkeypatch.undo()
+    assert recorder.writer.held is None
+    assert _write_lock_free(store)
+    assert world.ledger.store.catalog.lookup([lost["event_id"]]) == {}
+    after = world.ledger.append(world.signed(lost))  # the client's retry
+    assert (after.case_id, after.seq) == (before.case_id, before.seq + 1)
+    assert audit(store, world.ledger.ledger_signer().public_bytes).ok
+
+
 @dataclass
 class Served:
     url: str
