@@ -361,13 +361,17 @@ def test_postgres_writer_whose_connection_dies_mid_batch_writes_nothing(
     if store.url.is_sqlite:
         assert store.writer_lock is None
         return
+    from ledger.pgstore import IndexedPostgresRecorder
+
     before = world.append("police-a")
     recorder = store.app.recorder
+    assert isinstance(recorder, IndexedPostgresRecorder)
     catalog = store.catalog
     real_current = catalog.current
 
     def current_then_connection_lost(held: Any) -> Any:
         found = real_current(held)
+        assert recorder.writer.held is not None  # read under the lock, in its transaction
         pid = recorder.writer.held.conn.info.backend_pid
         with psycopg.connect(PG_URL, autocommit=True) as killer:
             killer.execute("SELECT pg_terminate_backend(%s)", [pid])
