@@ -640,7 +640,18 @@ class Ledger:
         try:
             with self.store.writer():
                 trust_cache = optimistic and self.store.url.is_sqlite
-                return self._save(batch, known, keys, trust_cache)
+                receipts, saved = self._save(batch, known, keys, trust_cache)
+            # Committed (PostgreSQL commits as the writer lets go): only now may this
+            # process's cache hold the streams at their new heads. A cached head that
+            # was never committed would chain the next event after a hash the ledger
+            # does not hold.
+            cache = self.app.repository.cache
+            if cache is not None:
+                # The next get() then fast-forwards from here instead of re-reading
+                # and re-parsing what this process has just written.
+                for agg in saved:
+                    cache.put(agg.id, agg)
+            return receipts
         finally:
             self._write_lock.release()
 
@@ -830,7 +841,8 @@ class Ledger:
         known: dict[str, tuple[str, int]],
         keys: Mapping[str, bytes] | None,
         trust_cache: bool,
-    ) -> list[Receipt]:
+    ) -> tuple[list[Receipt], list[LedgerStream]]:
+        """The batch's receipts, and the streams it extended (to cache once committed)."""
         items, signers = batch.items, batch.signers
         receipts: list[Receipt | None] = [None] * len(items)
         in_batch: dict[str, _Item] = {}
@@ -929,18 +941,13 @@ class Ledger:
                     [item for _, item in pending], batch.signatures_checked, keys
                 ),
             )
-            cache = self.app.repository.cache
-            if cache is not None:
-                # The next get() then fast-forwards from here instead of re-reading
-                # and re-parsing what this process has just written.
-                for agg in saved:
-                    cache.put(agg.id, agg)
         else:
+            saved = []
             batch.signatures_checked()  # every signature holds before anything is answered
         for n, item in enumerate(items):
             if receipts[n] is None:  # a repeat of an earlier item in this batch
                 receipts[n] = _receipt(envelopes[item.body["event_id"]], duplicate=True)
-        return [r for r in receipts if r is not None]
+        return [r for r in receipts if r is not None], saved
 
     def _load_streams(
         self,

@@ -390,6 +390,48 @@ def test_postgres_writer_whose_connection_dies_mid_batch_writes_nothing(
     assert audit(store, world.ledger.ledger_signer().public_bytes).ok
 
 
+def test_postgres_batch_whose_commit_fails_is_not_cached_as_written(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is inserted, then its connection dies before the commit: nothing is
+    stored, and this process must not keep the case at the head it never committed.
+    Another writer then records that version of the case; the next append here
+    chains after the other writer's event, not after the lost one."""
+    from ledger.errors import StoreUnavailable
+    from ledger.pgstore import IndexedPostgresRecorder
+
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        assert store.writer_lock is None
+        return
+    world.append("police-a")
+    recorder = store.app.recorder
+    assert isinstance(recorder, IndexedPostgresRecorder)
+    real_insert = recorder.insert_events
+
+    def insert_then_connection_lost(stored_events: Any, **kwargs: Any) -> Any:
+        done = real_insert(stored_events, **kwargs)
+        assert recorder.writer.held is not None
+        pid = recorder.writer.held.conn.info.backend_pid
+        with psycopg.connect(PG_URL, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return done
+
+    monkeypatch.setattr(recorder, "insert_events", insert_then_connection_lost)
+    with pytest.raises(StoreUnavailable):
+        world.append("police-a")
+    monkeypatch.undo()
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        theirs = other.append(world.signed(world.body("police-a")))
+    finally:
+        other.close()
+    ours = world.append("police-a")
+    assert (theirs.seq, ours.seq) == (2, 3)
+    assert world.ledger.case_envelopes("C-1", cached=False)[2].prev_hash == theirs.event_hash
+    assert audit(store, world.ledger.ledger_signer().public_bytes).ok
+
+
 @dataclass
 class Served:
     url: str
