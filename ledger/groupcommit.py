@@ -2,7 +2,10 @@
 
 Request threads hand their submission to `GroupCommitter.submit` and wait on the
 returned future; one committer thread gathers whatever arrives within a few
-milliseconds (or up to a few hundred events) and saves it in one transaction. It
+milliseconds (or up to a few hundred events) and saves it in one transaction.
+Clients that each wait for their answer before sending again come back together:
+once a gathering has as many as the last one took and nothing more is queued, it
+stops waiting (a lone client is not held for the window each time). It
 validates each submission as it arrives and starts its signature check, so that
 the wait for the rest of the batch is not wasted; one refused on its own is
 answered at once and left out. A request is answered only after its transaction
@@ -46,10 +49,13 @@ class GroupCommitter:
         self.max_batch = max_batch
         self.window_s = window_s
         self._queue: queue.Queue[_Single | _Batch | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
         self.batches = 0
         self.events = 0
+        # How many singles the last gathering took: the next one stops waiting once it
+        # has as many and no more are queued. The first waits out its window.
+        self._expected = max_batch
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
 
     def submit(self, submission: Submission) -> Future[Receipt]:
         future: Future[Receipt] = Future()
@@ -79,8 +85,11 @@ class GroupCommitter:
             prepared = Preparation(self.ledger, self.ledger.clock())
             batch: list[_Single] = []
             self._add(prepared, batch, first)
+            taken = 1
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:
+                if taken >= self._expected and self._queue.empty():
+                    break  # as many as came together last time, and no more waiting
                 remaining = deadline - time.monotonic()
                 try:
                     item = (
@@ -96,7 +105,9 @@ class GroupCommitter:
                 if isinstance(item, _Batch):  # after the singles gathered so far
                     held = item
                     break
+                taken += 1
                 self._add(prepared, batch, item)
+            self._expected = taken
             self._commit(batch, prepared)
 
     @staticmethod

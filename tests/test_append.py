@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -442,6 +443,39 @@ def test_group_commit_refuses_an_invalid_event_as_it_arrives(
         assert committer.batches == 1
     finally:
         committer.close()
+
+
+def test_group_committer_stops_waiting_once_as_many_as_last_time_have_come(
+    world: World,
+) -> None:
+    """Clients that wait for each answer come back together: once a gathering has as
+    many as the last one took, it commits without waiting out its window, still as
+    one transaction; a lone client is not held for the window on every append."""
+    from ledger.groupcommit import GroupCommitter
+
+    window = 0.5
+    committer = GroupCommitter(world.ledger, window_s=window)
+    try:
+        first = [committer.submit(world.signed(world.body("police-a"))) for _ in range(4)]
+        assert [f.result(timeout=10).seq for f in first] == [1, 2, 3, 4]
+        assert committer.batches == 1  # the first gathering waits out its window
+        start = time.monotonic()
+        again = [committer.submit(world.signed(world.body("police-a"))) for _ in range(4)]
+        assert [f.result(timeout=10).seq for f in again] == [5, 6, 7, 8]
+        assert time.monotonic() - start < window * 0.8  # not held for the window
+        assert committer.batches == 2  # the four together again
+    finally:
+        committer.close()
+    lone = GroupCommitter(world.ledger, window_s=window)
+    try:
+        assert lone.submit(world.signed(world.body("police-a"))).result(timeout=10).seq == 9
+        start = time.monotonic()
+        for seq in range(10, 15):  # each sent once the last is answered
+            assert lone.submit(world.signed(world.body("police-a"))).result(timeout=10).seq == seq
+        assert time.monotonic() - start < window * 2  # five windows' wait before
+        assert lone.batches == 6
+    finally:
+        lone.close()
 
 
 def test_group_committer_skips_a_request_given_up_on(
