@@ -638,6 +638,30 @@ def test_the_fast_path_answers_a_new_append_as_the_route_does(
     assert fast.json()["duplicate"] is False and fast.json()["leaf_index"] is None
 
 
+def test_the_fast_path_looks_up_a_token_its_cache_no_longer_holds(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept token answers expire every two seconds: the fast path then looks the token
+    up itself rather than handing the request over; a token revoked meanwhile (in
+    another process, so this one's cache is not cleared) is refused by the route."""
+    tokens = api.client.app.state.server.tokens  # type: ignore[attr-defined]
+    answered = _fast_path(monkeypatch)
+    assert api.post(api.signed()).status_code == 201
+    tokens._seen.clear()  # as two seconds on
+    assert api.post(api.signed()).status_code == 201
+    assert answered == [True, True]
+    other = Ledger.open(api.url, api.keys)
+    try:
+        other.tokens.revoke("agency:police-a")
+    finally:
+        other.close()
+    tokens._seen.clear()
+    refused = api.post(api.signed())
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert answered == [True, True, False]
+
+
 def test_the_fast_path_leaves_repeats_and_refusals_to_the_route(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
