@@ -116,20 +116,16 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         if held is None:
             done: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
             return done
-        # Within the writer's transaction (`TransactionWriter`), which commits it; a
-        # failure here rolls it back, lock and head reads and all.
+        # Within the writer's transaction (`TransactionWriter`): the inserts go with its
+        # COMMIT, in one round trip. A repeated id or version is raised there, as the
+        # unique violation it is, and nothing is committed; notification ids are not
+        # returned (the ledger has no use for them).
         with held.conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)
-        if not stored_events:
-            return None
-        with held.conn.cursor() as curs:
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            # A repeated id or version is raised here, as the unique violation it is.
-            held.pipeline.sync()
-            ids: Sequence[int] | None = self._fetch_ids_after_insert_events(
-                curs, stored_events, **kwargs
-            )
-            return ids
+        if stored_events:
+            with held.conn.cursor() as curs:
+                self._insert_stored_events(curs, stored_events, **kwargs)
+        return None
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
