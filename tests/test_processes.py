@@ -421,15 +421,37 @@ def test_postgres_batch_whose_commit_fails_is_not_cached_as_written(
     with pytest.raises(StoreUnavailable):
         world.append("police-a")
     monkeypatch.undo()
-    other = Ledger.open(world.url, world.keys, create=False)
-    try:
-        theirs = other.append(world.signed(world.body("police-a")))
-    finally:
-        other.close()
-    ours = world.append("police-a")
-    assert (theirs.seq, ours.seq) == (2, 3)
-    assert world.ledger.case_envelopes("C-1", cached=False)[2].prev_hash == theirs.event_hash
-    assert audit(store, world.ledger.ledger_signer().public_bytes).ok
+    world.follows_another_writer()
+
+
+def test_the_interpreter_is_handed_back_promptly_only_while_the_shared_lock_is_held(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a PostgreSQL batch holds the lock every writer waits on, other threads
+    are asked to hand the interpreter back within half a millisecond; the usual
+    interval is restored afterwards, also after a refused batch. A SQLite ledger,
+    whose writers do not wait on this process, leaves it alone."""
+    from ledger.core import HANDOVER_S
+    from ledger.errors import Conflict
+
+    usual = sys.getswitchinterval()
+    catalog = world.ledger.store.catalog
+    real_current = catalog.current
+    seen: list[float] = []
+
+    def noting(held: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return real_current(held)
+
+    monkeypatch.setattr(catalog, "current", noting)
+    body = world.body("police-a")
+    world.ledger.append(world.signed(body))
+    assert sys.getswitchinterval() == usual
+    with pytest.raises(Conflict):
+        world.ledger.append(world.signed({**body, "occurred_at": "2024-03-04T09:00:00Z"}))
+    assert sys.getswitchinterval() == usual
+    shared = world.ledger.store.writer_lock is not None
+    assert seen and all(s == (HANDOVER_S if shared else usual) for s in seen)
 
 
 @dataclass
