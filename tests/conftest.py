@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
+from ledger.audit import audit
 from ledger.canonical import canonical
 from ledger.core import Ledger, Submission
 from ledger.keys import Signer, load_key_file
@@ -77,6 +78,22 @@ class World:
 
     def append(self, agency: str, case_id: str = "C-1", **fields: Any) -> Any:
         return self.ledger.append(self.signed(self.body(agency, case_id, **fields)))
+
+    def follows_another_writer(self) -> None:
+        """Another writer (a second ledger on this store) appends to C-1, at seq 1 so
+        far, then this one: this one's event must chain after the other's, whatever
+        this process last saw of the case, and the ledger must verify."""
+        other = Ledger.open(self.url, self.keys, create=False)
+        try:
+            theirs = other.append(self.signed(self.body("police-a")))
+        finally:
+            other.close()
+        ours = self.append("police-a")
+        assert (theirs.seq, ours.seq) == (2, 3)
+        envelopes = self.ledger.case_envelopes("C-1", cached=False)
+        assert [e.seq for e in envelopes] == [1, 2, 3]
+        assert envelopes[2].prev_hash == theirs.event_hash
+        assert audit(self.ledger.store, self.ledger.ledger_signer().public_bytes).ok
 
 
 @pytest.fixture
