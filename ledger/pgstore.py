@@ -13,7 +13,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import get_topic
-from psycopg import Connection, Cursor, Pipeline
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -40,10 +40,10 @@ CONNECT_TIMEOUT_S = 5
 
 @dataclass
 class _Held:
-    """A write transaction in progress: its connection, pipeline and what ends them."""
+    """A write transaction in progress: its connection, and what ends the transaction,
+    its pipeline and the connection's loan from the pool."""
 
     conn: Connection[DictRow]
-    pipeline: Pipeline
     stack: contextlib.ExitStack
 
 
@@ -371,12 +371,12 @@ class TransactionWriter:
         with contextlib.ExitStack() as stack:
             conn = stack.enter_context(self.recorder.datastore.get_connection())
             conn.prepare_threshold = None  # as every writing connection: see _insert_events
-            pipeline = stack.enter_context(conn.pipeline())
+            stack.enter_context(conn.pipeline())
             stack.enter_context(conn.transaction())
             conn.execute("SET LOCAL lock_timeout = '30s'")
             # Answered with the first read of the heads: one round trip for both.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.key])
-            self.recorder.writer.held = _Held(conn, pipeline, stack.pop_all())
+            self.recorder.writer.held = _Held(conn, stack.pop_all())
         return self
 
     def __exit__(self, *exc: Any) -> None:
