@@ -14,7 +14,6 @@ import contextlib
 import os
 import random
 import re
-import sys
 import threading
 import time
 from collections import Counter
@@ -269,26 +268,6 @@ class Preparation:
             )
             for item, ok in zip(self.items, self.checks.results(), strict=True)
         ]
-
-
-@contextlib.contextmanager
-def _prompt_handover(shared: bool) -> Iterator[None]:
-    """While a lock other processes wait on is held, ask other threads of this one
-    (an API worker's event loop) to hand the interpreter back within half a
-    millisecond rather than the usual five: every answer from the database has to
-    win it back before the batch can go on, and the other workers wait meanwhile."""
-    if not shared:
-        yield
-        return
-    usual = sys.getswitchinterval()
-    sys.setswitchinterval(min(usual, HANDOVER_S))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(usual)
-
-
-HANDOVER_S = 0.0005
 
 
 class Ledger:
@@ -659,7 +638,7 @@ class Ledger:
             batch.signatures_checked()
             self._write_lock.acquire()
         try:
-            with self.store.writer(), _prompt_handover(self.store.writer_lock is not None):
+            with self.store.writer():
                 trust_cache = optimistic and self.store.url.is_sqlite
                 receipts, saved = self._save(batch, known, keys, trust_cache)
             # Committed (PostgreSQL commits as the writer lets go): only now may this

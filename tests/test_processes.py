@@ -431,8 +431,8 @@ def test_the_interpreter_is_handed_back_promptly_only_while_the_shared_lock_is_h
     are asked to hand the interpreter back within half a millisecond; the usual
     interval is restored afterwards, also after a refused batch. A SQLite ledger,
     whose writers do not wait on this process, leaves it alone."""
-    from ledger.core import HANDOVER_S
     from ledger.errors import Conflict
+    from ledger.pgstore import HANDOVER_S
 
     usual = sys.getswitchinterval()
     catalog = world.ledger.store.catalog
