@@ -10,7 +10,8 @@ taken at the start and either side of each full verify) and, for what verify
 can reach at all, the rate with every core checking at once, the ledger's
 append_many rate in batches of 100 with signatures verified (and, for the bound it
 cannot pass, the same without the Ed25519 checks), and `ledger verify`
-throughput and peak memory at a tenth of and at the full event count, the Merkle
+throughput and peak memory at a tenth of and at the full event count (and, for
+its bound, its CPU time per event without the Ed25519 checks), the Merkle
 log integrated and checkpointed as a serving ledger's would be (each
 verify runs in a fresh process so its peak RSS is its own; the full count is
 verified three times and the median rate reported). `--part vault` reports
@@ -215,6 +216,38 @@ print(json.dumps({"ok": report.ok, "events": report.events, "seconds": elapsed,
                   "peak_rss_mb": peak_rss_mb()}))
 """
 )
+
+
+# Everything verify does but the Ed25519 checks, on one core: the events read and
+# parsed, chains, keys, the event index and the Merkle log. Its CPU time per event
+# and the Ed25519 rate bound what verify can reach on this machine.
+UNSIGNED_VERIFY_CHILD = """
+import json, sys, time
+from pathlib import Path
+import ledger.audit as audit
+from ledger.core import Ledger
+audit.verify_raw_chunk = lambda chunk: [True] * len(chunk)
+ledger = Ledger.open(sys.argv[1], Path(sys.argv[2]), create=False)
+public = ledger.ledger_signer().public_bytes
+t = time.process_time()
+report = audit.Auditor(ledger.store, public, processes=False, workers=1).run()
+cpu = time.process_time() - t
+print(json.dumps({"ok": report.ok, "events": report.events, "cpu_us_per_event":
+                  cpu / report.events * 1e6}))
+"""
+
+
+def verify_without_signatures(url: str, keys: Path) -> float:
+    """CPU microseconds per event of verify without its Ed25519 checks."""
+    out = subprocess.run(
+        [sys.executable, "-c", UNSIGNED_VERIFY_CHILD, url, str(keys)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["ok"], "verify without signature checks found problems"
+    return float(result["cpu_us_per_event"])
 
 
 def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
@@ -643,6 +676,7 @@ def main() -> None:
         populate(ledger, signer, "bench-csc", small, args.events - small, cases)
         ledger.checkpoint()
         singles.append(ed25519_single_core())
+        unsigned_verify_us = verify_without_signatures(url, tmp / "keys")
         verify_runs = []
         for _ in range(VERIFY_RUNS):
             verify_runs.append(verify_in_child(url, tmp / "keys"))
@@ -669,6 +703,9 @@ def main() -> None:
     # core at once, append could reach at most this.
     append_bound = cores / (1 / unsigned_rate + 1 / single)
     verify_target = 0.7 * limit
+    # Likewise for verify: its other work per event plus one Ed25519 check, spread
+    # over every core with no time lost to handing work between processes.
+    verify_bound = cores / (unsigned_verify_us / 1e6 + 1 / single)
     result = {
         "machine": {
             "cores": cores,
@@ -691,6 +728,8 @@ def main() -> None:
         "verify_events_per_s": round(verify_full["events_per_s"]),
         "verify_events_per_s_runs": [round(r["events_per_s"]) for r in verify_runs],
         "verify_target_per_s": round(verify_target),
+        "verify_without_signature_checks_cpu_us_per_event": round(unsigned_verify_us, 1),
+        "verify_bound_per_s": round(verify_bound),
         "verify_share_of_all_cores_at_once": round(verify_full["events_per_s"] / together, 3),
         "verify_peak_rss_mb": round(verify_full["peak_rss_mb"], 1),
         "verify_peak_rss_mb_at_tenth": round(verify_small["peak_rss_mb"], 1),
