@@ -204,10 +204,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace, ledger: Ledger) -> int:
     importer = Importer(ledger, Path(args.file), args.sign)
-    total = importer.check()  # the whole file, before anything is written
-    with _progress(not args.json and sys.stderr.isatty()) as progress:
-        task = progress.add_task("importing", total=total)
-        appended, duplicates = importer.run(args.batch, lambda n: progress.advance(task, n))
+    # Each signature is checked as the file is vetted, not again as it is written.
+    with ledger.remembering_signatures():
+        total = importer.check()  # the whole file, before anything is written
+        with _progress(not args.json and sys.stderr.isatty()) as progress:
+            task = progress.add_task("importing", total=total)
+            appended, duplicates = importer.run(args.batch, lambda n: progress.advance(task, n))
     _emit(
         args,
         {"appended": appended, "duplicates": duplicates},

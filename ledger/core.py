@@ -47,7 +47,7 @@ from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
 from .log import VerifiableLog, log_verifier
 from .narrative import NarrativeText, sign_draft
 from .narrative import check as check_narrative
-from .sigchecks import SignatureChecks
+from .sigchecks import SignatureChecks, VerifiedSignatures
 from .store import Store, open_store
 from .tokens import TokenStore
 from .vault import Vault
@@ -205,7 +205,7 @@ class Preparation:
         self.now = now
         self.system = system
         self.stamp = format_recorded_at(now)
-        self.checks = SignatureChecks()
+        self.checks = SignatureChecks(known=ledger.verified_signatures)
         self.signers: _Signers = {}  # each agency as seen, shared by the batch's events
         self.items: list[_Item] = []
 
@@ -284,12 +284,26 @@ class Ledger:
         self._vault_lock = threading.Lock()
         self._parsed: dict[str, list[Envelope]] = {}  # recently read cases, oldest first
         self._write_lock = threading.Lock()
+        # While set, signatures that verified are not checked again (see
+        # remembering_signatures).
+        self.verified_signatures: VerifiedSignatures | None = None
         # The ledger clock; tests and simulations replace it, nothing else should.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     @classmethod
     def open(cls, db_url: str, keys_dir: Path, create: bool = True) -> Ledger:
         return cls(open_store(db_url, create), keys_dir)
+
+    @contextlib.contextmanager
+    def remembering_signatures(self) -> Iterator[None]:
+        """Meanwhile, a signature that verified is taken as verified when the same
+        bytes come again: an import vets a whole file, signatures included, before it
+        writes the same events."""
+        self.verified_signatures = VerifiedSignatures()
+        try:
+            yield
+        finally:
+            self.verified_signatures = None
 
     def close(self) -> None:
         if self._log is not None:

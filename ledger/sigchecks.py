@@ -10,7 +10,9 @@ sitting idle while they queue.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,11 +25,51 @@ _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ed25519")
 _Check = tuple[Ed25519PublicKey, bytes, bytes]
 
 
-class SignatureChecks:
-    """The signature checks of one batch, in the order they were added."""
+class VerifiedSignatures:
+    """Signatures that verified, remembered for a while by a digest of exactly the
+    bytes checked: the public key, the signature and the body. An import checks every
+    signature as it vets the whole file and then writes the same bytes, which need
+    not be checked twice: Ed25519 verification depends on those bytes alone, so a
+    check that passed once passes again. Whether the key may still be used (revoked
+    since, say) is decided at each write regardless. Holds at most `most` digests,
+    about 100 bytes each; past that, signatures are checked as usual."""
 
-    def __init__(self, chunk: int = CHUNK) -> None:
+    def __init__(self, most: int = 500_000) -> None:
+        self._most = most
+        self._digests: set[bytes] = set()
+        self._raw: dict[int, tuple[Ed25519PublicKey, bytes]] = {}  # id(key) -> key, raw bytes
+        self._lock = threading.Lock()
+
+    def digest(self, key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> bytes:
+        held = self._raw.get(id(key))
+        if held is None or held[0] is not key:
+            held = self._raw[id(key)] = (key, key.public_bytes_raw())
+        h = hashlib.sha256(held[1])  # 32 bytes: the length prefix keeps sig and body apart
+        h.update(len(sig).to_bytes(4, "big"))
+        h.update(sig)
+        h.update(body_bytes)
+        return h.digest()
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._digests
+
+    def add(self, digest: bytes) -> None:
+        with self._lock:
+            if len(self._digests) < self._most:
+                self._digests.add(digest)
+
+
+class SignatureChecks:
+    """The signature checks of one batch, in the order they were added; those that
+    `known` holds are taken as passed without checking again, and those that pass
+    are added to it."""
+
+    def __init__(self, chunk: int = CHUNK, known: VerifiedSignatures | None = None) -> None:
         self._chunk = chunk
+        self._known = known
+        self._digests: list[bytes] = []  # of the checks made, in order, if `known`
+        self._passed: list[int] = []  # where checks `known` held stand among all added
+        self._added = 0
         self._pending: list[_Check] = []
         self._started: list[tuple[list[_Check], Future[list[bool]]]] = []
         self._results: list[bool] | None = None
@@ -36,6 +78,13 @@ class SignatureChecks:
     def add(self, key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> None:
         if self._results is not None or self._abandoned:
             raise RuntimeError("signature checks already collected or abandoned")
+        self._added += 1
+        if self._known is not None:
+            digest = self._known.digest(key, sig, body_bytes)
+            if digest in self._known:
+                self._passed.append(self._added - 1)
+                return
+            self._digests.append(digest)
         self._pending.append((key, sig, body_bytes))
         if len(self._pending) >= self._chunk and _WORKERS > 1:
             chunk, self._pending = self._pending, []
@@ -73,6 +122,29 @@ class SignatureChecks:
         for n, (_, future) in enumerate(self._started):
             part = done[n]
             out += future.result() if part is None else part
-        self._results = out + tail
+        checked = out + tail
+        if self._known is not None:
+            for digest, ok in zip(self._digests, checked, strict=True):
+                if ok:
+                    self._known.add(digest)
+        self._results = _merged(checked, self._passed, self._added)
         self._pending = []
         return self._results
+
+
+def _merged(checked: list[bool], passed: list[int], total: int) -> list[bool]:
+    """The results in the order added: True where a check was known to pass (at the
+    positions `passed`, ascending), the checks' results in turn elsewhere."""
+    if not passed:
+        return checked
+    out: list[bool] = []
+    rest = iter(checked)
+    known = iter(passed)
+    at = next(known, None)
+    for n in range(total):
+        if n == at:
+            out.append(True)
+            at = next(known, None)
+        else:
+            out.append(next(rest))
+    return out

@@ -13,7 +13,7 @@ import pytest
 from ledger.canonical import canonical
 from ledger.cli import main
 from ledger.core import Ledger
-from ledger.verify import b64encode
+from ledger.verify import b64encode, verify_chunk
 from tests.conftest import World
 
 
@@ -231,6 +231,58 @@ def test_import_refuses_a_late_bad_line_before_writing_any_batch(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert ("not UTF-8" in err) if fault == "not_utf8" else (" line " in err)
+    assert count(world) == before
+
+
+def signed_lines(world: World, n: int) -> list[dict[str, object]]:
+    signer = world.signers["police-a"]
+    bodies = [world.body("police-a", event_id=f"imp-{k}") for k in range(n)]
+    return [{"body": b, "sig": b64encode(signer.sign_body(canonical(b)))} for b in bodies]
+
+
+def test_import_checks_each_signature_once(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vetting the file checks every signature; writing the same bytes does not check
+    them again."""
+    from ledger import sigchecks
+
+    checked: list[bytes] = []
+    real = verify_chunk
+
+    def counting(chunk: list[tuple[object, bytes, bytes]]) -> list[bool]:
+        checked.extend(body for _, _, body in chunk)
+        return real(chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sigchecks, "verify_chunk", counting)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in signed_lines(world, 12)))
+    before = count(world)
+    assert main(run(world, "import", str(path), "--batch", "5")) == 0
+    assert count(world) == before + 12
+    assert len(checked) == len(set(checked)) == 12
+    assert world.ledger.verified_signatures is None  # remembered only for the import
+
+
+def test_import_checks_a_body_changed_after_vetting(world: World, tmp_path: Path) -> None:
+    """The file rewritten between vetting and writing: a signature remembered is one
+    over the bytes vetted, so a body changed since is checked, and refused."""
+    from ledger.errors import SignatureError
+    from ledger.importer import Importer
+
+    lines = signed_lines(world, 3)
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    importer = Importer(world.ledger, path, sign=False)
+    before = count(world)
+    with world.ledger.remembering_signatures():
+        assert importer.check() == 3
+        body = lines[2]["body"]
+        assert isinstance(body, dict)
+        body["occurred_at"] = "2024-03-02T14:05:00Z"  # back-dated, same signature
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        with pytest.raises(SignatureError, match="imp-2"):
+            importer.run(10, lambda n: None)
     assert count(world) == before
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ledger import sigchecks
 from ledger.sigchecks import SignatureChecks
-from ledger.verify import signing_message
+from ledger.verify import signing_message, verify_chunk
 from tests.conftest import World
 
 KEY = Ed25519PrivateKey.generate()
@@ -100,8 +100,8 @@ def test_a_batch_refused_while_saving_drops_its_queued_checks(
     made: list[SignatureChecks] = []
 
     class Recorded(SignatureChecks):
-        def __init__(self) -> None:
-            super().__init__(2)
+        def __init__(self, known: sigchecks.VerifiedSignatures | None = None) -> None:
+            super().__init__(2, known)
             made.append(self)
 
     monkeypatch.setattr(core, "SignatureChecks", Recorded)
@@ -112,3 +112,53 @@ def test_a_batch_refused_while_saving_drops_its_queued_checks(
         world.ledger.append_many(batch)
     assert made[-1]._started
     assert all(future.cancelled() for _, future in made[-1]._started)
+
+
+def test_a_signature_known_to_verify_is_not_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Known by exactly its bytes: the same key, signature and body. The results stay
+    one per check, in order, whichever were known."""
+    known = sigchecks.VerifiedSignatures()
+    checked: list[int] = []
+    real = verify_chunk
+
+    def counting(chunk: list[tuple[object, bytes, bytes]]) -> list[bool]:
+        checked.extend(int(body[5:-1]) for _, _, body in chunk)
+        return real(chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sigchecks, "verify_chunk", counting)
+    verdicts = [True, False, True, True]
+    first = SignatureChecks(2, known)
+    for n, good in enumerate(verdicts):
+        first.add(KEY.public_key(), _sig(n, good), _body(n))
+    assert first.results() == verdicts
+    assert sorted(checked) == [0, 1, 2, 3]
+    checked.clear()
+    again = SignatureChecks(2, known)
+    again.add(KEY.public_key(), _sig(4, True), _body(4))  # new
+    for n, good in enumerate(verdicts):
+        again.add(KEY.public_key(), _sig(n, good), _body(n))
+    again.add(OTHER.public_key(), _sig(0, True), _body(0))  # another key: checked, fails
+    assert again.results() == [True, *verdicts, False]
+    assert sorted(checked) == [0, 1, 4]  # the one that failed is checked again
+
+
+def test_known_signatures_are_told_apart_by_every_byte() -> None:
+    known = sigchecks.VerifiedSignatures()
+    public = KEY.public_key()
+    sig, body = _sig(1, True), _body(1)
+    known.add(known.digest(public, sig, body))
+    assert known.digest(public, sig, body) in known
+    # The same bytes split otherwise between signature and body are another check.
+    assert known.digest(public, sig + body[:1], body[1:]) not in known
+    assert known.digest(public, sig, body + b" ") not in known
+    assert known.digest(OTHER.public_key(), sig, body) not in known
+
+
+def test_known_signatures_are_kept_only_up_to_their_limit() -> None:
+    known = sigchecks.VerifiedSignatures(most=2)
+    digests = [known.digest(KEY.public_key(), _sig(n, True), _body(n)) for n in range(3)]
+    for d in digests:
+        known.add(d)
+    assert [d in known for d in digests] == [True, True, False]
