@@ -162,3 +162,17 @@ def test_known_signatures_are_kept_only_up_to_their_limit() -> None:
     for d in digests:
         known.add(d)
     assert [d in known for d in digests] == [True, True, False]
+
+
+def test_keys_made_anew_for_each_check_do_not_pile_up() -> None:
+    """A revoked key's retried events each bring a key object of their own."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    known = sigchecks.VerifiedSignatures()
+    raw = KEY.public_key().public_bytes_raw()
+    sig, body = _sig(1, True), _body(1)
+    digests = {
+        known.digest(Ed25519PublicKey.from_public_bytes(raw), sig, body) for _ in range(3000)
+    }
+    assert digests == {known.digest(KEY.public_key(), sig, body)}
+    assert len(known._raw) <= 1024
