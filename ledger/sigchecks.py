@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -37,16 +36,12 @@ class VerifiedSignatures:
     def __init__(self, most: int = 500_000) -> None:
         self._most = most
         self._digests: set[bytes] = set()
-        self._raw: dict[int, tuple[Ed25519PublicKey, bytes]] = {}  # id(key) -> key, raw bytes
-        self._lock = threading.Lock()
 
-    def digest(self, key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> bytes:
-        held = self._raw.get(id(key))
-        if held is None or held[0] is not key:
-            if len(self._raw) >= 1024:  # keys are shared per agency; a few are made anew
-                self._raw.clear()
-            held = self._raw[id(key)] = (key, key.public_bytes_raw())
-        h = hashlib.sha256(held[1])  # 32 bytes: the length prefix keeps sig and body apart
+    @staticmethod
+    def digest(key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> bytes:
+        # The key's 32 raw bytes, then the signature's length, which keeps it apart
+        # from the body.
+        h = hashlib.sha256(key.public_bytes_raw())
         h.update(len(sig).to_bytes(4, "big"))
         h.update(sig)
         h.update(body_bytes)
@@ -56,9 +51,8 @@ class VerifiedSignatures:
         return digest in self._digests
 
     def add(self, digest: bytes) -> None:
-        with self._lock:
-            if len(self._digests) < self._most:
-                self._digests.add(digest)
+        if len(self._digests) < self._most:
+            self._digests.add(digest)
 
 
 class SignatureChecks:

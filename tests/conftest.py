@@ -119,3 +119,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def bodies_checked(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The body of every signature check the append path makes from now on (those
+    handed to worker threads and those checked in place), in the order made."""
+    from ledger import sigchecks
+    from ledger.verify import verify_chunk
+
+    checked: list[bytes] = []
+
+    def counting(chunk: list[tuple[Any, bytes, bytes]]) -> list[bool]:
+        checked.extend(body for _, _, body in chunk)
+        return verify_chunk(chunk)
+
+    monkeypatch.setattr(sigchecks, "verify_chunk", counting)
+    return checked

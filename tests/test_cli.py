@@ -13,8 +13,8 @@ import pytest
 from ledger.canonical import canonical
 from ledger.cli import main
 from ledger.core import Ledger
-from ledger.verify import b64encode, verify_chunk
-from tests.conftest import World
+from ledger.verify import b64encode
+from tests.conftest import World, bodies_checked
 
 
 def count(world: World) -> int:
@@ -245,16 +245,7 @@ def test_import_checks_each_signature_once(
 ) -> None:
     """Vetting the file checks every signature; writing the same bytes does not check
     them again."""
-    from ledger import sigchecks
-
-    checked: list[bytes] = []
-    real = verify_chunk
-
-    def counting(chunk: list[tuple[object, bytes, bytes]]) -> list[bool]:
-        checked.extend(body for _, _, body in chunk)
-        return real(chunk)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sigchecks, "verify_chunk", counting)
+    checked = bodies_checked(monkeypatch)
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in signed_lines(world, 12)))
     before = count(world)
