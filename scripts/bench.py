@@ -237,28 +237,27 @@ print(json.dumps({"ok": report.ok, "events": report.events, "cpu_us_per_event":
 """
 
 
-def verify_without_signatures(url: str, keys: Path) -> float:
-    """CPU microseconds per event of verify without its Ed25519 checks."""
+def in_child(code: str, url: str, keys: Path) -> dict[str, Any]:
+    """What `code` prints as JSON, run in a fresh process (its peak RSS its own)."""
     out = subprocess.run(
-        [sys.executable, "-c", UNSIGNED_VERIFY_CHILD, url, str(keys)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(out.stdout)
-    assert result["ok"], "verify without signature checks found problems"
-    return float(result["cpu_us_per_event"])
-
-
-def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", VERIFY_CHILD, url, str(keys)],
+        [sys.executable, "-c", code, url, str(keys)],
         capture_output=True,
         text=True,
         check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def verify_without_signatures(url: str, keys: Path) -> float:
+    """CPU microseconds per event of verify without its Ed25519 checks."""
+    result = in_child(UNSIGNED_VERIFY_CHILD, url, keys)
+    assert result["ok"], "verify without signature checks found problems"
+    return float(result["cpu_us_per_event"])
+
+
+def verify_in_child(url: str, keys: Path) -> dict[str, Any]:
+    return in_child(VERIFY_CHILD, url, keys)
 
 
 SWEEP_CHILD = (
@@ -395,14 +394,7 @@ def bench_inaction(tmp: Path, url: str, cases: int) -> dict[str, Any]:
 
     def sweep_in_child() -> dict[str, Any]:
         """A fresh process, so its peak RSS is the sweep's alone."""
-        out = subprocess.run(
-            [sys.executable, "-c", SWEEP_CHILD, url, str(tmp / "keys")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        result: dict[str, Any] = json.loads(out)
-        return result
+        return in_child(SWEEP_CHILD, url, tmp / "keys")
 
     sweep_small = sweep_in_child()
     add_cases(ledger, signer, "bench-police", tenth, cases - tenth)
