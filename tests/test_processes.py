@@ -329,6 +329,14 @@ def _write_lock_free(store: Any) -> bool:
         return bool(row[0])  # the session's end lets go of it again
 
 
+def _kill_write_transaction(recorder: Any) -> None:
+    """Terminate the backend of this thread's write transaction, which must be held."""
+    assert recorder.writer.held is not None
+    pid = recorder.writer.held.conn.info.backend_pid
+    with psycopg.connect(PG_URL, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
 def test_postgres_write_lock_ends_with_the_transaction_that_took_it(world: World) -> None:
     """The write lock belongs to the write transaction: free again once a batch has
     committed and once one is refused, with nothing left to release by hand."""
@@ -371,10 +379,7 @@ def test_postgres_writer_whose_connection_dies_mid_batch_writes_nothing(
 
     def current_then_connection_lost(held: Any) -> Any:
         found = real_current(held)
-        assert recorder.writer.held is not None  # read under the lock, in its transaction
-        pid = recorder.writer.held.conn.info.backend_pid
-        with psycopg.connect(PG_URL, autocommit=True) as killer:
-            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        _kill_write_transaction(recorder)  # read under the lock, in its transaction
         return found
 
     monkeypatch.setattr(catalog, "current", current_then_connection_lost)
@@ -411,10 +416,7 @@ def test_postgres_batch_whose_commit_fails_is_not_cached_as_written(
 
     def insert_then_connection_lost(stored_events: Any, **kwargs: Any) -> Any:
         done = real_insert(stored_events, **kwargs)
-        assert recorder.writer.held is not None
-        pid = recorder.writer.held.conn.info.backend_pid
-        with psycopg.connect(PG_URL, autocommit=True) as killer:
-            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        _kill_write_transaction(recorder)
         return done
 
     monkeypatch.setattr(recorder, "insert_events", insert_then_connection_lost)
