@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import rfc8785
 
 from .errors import ValidationError
@@ -20,9 +21,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_FAST_NODES = 1_000_000  # more than a 1 MiB body can hold
 
 
-# Built once: json.dumps with any option set builds a new encoder on every call.
+# For what orjson refuses. Built once: json.dumps with any option set builds a new
+# encoder on every call.
 _SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-_IN_ORDER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _encoder_agrees(value: Any) -> bool:
@@ -63,13 +64,19 @@ def _encoder_agrees(value: Any) -> bool:
 def canonical(value: Any) -> bytes:
     """RFC 8785 (JCS) bytes of a JSON value; refuses values JSON cannot carry.
 
-    Bodies on the append path are mostly strings and small integers, for which
-    the C encoder is an order of magnitude faster than the pure-Python `rfc8785`;
-    property tests check the two agree, and everything else goes to `rfc8785`.
+    Bodies on the append path are mostly strings and small integers. For those,
+    orjson with sorted keys writes exactly the standard encoder's compact bytes at
+    a tenth of its cost (both escape only quote, backslash and control characters,
+    the latter as \\b \\f \\n \\r \\t or lowercase \\u00xx, and order keys by
+    code point); whatever orjson refuses (nesting past its limit) takes the standard
+    encoder. Property tests check both against `rfc8785`, which takes everything else.
     """
     try:
         if _encoder_agrees(value):
-            return _SORTED.encode(value).encode("utf-8")
+            try:
+                return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            except orjson.JSONEncodeError:
+                return _SORTED.encode(value).encode("utf-8")
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise ValidationError(f"value cannot be canonicalised as JSON: {e}") from None
@@ -89,12 +96,12 @@ def envelope_bytes(
 ) -> bytes:
     """The stored, hashed bytes of one event: RFC 8785 JSON, body carried as a string.
 
-    Written with the standard library's encoder, which produces exactly the RFC 8785
-    form for this shape (ASCII keys in sorted order, integers, null, and strings,
-    which both escape only quote, backslash and control characters, the latter as
-    lowercase \\u00xx); tests check it against `rfc8785` on arbitrary text.
+    Written by orjson, which produces exactly the RFC 8785 form for this shape
+    (ASCII keys, given in sorted order; integers, null, and strings, which both
+    escape only quote, backslash and control characters, the latter as \\b \\f \\n
+    \\r \\t or lowercase \\u00xx); tests check it against `rfc8785` on arbitrary text.
     """
-    return _IN_ORDER.encode(
+    return orjson.dumps(
         {
             "body": body_bytes.decode("utf-8"),
             "prev_hash": prev_hash,
@@ -103,4 +110,4 @@ def envelope_bytes(
             "sig": b64encode(sig),
             "v": ENVELOPE_VERSION,
         }
-    ).encode("utf-8")
+    )

@@ -87,12 +87,14 @@ def test_negative_event_vectors_fail(good: str, case: dict[str, Any]) -> None:
 @given(text=st.text(), seq=st.integers(1, 2**53 - 1), prev=st.one_of(st.none(), st.just("ab" * 32)))
 def test_envelope_writer_matches_rfc8785(text: str, seq: int, prev: str | None) -> None:
     """The fast envelope writer gives the same bytes as the RFC 8785 library."""
+    import rfc8785
+
     try:
         body_bytes = text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates cannot be in a canonical body
         return
     sig = b"\x01" * 64
-    expected = canonical(
+    expected = rfc8785.dumps(
         {
             "v": 1,
             "body": text,
@@ -131,6 +133,26 @@ def test_canonical_matches_rfc8785_library(value: Any) -> None:
             canonical(value)
     else:
         assert canonical(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Keys below U+10000 in every UTF-8 length, where orjson's order must be RFC
+        # 8785's: code point order and UTF-16 order coincide there.
+        {"\uffff": 1, "\ue000": 2, "\u0100": 3, "\u00e9": 4, "z": 5, "A": 6, "": 7},
+        # Control characters, quote, backslash, DEL and the line separators.
+        {"k": "".join(map(chr, range(0x20))) + '"\\/\x7f\u2028\u2029'},
+        # Deeper than orjson writes (255 levels): the standard encoder takes it.
+        json.loads('{"a":' * 300 + "1" + "}" * 300),
+        json.loads("[" * 300 + "]" * 300),
+    ],
+    ids=["key-order", "escapes", "deep-object", "deep-array"],
+)
+def test_canonical_matches_rfc8785_where_orjson_could_part_ways(value: Any) -> None:
+    import rfc8785
+
+    assert canonical(value) == bytes(rfc8785.dumps(value))
 
 
 def test_a_value_that_contains_itself_is_refused() -> None:
