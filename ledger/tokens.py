@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,10 +45,28 @@ def token_hash(token: str) -> str:
 LOOKUP_TTL_S = 2.0  # a revocation reaches other processes within this time
 
 
+class _Flight:
+    """One database lookup of a token, which every request for that token waits on
+    meanwhile: when a kept answer expires under load, each agency's requests in
+    flight would otherwise all query the database at once, one after another on
+    its one connection."""
+
+    __slots__ = ("done", "failed", "found", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.done = threading.Event()
+        self.failed = False
+        self.found: Principal | None = None
+        self.generation = generation  # of revocations here when the lookup began
+
+
 class TokenStore:
     def __init__(self, db: LogDB) -> None:
         self.db = db
         self._seen: dict[str, tuple[float, Principal | None]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()  # over the flights and the generation
+        self._generation = 0  # revocations made through this store
 
     def issue(self, name: str, role: Role | str, agency: str | None = None) -> str:
         try:
@@ -89,7 +108,12 @@ class TokenStore:
                 "UPDATE api_tokens SET revoked_at = ? WHERE name = ?",
                 (format_recorded_at(datetime.now(UTC)), name),
             )
-        self._seen.clear()  # takes effect in this process at once
+        with self._lock:  # takes effect in this process at once
+            self._generation += 1
+            self._seen.clear()
+            # A lookup begun before the revocation answers only the requests already
+            # waiting on it, which came before the revocation did.
+            self._flights.clear()
 
     def lookup(self, token: str) -> Principal | None:
         """The principal a presented token stands for, or None (unknown or revoked).
@@ -101,10 +125,35 @@ class TokenStore:
         hit, found = self._kept(digest)
         if hit:
             return found
-        found = self._lookup(digest)
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[digest] = (time.monotonic(), found)
+        with self._lock:
+            flight = self._flights.get(digest)
+            leads = flight is None
+            if flight is None:
+                flight = self._flights[digest] = _Flight(self._generation)
+        if not leads:
+            flight.done.wait()
+            # A lookup that failed is tried again by each waiter, which answers
+            # (or raises) for itself.
+            return self._lookup(digest) if flight.failed else flight.found
+        try:
+            found = self._lookup(digest)
+        except BaseException:
+            flight.failed = True
+            raise
+        else:
+            flight.found = found
+            with self._lock:
+                # An answer read before a revocation here committed is not kept:
+                # the revocation would otherwise be undone for two seconds.
+                if flight.generation == self._generation:
+                    if len(self._seen) > 10_000:
+                        self._seen.clear()
+                    self._seen[digest] = (time.monotonic(), found)
+        finally:
+            with self._lock:
+                if self._flights.get(digest) is flight:
+                    del self._flights[digest]
+            flight.done.set()
         return found
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
