@@ -347,6 +347,15 @@ class Auditor:
             # may be serving) are left to the next run, with their index rows.
             self.upto = self.store.catalog.last_position()
             counts = self.store.catalog.stream_counts()
+            for shown, rows in self.store.catalog.foreign_originators():
+                self._problem(
+                    (1, len(counts), 0),
+                    f"originator {shown}",
+                    0,
+                    None,
+                    f"{rows} stored event(s) under an originator id that is no stream's, "
+                    "so no stream holds them: written outside the ledger",
+                )
             registry_ids = self._registry_stream_ids()
             registry_done: set[UUID] = set()
             order = {oid: n for n, (oid, _) in enumerate(counts)}

@@ -216,6 +216,10 @@ class PostgresCatalog:
         )
         return [(UUID(str(r[0])), int(r[1])) for r in rows]
 
+    def foreign_originators(self) -> list[tuple[str, int]]:
+        """None: the column holds only UUIDs."""
+        return []
+
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         rows = self._query(
             SQL("SELECT event_id, originator_id, seq FROM {} WHERE event_id = ANY(%s)").format(

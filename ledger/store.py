@@ -38,6 +38,13 @@ INDEX_TABLE = "ledger_event_index"
 INDEX_COLUMNS = "event_id, stream, originator_id, seq, type, agency, occurred_at, recorded_at"
 # Sealed narrative (see ledger/narrative.py), written in the same transaction as its event.
 NARRATIVE_TABLE = "ledger_narrative"
+# SQL: the row's originator id is a stream id as the ledger writes it on SQLite; and
+# how one that is not is named in findings (its type, then its bytes in hex).
+STREAM_ID_FORM = (
+    "typeof(originator_id) = 'text' AND length(originator_id) = 32 "
+    "AND originator_id NOT GLOB '*[^0-9a-f]*'"
+)
+FOREIGN_ORIGINATOR = "rtrim(typeof(originator_id) || ' ' || lower(hex(originator_id)))"
 NARRATIVE_DDL = (
     "CREATE TABLE IF NOT EXISTS {table} (event_id TEXT NOT NULL, field TEXT NOT NULL, "
     "case_id TEXT NOT NULL, sealed {blob}, erased TEXT, PRIMARY KEY (event_id, field))"
@@ -241,6 +248,7 @@ class Catalog(Protocol):
     events_table: str
 
     def stream_counts(self) -> list[tuple[UUID, int]]: ...
+    def foreign_originators(self) -> list[tuple[str, int]]: ...
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]: ...
@@ -268,11 +276,23 @@ class SQLiteCatalog:
             return rows
 
     def stream_counts(self) -> list[tuple[UUID, int]]:
+        """Each stream's id and number of events, in the order the streams began."""
         rows = self._query(
             f"SELECT originator_id, COUNT(*) FROM {self.events_table} "
-            "GROUP BY originator_id ORDER BY MIN(rowid)"
+            f"WHERE {STREAM_ID_FORM} GROUP BY originator_id ORDER BY MIN(rowid)"
         )
         return [(UUID(r[0]), int(r[1])) for r in rows]
+
+    def foreign_originators(self) -> list[tuple[str, int]]:
+        """Originator ids of stored rows that are not stream ids as the ledger writes
+        them (32 lowercase hex digits, as text), so that no stream reads them: an
+        edit's doing. Each is shown by its type and its bytes in hex (it may not even
+        be UTF-8), with how many rows have it."""
+        rows = self._query(
+            f"SELECT {FOREIGN_ORIGINATOR}, COUNT(*) FROM {self.events_table} "
+            f"WHERE NOT ({STREAM_ID_FORM}) GROUP BY originator_id ORDER BY MIN(rowid)"
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     def _query_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         """`sql` with `{marks}` for an IN list, run over `values` 500 at a time (SQLite
@@ -346,11 +366,18 @@ class SQLiteCatalog:
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         """The notification log's next rows (id, originator hex, version, state), read raw
         for the integrator: the same rows, in the same order, as select_notifications."""
+        # An originator id an edit left in another form is read as a text naming it,
+        # never a stream's id (and never text that cannot be decoded).
         rows = self._query(
-            f"SELECT rowid, originator_id, originator_version, state FROM {self.events_table} "
-            "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT rowid, CASE WHEN {STREAM_ID_FORM} THEN originator_id "
+            f"ELSE {FOREIGN_ORIGINATOR} END, originator_version, state "
+            f"FROM {self.events_table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
             [last, limit],
         )
+        # Nearly every page is already so (rowid is always an integer): one pass over
+        # the column types passes it without rebuilding a tuple for every row.
+        if all(type(r[1]) is str and type(r[2]) is int and type(r[3]) is bytes for r in rows):
+            return rows
         return [(int(r[0]), str(r[1]), stored_int(r[2]), stored_bytes(r[3])) for r in rows]
 
     def streams_mentioning(self, text: str) -> list[str]:

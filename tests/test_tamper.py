@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from ledger.audit import Auditor, AuditReport, audit
 from ledger.canonical import canonical, envelope_bytes
 from ledger.keys import Signer
-from ledger.verify import parse_envelope
+from ledger.verify import parse_envelope, stream_id
 from tests.conftest import World
+from tests.rawdb import SQLiteRaw
 
 CASE = "case/C-1"
 
@@ -195,6 +196,54 @@ def test_a_corrupt_stored_row_is_reported_not_a_crash(world: World, state: Any) 
     stream, seq, _event_id, message = first_problem(world)
     assert (stream, seq) == (CASE, 2)
     assert "not a valid event" in message
+
+
+# Values PostgreSQL's typed columns refuse, which SQLite stores as they come.
+ORIGINATOR_EDITS = {
+    "blob": (b"\x00blob", "blob 00626c6f62"),
+    "not-hex": ("garbage", "text 67617262616765"),
+    "null": (None, "null"),
+    "dashed": (str(stream_id(CASE)), "text " + str(stream_id(CASE)).encode().hex()),
+    "upper-case": (
+        stream_id(CASE).hex.upper(),
+        "text " + stream_id(CASE).hex.upper().encode().hex(),
+    ),
+}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("edit", [*ORIGINATOR_EDITS, "version"])
+def test_a_stored_row_edited_out_of_its_stream_is_reported_not_a_crash(
+    world: World, edit: str
+) -> None:
+    """A row whose originator id is no longer a stream id as the ledger writes it is
+    read by no stream: verify names it (and the gap it left), and the notification
+    log, which the integrator and verify's log pass read raw, comes out typed as
+    always, the row's originator naming what is there and a bad version as -1."""
+    three_events(world)
+    assert isinstance(world.raw, SQLiteRaw)
+    column, value = (
+        ("originator_version", "two")
+        if edit == "version"
+        else ("originator_id", ORIGINATOR_EDITS[edit][0])
+    )
+    world.raw.db.execute(
+        f"UPDATE {world.raw.table} SET {column} = ? WHERE originator_id = ? "
+        "AND originator_version = 2",
+        (value, stream_id(CASE).hex),
+    )
+    rows = world.ledger.store.catalog.notifications_after(0, 1000)
+    assert [tuple(map(type, r)) for r in rows] == [(int, str, int, bytes)] * len(rows)
+    report = verify(world)
+    assert not report.ok
+    if edit == "version":
+        assert [r[2] for r in rows].count(-1) == 1
+        return
+    shown = ORIGINATOR_EDITS[edit][1]
+    assert [r[1] for r in rows].count(shown) == 1
+    named = [p for p in report.problems if p.stream == f"originator {shown}"]
+    assert len(named) == 1 and "1 stored event(s)" in named[0].message
+    assert any(p.stream == CASE for p in report.problems)  # the gap at seq 2
 
 
 @pytest.mark.parametrize("attack", ["dropped", "planted", "retyped"])
