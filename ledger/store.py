@@ -62,6 +62,19 @@ def stored_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "surrogatepass")
 
 
+def _shown(kind: str, hexed: str) -> str:
+    """A stored value SQLite gave as its type and bytes in hex, for a finding."""
+    if kind == "text":
+        try:
+            text = bytes.fromhex(hexed).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if text.isprintable():
+                return f"text {text!r}"
+    return f"{kind} {hexed}".rstrip()
+
+
 def lenient_text(raw: bytes) -> str:
     """SQLite text as str, invalid UTF-8 kept as escaped bytes rather than an error."""
     return raw.decode("utf-8", "surrogateescape")
@@ -286,13 +299,14 @@ class SQLiteCatalog:
     def foreign_originators(self) -> list[tuple[str, int]]:
         """Originator ids of stored rows that are not stream ids as the ledger writes
         them (32 lowercase hex digits, as text), so that no stream reads them: an
-        edit's doing. Each is shown by its type and its bytes in hex (it may not even
-        be UTF-8), with how many rows have it."""
+        edit's doing. Each is shown by its type and its text, or its bytes in hex where
+        they are no printable text, with how many rows have it."""
         rows = self._query(
-            f"SELECT {FOREIGN_ORIGINATOR}, COUNT(*) FROM {self.events_table} "
-            f"WHERE NOT ({STREAM_ID_FORM}) GROUP BY originator_id ORDER BY MIN(rowid)"
+            f"SELECT typeof(originator_id), lower(hex(originator_id)), COUNT(*) "
+            f"FROM {self.events_table} WHERE NOT ({STREAM_ID_FORM}) "
+            "GROUP BY originator_id ORDER BY MIN(rowid)"
         )
-        return [(str(r[0]), int(r[1])) for r in rows]
+        return [(_shown(str(r[0]), str(r[1])), int(r[2])) for r in rows]
 
     def _query_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         """`sql` with `{marks}` for an IN list, run over `values` 500 at a time (SQLite

@@ -199,14 +199,20 @@ def test_a_corrupt_stored_row_is_reported_not_a_crash(world: World, state: Any) 
 
 
 # Values PostgreSQL's typed columns refuse, which SQLite stores as they come.
-ORIGINATOR_EDITS = {
-    "blob": (b"\x00blob", "blob 00626c6f62"),
-    "not-hex": ("garbage", "text 67617262616765"),
-    "null": (None, "null"),
-    "dashed": (str(stream_id(CASE)), "text " + str(stream_id(CASE)).encode().hex()),
+ORIGINATOR_EDITS = {  # the value; as the notification log reads it; as a finding names it
+    "blob": (b"\x00blob", "blob 00626c6f62", "blob 00626c6f62"),
+    "not-hex": ("garbage", "text 67617262616765", "text 'garbage'"),
+    "null": (None, "null", "null"),
+    "not-utf-8": (b"\xff\xfe", "text fffe", "text fffe"),  # stored as text, below
+    "dashed": (
+        str(stream_id(CASE)),
+        "text " + str(stream_id(CASE)).encode().hex(),
+        f"text '{stream_id(CASE)}'",
+    ),
     "upper-case": (
         stream_id(CASE).hex.upper(),
         "text " + stream_id(CASE).hex.upper().encode().hex(),
+        f"text '{stream_id(CASE).hex.upper()}'",
     ),
 }
 
@@ -228,8 +234,9 @@ def test_a_stored_row_edited_out_of_its_stream_is_reported_not_a_crash(
         else ("originator_id", ORIGINATOR_EDITS[edit][0])
     )
     world.raw.db.execute(
-        f"UPDATE {world.raw.table} SET {column} = ? WHERE originator_id = ? "
-        "AND originator_version = 2",
+        f"UPDATE {world.raw.table} SET {column} = "
+        + ("CAST(? AS TEXT)" if edit == "not-utf-8" else "?")
+        + " WHERE originator_id = ? AND originator_version = 2",
         (value, stream_id(CASE).hex),
     )
     rows = world.ledger.store.catalog.notifications_after(0, 1000)
@@ -239,8 +246,8 @@ def test_a_stored_row_edited_out_of_its_stream_is_reported_not_a_crash(
     if edit == "version":
         assert [r[2] for r in rows].count(-1) == 1
         return
-    shown = ORIGINATOR_EDITS[edit][1]
-    assert [r[1] for r in rows].count(shown) == 1
+    _, logged, shown = ORIGINATOR_EDITS[edit]
+    assert [r[1] for r in rows].count(logged) == 1
     named = [p for p in report.problems if p.stream == f"originator {shown}"]
     assert len(named) == 1 and "1 stored event(s)" in named[0].message
     assert any(p.stream == CASE for p in report.problems)  # the gap at seq 2
