@@ -38,18 +38,18 @@ INDEX_TABLE = "ledger_event_index"
 INDEX_COLUMNS = "event_id, stream, originator_id, seq, type, agency, occurred_at, recorded_at"
 # Sealed narrative (see ledger/narrative.py), written in the same transaction as its event.
 NARRATIVE_TABLE = "ledger_narrative"
-# SQL: the row's originator id is a stream id as the ledger writes it on SQLite; and
-# how one that is not is named in findings (its type, then its bytes in hex).
-STREAM_ID_FORM = (
-    "typeof(originator_id) = 'text' AND length(originator_id) = 32 "
-    "AND originator_id NOT GLOB '*[^0-9a-f]*'"
-)
-FOREIGN_ORIGINATOR = "rtrim(typeof(originator_id) || ' ' || lower(hex(originator_id)))"
 NARRATIVE_DDL = (
     "CREATE TABLE IF NOT EXISTS {table} (event_id TEXT NOT NULL, field TEXT NOT NULL, "
     "case_id TEXT NOT NULL, sealed {blob}, erased TEXT, PRIMARY KEY (event_id, field))"
 )
 NARRATIVE_INDEX_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} (case_id)"
+# SQL: the row's originator id is a stream id as the ledger writes it on SQLite; and
+# how the notification log names one that is not (its type, then its bytes in hex).
+STREAM_ID_FORM = (
+    "typeof(originator_id) = 'text' AND length(originator_id) = 32 "
+    "AND originator_id NOT GLOB '*[^0-9a-f]*'"
+)
+FOREIGN_ORIGINATOR = "rtrim(typeof(originator_id) || ' ' || lower(hex(originator_id)))"
 
 
 def stored_bytes(value: Any) -> bytes:
@@ -379,7 +379,8 @@ class SQLiteCatalog:
 
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         """The notification log's next rows (id, originator hex, version, state), read raw
-        for the integrator: the same rows, in the same order, as select_notifications."""
+        for the integrator: the same rows, in the same order, as select_notifications
+        (but for an originator id no stream has, named as `FOREIGN_ORIGINATOR` says)."""
         # An originator id an edit left in another form is read as a text naming it,
         # never a stream's id (and never text that cannot be decoded).
         rows = self._query(
