@@ -346,8 +346,8 @@ class Auditor:
             # What was stored when verify began: events appended meanwhile (the ledger
             # may be serving) are left to the next run, with their index rows.
             self.upto = self.store.catalog.last_position()
-            counts = self.store.catalog.stream_counts()
-            for shown, rows in self.store.catalog.foreign_originators():
+            counts, foreign = self.store.catalog.stream_counts()
+            for shown, rows in foreign:
                 self._problem(
                     (1, len(counts), 0),
                     f"originator {shown}",

@@ -207,18 +207,16 @@ class PostgresCatalog:
     def _index(self) -> Any:
         return SQL("{}.{}").format(Identifier(self.schema), Identifier(INDEX_TABLE))
 
-    def stream_counts(self) -> list[tuple[UUID, int]]:
+    def stream_counts(self) -> tuple[list[tuple[UUID, int]], list[tuple[str, int]]]:
+        """Each stream's id and number of events, in the order the streams began; no
+        foreign originator ids (the column holds only UUIDs)."""
         rows = self._query(
             SQL(
                 "SELECT originator_id, COUNT(*) FROM {} GROUP BY originator_id "
                 "ORDER BY MIN(notification_id)"
             ).format(self._events())
         )
-        return [(UUID(str(r[0])), int(r[1])) for r in rows]
-
-    def foreign_originators(self) -> list[tuple[str, int]]:
-        """None: the column holds only UUIDs."""
-        return []
+        return [(UUID(str(r[0])), int(r[1])) for r in rows], []
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         rows = self._query(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import (
     Mapper,
+    OperationalError,
     PersistenceError,
     StoredEvent,
     Transcoder,
@@ -43,13 +44,11 @@ NARRATIVE_DDL = (
     "case_id TEXT NOT NULL, sealed {blob}, erased TEXT, PRIMARY KEY (event_id, field))"
 )
 NARRATIVE_INDEX_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} (case_id)"
-# SQL: the row's originator id is a stream id as the ledger writes it on SQLite; and
-# how the notification log names one that is not (its type, then its bytes in hex).
+# SQL: the row's originator id is a stream id as the ledger writes it on SQLite.
 STREAM_ID_FORM = (
     "typeof(originator_id) = 'text' AND length(originator_id) = 32 "
     "AND originator_id NOT GLOB '*[^0-9a-f]*'"
 )
-FOREIGN_ORIGINATOR = "rtrim(typeof(originator_id) || ' ' || lower(hex(originator_id)))"
 
 
 def stored_bytes(value: Any) -> bytes:
@@ -62,22 +61,45 @@ def stored_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "surrogatepass")
 
 
-def _shown(kind: str, hexed: str) -> str:
-    """A stored value SQLite gave as its type and bytes in hex, for a finding."""
+def _shown(kind: str, raw: bytes) -> str:
+    """A stored value that is not what the ledger wrote, for a finding: SQLite's name
+    for its type, then its text where that is printable, else its bytes in hex."""
     if kind == "text":
         try:
-            text = bytes.fromhex(hexed).decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             pass
         else:
             if text.isprintable():
                 return f"text {text!r}"
-    return f"{kind} {hexed}".rstrip()
+    return f"{kind} {raw.hex()}".rstrip()
+
+
+def _originator_text(value: Any) -> str:
+    """An originator id column's value as text, whatever an edit left there."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return _shown("null", b"")
+    if isinstance(value, bytes):
+        return _shown("blob", value)
+    return _shown("integer" if isinstance(value, int) else "real", str(value).encode())
 
 
 def lenient_text(raw: bytes) -> str:
     """SQLite text as str, invalid UTF-8 kept as escaped bytes rather than an error."""
     return raw.decode("utf-8", "surrogateescape")
+
+
+@contextmanager
+def _text_leniently(conn: sqlite3.Connection) -> Iterator[None]:
+    """Meanwhile, `conn` reads text with `lenient_text`."""
+    strict = conn.text_factory
+    conn.text_factory = lenient_text
+    try:
+        yield
+    finally:
+        conn.text_factory = strict
 
 
 def stored_int(value: Any) -> int:
@@ -260,8 +282,7 @@ class Catalog(Protocol):
 
     events_table: str
 
-    def stream_counts(self) -> list[tuple[UUID, int]]: ...
-    def foreign_originators(self) -> list[tuple[str, int]]: ...
+    def stream_counts(self) -> tuple[list[tuple[UUID, int]], list[tuple[str, int]]]: ...
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]: ...
     def index_rows(self, stream_prefix: str) -> list[tuple[Any, ...]]: ...
     def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]: ...
@@ -280,33 +301,32 @@ class SQLiteCatalog:
         self.recorder = recorder
         self.events_table: str = recorder.events_table_name
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(
+        self, sql: str, params: Sequence[Any] = (), lenient: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples; with `lenient`, text an edit left as invalid UTF-8
+        comes escaped (see `lenient_text`) instead of failing the query."""
         with self.recorder.datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples: no sqlite3.Row to build and copy
-            cursor.execute(sql, params)
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            with _text_leniently(cursor.connection) if lenient else nullcontext():
+                cursor.execute(sql, params)
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
             return rows
 
-    def stream_counts(self) -> list[tuple[UUID, int]]:
-        """Each stream's id and number of events, in the order the streams began."""
+    def stream_counts(self) -> tuple[list[tuple[UUID, int]], list[tuple[str, int]]]:
+        """Each stream's id and number of events, in the order the streams began; and
+        each originator id that is not a stream id as the ledger writes it (32
+        lowercase hex digits, as text), so that no stream reads its rows: an edit's
+        doing, shown for a finding with how many rows have it."""
         rows = self._query(
-            f"SELECT originator_id, COUNT(*) FROM {self.events_table} "
-            f"WHERE {STREAM_ID_FORM} GROUP BY originator_id ORDER BY MIN(rowid)"
+            f"SELECT CASE WHEN {STREAM_ID_FORM} THEN originator_id END, COUNT(*), "
+            "typeof(originator_id), CAST(originator_id AS BLOB) "
+            f"FROM {self.events_table} GROUP BY originator_id ORDER BY MIN(rowid)"
         )
-        return [(UUID(r[0]), int(r[1])) for r in rows]
-
-    def foreign_originators(self) -> list[tuple[str, int]]:
-        """Originator ids of stored rows that are not stream ids as the ledger writes
-        them (32 lowercase hex digits, as text), so that no stream reads them: an
-        edit's doing. Each is shown by its type and its text, or its bytes in hex where
-        they are no printable text, with how many rows have it."""
-        rows = self._query(
-            f"SELECT typeof(originator_id), lower(hex(originator_id)), COUNT(*) "
-            f"FROM {self.events_table} WHERE NOT ({STREAM_ID_FORM}) "
-            "GROUP BY originator_id ORDER BY MIN(rowid)"
-        )
-        return [(_shown(str(r[0]), str(r[1])), int(r[2])) for r in rows]
+        streams = [(UUID(r[0]), int(r[1])) for r in rows if r[0] is not None]
+        foreign = [(_shown(r[2], r[3] or b""), int(r[1])) for r in rows if r[0] is None]
+        return streams, foreign
 
     def _query_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         """`sql` with `{marks}` for an IN list, run over `values` 500 at a time (SQLite
@@ -342,15 +362,10 @@ class SQLiteCatalog:
         with self.recorder.datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples, as _query's
-            conn = cursor.connection
-            strict = conn.text_factory
-            conn.text_factory = lenient_text
-            try:
+            with _text_leniently(cursor.connection):
                 cursor.execute(sql)
                 while rows := cursor.fetchmany(5000):
                     yield from rows
-            finally:
-                conn.text_factory = strict
 
     def not_later(self, alias: str, upto: int, schema: str = "") -> str:
         """SQL: the index row `alias` is not that of an event stored after `upto` (a
@@ -379,21 +394,22 @@ class SQLiteCatalog:
 
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         """The notification log's next rows (id, originator hex, version, state), read raw
-        for the integrator: the same rows, in the same order, as select_notifications
-        (but for an originator id no stream has, named as `FOREIGN_ORIGINATOR` says)."""
-        # An originator id an edit left in another form is read as a text naming it,
-        # never a stream's id (and never text that cannot be decoded).
-        rows = self._query(
-            f"SELECT rowid, CASE WHEN {STREAM_ID_FORM} THEN originator_id "
-            f"ELSE {FOREIGN_ORIGINATOR} END, originator_version, state "
-            f"FROM {self.events_table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            [last, limit],
+        for the integrator: the same rows, in the same order, as select_notifications."""
+        sql = (
+            f"SELECT rowid, originator_id, originator_version, state FROM {self.events_table} "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
         )
+        try:
+            rows = self._query(sql, [last, limit])
+        except OperationalError:  # text an edit left as invalid UTF-8: read it escaped
+            rows = self._query(sql, [last, limit], lenient=True)
         # Nearly every page is already so (rowid is always an integer): one pass over
         # the column types passes it without rebuilding a tuple for every row.
         if all(type(r[1]) is str and type(r[2]) is int and type(r[3]) is bytes for r in rows):
             return rows
-        return [(int(r[0]), str(r[1]), stored_int(r[2]), stored_bytes(r[3])) for r in rows]
+        return [
+            (int(r[0]), _originator_text(r[1]), stored_int(r[2]), stored_bytes(r[3])) for r in rows
+        ]
 
     def streams_mentioning(self, text: str) -> list[str]:
         """Case streams whose stored events contain `text` (a reference), by name."""
