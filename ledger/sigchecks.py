@@ -64,8 +64,7 @@ class SignatureChecks:
         self._chunk = chunk
         self._known = known
         self._digests: list[bytes] = []  # of the checks made, in order, if `known`
-        self._passed: list[int] = []  # where checks `known` held stand among all added
-        self._added = 0
+        self._known_at: list[bool] = []  # for each added, if `known`: whether it held it
         self._pending: list[_Check] = []
         self._started: list[tuple[list[_Check], Future[list[bool]]]] = []
         self._results: list[bool] | None = None
@@ -74,11 +73,11 @@ class SignatureChecks:
     def add(self, key: Ed25519PublicKey, sig: bytes, body_bytes: bytes) -> None:
         if self._results is not None or self._abandoned:
             raise RuntimeError("signature checks already collected or abandoned")
-        self._added += 1
         if self._known is not None:
             digest = self._known.digest(key, sig, body_bytes)
-            if digest in self._known:
-                self._passed.append(self._added - 1)
+            held = digest in self._known
+            self._known_at.append(held)
+            if held:
                 return
             self._digests.append(digest)
         self._pending.append((key, sig, body_bytes))
@@ -123,24 +122,9 @@ class SignatureChecks:
             for digest, ok in zip(self._digests, checked, strict=True):
                 if ok:
                     self._known.add(digest)
-        self._results = _merged(checked, self._passed, self._added)
+            # In the order added: True where the check was known to pass.
+            made = iter(checked)
+            checked = [held or next(made) for held in self._known_at]
+        self._results = checked
         self._pending = []
         return self._results
-
-
-def _merged(checked: list[bool], passed: list[int], total: int) -> list[bool]:
-    """The results in the order added: True where a check was known to pass (at the
-    positions `passed`, ascending), the checks' results in turn elsewhere."""
-    if not passed:
-        return checked
-    out: list[bool] = []
-    rest = iter(checked)
-    known = iter(passed)
-    at = next(known, None)
-    for n in range(total):
-        if n == at:
-            out.append(True)
-            at = next(known, None)
-        else:
-            out.append(next(rest))
-    return out
