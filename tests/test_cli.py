@@ -454,3 +454,20 @@ def test_narrative_from_the_command_line(
     assert main(run(world, "narrative", "erase", "NOPE", "--reason", "x")) == 1
     assert "no case 'NOPE'" in capsys.readouterr().err
     assert main(run(world, "verify")) == 0
+
+
+def test_the_command_loads_the_cli_only_when_run() -> None:
+    """Spawned verify workers run the command's script again: it must not pull in the
+    whole CLI (each worker would spend its start-up importing it)."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="ledger")
+    assert script.value == "ledger.__main__:main"
+    probe = "import sys, ledger.__main__; print(sorted(m for m in sys.modules if m in "
+    probe += "('ledger.cli', 'ledger.core', 'ledger.events', 'pydantic', 'rich')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "ledger", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "verify" in help_text.stdout
