@@ -235,6 +235,12 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     ledger.log.integrate_all()
 
     use_wrk = have_wrk()
+    if not use_wrk:
+        print(
+            "bench_http: wrk not found (apt-get install wrk): Python client threads are the "
+            "load, and on two cores they bound the HTTP figures (see http_bare_fastapi_echo)",
+            file=sys.stderr,
+        )
     rate_cap = 6000 if use_wrk else 2000  # more than the clients can post in the time
     budget = int(seconds * rate_cap) + 5_000
     singles = [signed(n, signer, "single") for n in range(budget)]
