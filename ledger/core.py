@@ -43,7 +43,13 @@ from .errors import (
     ValidationError,
 )
 from .events import AGENCY_ID_RE, AgencyKind, format_time, validate_body
-from .keys import LEDGER_KEY_FILE, Signer, generate_key_file, load_key_file
+from .keys import (
+    LEDGER_KEY_FILE,
+    Signer,
+    generate_key_file,
+    load_key_file,
+    load_or_generate_key_file,
+)
 from .log import VerifiableLog, log_verifier
 from .narrative import NarrativeText, sign_draft
 from .narrative import check as check_narrative
@@ -400,7 +406,7 @@ class Ledger:
         if self.ledger_key_path.exists():
             signer = load_key_file(self.ledger_key_path)
         else:
-            signer = generate_key_file(self.ledger_key_path)
+            signer = load_or_generate_key_file(self.ledger_key_path)
         pub_path = self.keys_dir / "ledger.pub"
         if not pub_path.exists():
             pub_path.write_text(signer.public_b64 + "\n")

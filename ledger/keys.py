@@ -6,10 +6,13 @@ printed, logged or stored in the database; a file others can read is refused.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,27 +59,98 @@ class Signer:
         return hashlib.sha256(b"response-ledger/v2/narrative-salt\n" + raw).digest()
 
 
-def generate_key_file(path: Path) -> Signer:
-    """Create a new key file with 0600 permissions; never overwrite an existing one."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_private(path, pem)
+
+
+def generate_key_file(path: Path) -> Signer:
+    """Create a new key file with 0600 permissions; never overwrite an existing one."""
+    key = Ed25519PrivateKey.generate()
+    write_private(path, _private_pem(key))
     return Signer(key)
+
+
+def load_or_generate_key_file(path: Path) -> Signer:
+    """The key in `path`, created first if there is none. Processes starting together
+    (a server's workers, say) all end up with the one key that was written first."""
+    return load_key_bytes(path, create_private(path, _private_pem(Ed25519PrivateKey.generate())))
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Create a file only its owner may read (0600, directory 0700); never overwrite one."""
+    if not _create_once(path, data):
+        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it")
+
+
+def create_private(path: Path, data: bytes) -> bytes:
+    """`data` written to `path` as `write_private` does, unless the file exists already
+    (written meanwhile by another process, say): then what it holds."""
+    return data if _create_once(path, data) else read_private(path)
+
+
+def _create_once(path: Path, data: bytes) -> bool:
+    """Write `data` to a new file at `path` whole or not at all: False if there is one.
+
+    The bytes go to a private file beside it and are synced to disk before a hard link
+    gives them the name, which fails if the name is taken. So a reader never finds a
+    key file half written, two writers never both think theirs is the key, and a key
+    that has sealed anything is on disk before it is used (the directory is synced
+    too, so the name survives a crash).
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    except OSError as e:
+        raise KeyFileError(f"cannot write key file {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:  # mkstemp creates it 0600
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in _NO_LINKS:
+                raise
+            return _create_in_place(path, data)  # a file system without hard links
+        _sync_directory(path.parent)
+        return True
+    except OSError as e:
+        raise KeyFileError(f"cannot write key file {path}: {e.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
+
+
+def _create_in_place(path: Path, data: bytes) -> bool:
+    """Where hard links cannot be made: exclusive creation under the name itself."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it") from None
+        return False
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    _sync_directory(path.parent)
+    return True
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_private(path: Path) -> bytes:
@@ -97,7 +171,11 @@ def read_private(path: Path) -> bytes:
 
 def load_key_file(path: Path) -> Signer:
     """Load a private key file, refusing one that group or others can read."""
-    data = read_private(path)
+    return load_key_bytes(path, read_private(path))
+
+
+def load_key_bytes(path: Path, data: bytes) -> Signer:
+    """The key in `data`, read from `path` (named in errors)."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:

@@ -24,7 +24,7 @@ from .checkpoint import (
     verify_checkpoint,
 )
 from .errors import IntegrityError, LedgerError, StoreUnavailable
-from .keys import Signer, generate_key_file, load_key_file
+from .keys import Signer, load_key_file, load_or_generate_key_file
 from .log import ConsistencyProof
 from .merkle import InvalidProof, verify_consistency
 from .verify import b64decode
@@ -126,7 +126,7 @@ class Witness:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_path = self.dir / "witness.key"
         self.signer: Signer = (
-            load_key_file(key_path) if key_path.exists() else generate_key_file(key_path)
+            load_key_file(key_path) if key_path.exists() else load_or_generate_key_file(key_path)
         )
         name_path = self.dir / "name"
         if name:
