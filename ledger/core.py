@@ -46,7 +46,7 @@ from .events import AGENCY_ID_RE, AgencyKind, format_time, validate_body
 from .keys import (
     LEDGER_KEY_FILE,
     Signer,
-    generate_key_file,
+    install_key_file,
     load_key_file,
     load_or_generate_key_file,
 )
@@ -472,9 +472,13 @@ class Ledger:
         # The id becomes a file name: refuse a bad id (or name, or borough) before
         # any key file is written.
         validate_body(registration.body, self.clock())
+        pending = None
         if public_key is None:
+            # Made beside its final name and given it once recorded, as in
+            # `add_agency_key`: a registration that fails can simply be run again.
             key_path = self.agency_key_path(agency_id)
-            public_key = generate_key_file(key_path).public_bytes
+            pending = key_path.with_name(key_path.name + ".new")
+            public_key = load_or_generate_key_file(pending).public_bytes
         self.append_many(
             [
                 registration,
@@ -487,27 +491,40 @@ class Ledger:
             ],
             system=True,
         )
+        if pending is not None and key_path is not None:
+            install_key_file(pending, key_path)
         return key_id_of(public_key), key_path
 
     def add_agency_key(
         self, agency_id: str, public_key: bytes | None = None
     ) -> tuple[str, Path | None]:
-        """Add a key (rotation is add-then-revoke); a local one gets a new key file."""
-        self.agency(agency_id)
-        key_path = None
-        if public_key is None:
-            old = self.agency_key_path(agency_id)
-            if old.exists():
-                old.rename(old.with_suffix(f".{int(time.time())}.retired"))
-            key_path = old
-            public_key = generate_key_file(key_path).public_bytes
+        """Add a key (rotation is add-then-revoke); a local one gets a new key file.
+
+        A local key is made beside the agency's key file and takes its name only once
+        the ledger has recorded it, the old file kept as `ID.KEYID.retired`: a failure
+        on the way leaves the agency signing with the key it had, and running the
+        same command again registers and installs the key made the first time.
+        """
+        agency = self.agency(agency_id)
+        if public_key is not None:
+            self._add_key(agency, agency_id, public_key)
+            return key_id_of(public_key), None
+        key_path = self.agency_key_path(agency_id)
+        pending = key_path.with_name(key_path.name + ".new")
+        public_key = load_or_generate_key_file(pending).public_bytes
+        self._add_key(agency, agency_id, public_key)
+        install_key_file(pending, key_path)
+        return key_id_of(public_key), key_path
+
+    def _add_key(self, agency: Agency, agency_id: str, public_key: bytes) -> None:
+        if key_id_of(public_key) in agency.keys:
+            return  # recorded by an earlier attempt that failed after it
         self.append_system(
             {"agency_id": agency_id},
             "AGENCY_KEY_ADDED",
             {"public_key": b64encode(public_key)},
             event_id=f"agency-{agency_id}-key-{key_id_of(public_key)[:16]}",
         )
-        return key_id_of(public_key), key_path
 
     def revoke_agency_key(self, agency_id: str, key_id: str, reason: str) -> Receipt:
         agency = self.agency(agency_id)

@@ -67,17 +67,26 @@ def _private_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
-def generate_key_file(path: Path) -> Signer:
-    """Create a new key file with 0600 permissions; never overwrite an existing one."""
-    key = Ed25519PrivateKey.generate()
-    write_private(path, _private_pem(key))
-    return Signer(key)
-
-
 def load_or_generate_key_file(path: Path) -> Signer:
     """The key in `path`, created first if there is none. Processes starting together
     (a server's workers, say) all end up with the one key that was written first."""
     return load_key_bytes(path, create_private(path, _private_pem(Ed25519PrivateKey.generate())))
+
+
+def install_key_file(new: Path, path: Path) -> None:
+    """Give the key file `new` the name `path`, keeping the key that had it as
+    `NAME.KEYID.retired` beside it (named by its key, so no retired key is ever
+    written over)."""
+    if path.exists():
+        data = read_private(path)
+        stem = path.name.removesuffix(".key")
+        retired = path.with_name(f"{stem}.{load_key_bytes(path, data).key_id[:16]}.retired")
+        create_private(retired, data)  # there already if this very key was retired before
+    try:
+        os.replace(new, path)
+    except OSError as e:
+        raise KeyFileError(f"cannot install key file {path}: {e.strerror}") from None
+    _sync_directory(path.parent)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from ledger.audit import audit
-from ledger.errors import KeyFileError
+from ledger.errors import KeyFileError, StoreUnavailable
 from ledger.keys import (
     create_private,
-    generate_key_file,
     load_key_file,
     load_or_generate_key_file,
     write_private,
@@ -74,10 +73,9 @@ def test_a_vault_key_written_by_another_process_after_the_check_is_used(
 
 def test_a_ledger_key_written_meanwhile_is_loaded_not_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.key"
-    first = generate_key_file(path)
+    first = load_or_generate_key_file(path)
     assert load_or_generate_key_file(path).public_bytes == first.public_bytes
-    with pytest.raises(KeyFileError, match="refusing to overwrite"):
-        generate_key_file(path)  # an agency's new key must never replace one
+    assert load_key_file(path).public_bytes == first.public_bytes
 
 
 def test_without_hard_links_the_key_file_is_still_created_once(
@@ -194,3 +192,86 @@ def test_two_writers_sealing_the_first_narrative_at_once_both_succeed(world: Wor
         texts = vault.narrative_view(case, envelopes, "full")
         assert len(texts) == len(envelopes) > 0
         assert all("no further action" in t["rationale"] for t in texts.values()), texts
+
+
+def key_files(world: World) -> list[str]:
+    return sorted(p.name for p in (world.keys / "agencies").iterdir())
+
+
+def test_a_rotation_that_fails_to_record_leaves_the_agency_signing_as_before(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = world.signers["police-a"]
+    path = world.ledger.agency_key_path("police-a")
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("database error; nothing was written: connection lost")
+
+    monkeypatch.setattr(world.ledger, "append_system", down)
+    with pytest.raises(StoreUnavailable):
+        world.ledger.add_agency_key("police-a")
+    monkeypatch.undo()
+    assert load_key_file(path).key_id == old.key_id
+    world.append("police-a")  # still signs with the key it has, which is still valid
+    made = load_key_file(path.with_name("police-a.key.new"))
+
+    key_id, installed = world.ledger.add_agency_key("police-a")  # run again
+    assert (key_id, installed) == (made.key_id, path)
+    assert load_key_file(path).key_id == made.key_id
+    retired = path.with_name(f"police-a.{old.key_id[:16]}.retired")
+    assert load_key_file(retired).key_id == old.key_id
+    assert mode_of(retired) == mode_of(path) == 0o600
+    assert "police-a.key.new" not in key_files(world)
+    assert set(world.ledger.agency("police-a").keys) == {old.key_id, made.key_id}
+
+
+def test_a_rotation_recorded_but_not_installed_is_finished_by_running_it_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = world.signers["police-a"]
+    path = world.ledger.agency_key_path("police-a")
+
+    def full(new: Path, path: Path) -> None:
+        raise KeyFileError(f"cannot install key file {path}: No space left on device")
+
+    monkeypatch.setattr("ledger.core.install_key_file", full)
+    with pytest.raises(KeyFileError, match="No space left"):
+        world.ledger.add_agency_key("police-a")
+    monkeypatch.undo()
+    events = world.ledger.store.catalog.count_events()
+    key_id, _ = world.ledger.add_agency_key("police-a")
+    assert world.ledger.store.catalog.count_events() == events  # recorded once, not twice
+    assert load_key_file(path).key_id == key_id != old.key_id
+    world.ledger.revoke_agency_key("police-a", old.key_id, "rotated")
+    world.signers["police-a"] = load_key_file(path)
+    world.append("police-a")
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
+def test_every_retired_key_is_kept_however_quickly_keys_are_rotated(world: World) -> None:
+    path = world.ledger.agency_key_path("police-a")
+    ids = [world.signers["police-a"].key_id]
+    for _ in range(3):
+        ids.append(world.ledger.add_agency_key("police-a")[0])
+    assert load_key_file(path).key_id == ids[-1]
+    for key_id in ids[:-1]:
+        retired = path.with_name(f"police-a.{key_id[:16]}.retired")
+        assert load_key_file(retired).key_id == key_id
+
+
+def test_a_registration_that_fails_can_be_run_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("database error; nothing was written: connection lost")
+
+    monkeypatch.setattr(world.ledger, "append_many", down)
+    with pytest.raises(StoreUnavailable):
+        world.ledger.register_agency("health-c", "health", borough="Lewisham")
+    monkeypatch.undo()
+    assert "health-c.key" not in key_files(world)
+    key_id, path = world.ledger.register_agency("health-c", "health", borough="Lewisham")
+    assert path is not None and load_key_file(path).key_id == key_id
+    assert "health-c.key.new" not in key_files(world)
+    assert set(world.ledger.agency("health-c").keys) == {key_id}
