@@ -9,8 +9,12 @@ both checkpoints as evidence, when consistency fails.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,9 +119,36 @@ class WitnessResult:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace `path` with `text` so that, after a crash at any point, it holds the
+    old text or the new, and the new once this returns (synced, name and all)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[None]:
+    """One witness run at a time on a state directory: two at once would both check
+    against the same held checkpoint and could cosign two different logs."""
+    with open(state_dir / "lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 class Witness:
@@ -140,17 +171,19 @@ class Witness:
     def pinned_log_key(self, offered: NoteVerifier | None) -> NoteVerifier:
         """The log key this witness trusts: pinned on first use, never silently changed."""
         path = self.dir / "log.vkey"
-        if path.exists():
-            pinned = NoteVerifier.parse(path.read_text())
-            if offered is not None and offered != pinned:
-                raise LedgerError(
-                    f"this witness is pinned to log key {pinned.encode()}, not {offered.encode()}"
-                )
-            return pinned
-        if offered is None:
-            raise LedgerError("no log key pinned yet: pass --log-key")
-        _write_atomically(path, offered.encode() + "\n")
-        return offered
+        with _exclusive(self.dir):  # two first runs offered different keys pin one
+            if path.exists():
+                pinned = NoteVerifier.parse(path.read_text())
+                if offered is not None and offered != pinned:
+                    raise LedgerError(
+                        f"this witness is pinned to log key {pinned.encode()}, "
+                        f"not {offered.encode()}"
+                    )
+                return pinned
+            if offered is None:
+                raise LedgerError("no log key pinned yet: pass --log-key")
+            _write_atomically(path, offered.encode() + "\n")
+            return offered
 
     def witness(self, log: LogSource, latest_note: str, log_key: NoteVerifier) -> WitnessResult:
         """Check `latest_note` against the stored checkpoint; cosign it if consistent."""
@@ -160,14 +193,18 @@ class Witness:
             raise IntegrityError(f"the log's checkpoint does not verify: {e}") from None
         state = self.dir / "checkpoint"
         previous: Checkpoint | None = None
-        if state.exists():
-            old_note = state.read_text()
-            previous = verify_checkpoint(old_note, log_key)
-            self._check_consistent(log, previous, new, old_note, latest_note)
-        body = new.body()
-        line = cosign(body, self.name, self.signer.private_key, int(time.time()))
+        with _exclusive(self.dir):
+            if state.exists():
+                old_note = state.read_text()
+                previous = verify_checkpoint(old_note, log_key)
+                self._check_consistent(log, previous, new, old_note, latest_note)
+            line = cosign(new.body(), self.name, self.signer.private_key, int(time.time()))
+            # Held on disk before the cosignature leaves: a witness that crashed after
+            # publishing it but before remembering would judge the next checkpoint
+            # against the older one, and could then cosign a fork of what it signed.
+            if previous is None or new.size > previous.size:
+                _write_atomically(state, latest_note)
         log.add_cosignature(new.size, self.verifier, line)
-        _write_atomically(state, latest_note)
         return WitnessResult(new.size, previous.size if previous else None, line)
 
     @staticmethod

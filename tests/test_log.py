@@ -434,3 +434,64 @@ def test_a_checkpoint_held_outside_of_the_empty_log_must_sign_its_root(world: Wo
     report = anchored(world, [("wrong", bad)])
     assert report.problem_count == 1
     assert "(wrong) signed root" in report.problems[0].message
+
+
+class Watched:
+    """The log as a witness sees it, noting what the witness held on disk at the moment
+    each cosignature left it."""
+
+    def __init__(self, log: VerifiableLog, state: Any) -> None:
+        self.log, self.state = log, state
+        self.held_when_published: list[str] = []
+
+    def consistency(self, first: int, second: int) -> Any:
+        return self.log.consistency(first, second)
+
+    def add_cosignature(self, size: int, witness: Any, line: str) -> None:
+        self.held_when_published.append((self.state / "checkpoint").read_text())
+        self.log.add_cosignature(size, witness, line)
+
+
+def test_a_witness_remembers_a_checkpoint_before_its_cosignature_leaves(
+    world: World, tmp_path: Any
+) -> None:
+    """Else a crash in between would leave it judging the next checkpoint against an
+    older one, and it could cosign a fork of the log it has just cosigned."""
+    from ledger.witness import Witness
+
+    state = tmp_path / "witness"
+    witness = Witness(state)
+    log = Watched(world.ledger.log, state)
+    notes = []
+    for count in (2, 3):
+        some_events(world, count)
+        notes.append(world.ledger.checkpoint())
+        witness.witness(log, notes[-1], world.ledger.log_verifier())
+    assert log.held_when_published == notes
+    assert not [p.name for p in state.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_one_witness_run_at_a_time_on_a_state_directory(world: World, tmp_path: Any) -> None:
+    import fcntl
+
+    from ledger.witness import Witness
+
+    state = tmp_path / "witness"
+    witness = Witness(state)
+    some_events(world, 2)
+    note = world.ledger.checkpoint()
+    done: list[Any] = []
+    with open(state / "lock", "a") as other:  # another run holds the directory
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        run = threading.Thread(
+            target=lambda: done.append(
+                witness.witness(world.ledger.log, note, world.ledger.log_verifier())
+            )
+        )
+        run.start()
+        run.join(timeout=0.5)
+        assert run.is_alive() and not done
+        assert not (state / "checkpoint").exists()
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    run.join(timeout=30)
+    assert len(done) == 1 and (state / "checkpoint").read_text() == note
