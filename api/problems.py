@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import HTTP_STATUS, LedgerError
+from ledger.errors import HTTP_STATUS, DamagedRecord, LedgerError
+from ledger.verify import FormatError
 
 PROBLEM = "application/problem+json"
 TITLES = {
@@ -113,4 +114,6 @@ def install(app: FastAPI) -> None:
                 "store-unavailable",
                 {"Retry-After": "1"},
             )
+        if isinstance(e, FormatError):  # stored bytes no envelope can be read from
+            return problem(500, str(DamagedRecord("in this ledger", e)), "integrity")
         return problem(500, "unexpected server error", "server-error")

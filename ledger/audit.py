@@ -13,6 +13,7 @@ of events.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sqlite3
@@ -30,7 +31,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.utils import get_topic
 
-from .case import Agency, LedgerRoot
+from .case import STREAM_KINDS, Agency, LedgerRoot
 from .log import VerifiableLog, log_verifier
 from .logaudit import Anchor, LogAuditor, audit_log_elsewhere
 from .store import INDEX_COLUMNS, INDEX_TABLE, SQLiteCatalog, Store, lenient_text
@@ -55,6 +56,9 @@ INDEX_FIELDS = ("event_id", "stream", "originator_id", "seq", "type", "agency", 
 ID_FIELDS = ("event_id", "stream", "originator", "seq", "type", "agency", "occurred_at",
              "recorded_at")  # fmt: skip
 ID_COLUMNS = "event_id, stream, seq, k0, k1, originator, type, agency, occurred_at, recorded_at"
+# The topics the ledger writes: each stream kind's opening event, then its others.
+FIRST_TOPICS = [get_topic(kind.Opened) for kind in STREAM_KINDS]
+LATER_TOPICS = [get_topic(kind.Recorded) for kind in STREAM_KINDS]
 INDEXED = f"ledger.{INDEX_TABLE}"  # the ledger's event index, attached to the ids file
 # Where an event's index row (x) may disagree with the event (f): a superset of the
 # exact comparison's findings, however the table was rebuilt.
@@ -388,8 +392,10 @@ class Auditor:
             for oid, _ in counts:
                 if oid not in registry_done:
                     self._verify_stream(oid, (1, order[oid]), registry=False)
-            # The index is checked while the workers finish the last signatures.
+            # The index and the topics are checked while the workers finish the last
+            # signatures.
             self._hand_over()
+            self._check_topics(order)
             catalog = self.store.catalog
             if isinstance(catalog, SQLiteCatalog) and self.ids.attached:
                 events, index_rows = self.ids.odd_ones(
@@ -414,6 +420,31 @@ class Auditor:
         finally:
             self.pool.shutdown(wait=True)
             self.ids.close()
+
+    def _check_topics(self, order: dict[UUID, int]) -> None:
+        """A row's topic is eventsourcing's class name for its event, not part of the
+        signed record, and the ledger reads events by their envelopes alone; an edit
+        to it is an edit to the stored event all the same, and is named."""
+        for originator, version, topic in self.store.catalog.odd_topics(
+            FIRST_TOPICS, LATER_TOPICS, self.upto
+        ):
+            try:
+                oid = originator if isinstance(originator, UUID) else UUID(str(originator))
+            except ValueError:
+                continue  # under no stream's id: reported as such already
+            stream = self.names.get(oid.hex) or f"stream {oid}"
+            event_id = None
+            with contextlib.suppress(FormatError, IndexError, TypeError):
+                rows = self.store.catalog.stream_page(oid, version - 1, 1)
+                event_id = parse_envelope(rows[0][1]).event_id
+            self._problem(
+                (1, order.get(oid, 0), version),
+                stream,
+                version,
+                event_id,
+                f"stored topic {str(topic)[:80]!r} is not one the ledger writes for this event "
+                "(the row was edited)",
+            )
 
     def _first_uses(self, events: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         """The index row each event id's first use should have, in event id order;
@@ -483,15 +514,10 @@ class Auditor:
         self._problem((3, 0, seq), stream, seq, str(row[0]), message)
 
     def _registry_stream_ids(self) -> set[UUID]:
+        """The streams whose first event is the ledger's or an agency's registry event,
+        by their rows' topics (an edit to which is named by `_check_topics`)."""
         topics = [get_topic(Agency.Opened), get_topic(LedgerRoot.Opened)]
-        found: set[UUID] = set()
-        start = 1
-        while True:
-            page = self.recorder.select_notifications(start, PAGE, topics=topics)
-            found.update(UUID(str(n.originator_id)) for n in page)
-            if len(page) < PAGE:
-                return found
-            start = page[-1].id + 1
+        return set(self.store.catalog.streams_opened_as(topics))
 
     def _problem(
         self, order: tuple[int, int, int], stream: str, seq: int, event_id: str | None, message: str

@@ -15,7 +15,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from .verify import Envelope, b64decode, key_id_of, parse_envelope, stream_id
+from .errors import DamagedRecord
+from .verify import Envelope, FormatError, b64decode, key_id_of, parse_envelope, stream_id
 
 
 def _timestamp(env: Envelope) -> datetime:
@@ -36,6 +37,15 @@ def _parsed(raw: bytes) -> Envelope:
     env = parse_envelope(raw)
     _recent = env
     return env
+
+
+def read_stored(state: bytes, where: str) -> Envelope:
+    """A stored envelope, parsed (and kept, as `_parsed` does); a row no envelope can be
+    read from is reported as damaged, where it is."""
+    try:
+        return _parsed(state if type(state) is bytes else bytes(state))
+    except FormatError as e:
+        raise DamagedRecord(where, e) from None
 
 
 def _remember(env: Envelope) -> None:
@@ -231,6 +241,14 @@ class LedgerRoot(LedgerStream):
             self.public_key = env.body["payload"]["public_key"]
 
 
+def event_class(
+    stream: str, version: int
+) -> type[LedgerStream.Opened] | type[LedgerStream.Recorded]:
+    """The class of a stream's event at `version`: it opens the stream, or is recorded in it."""
+    kind = stream_class(stream)
+    return kind.Opened if version == 1 else kind.Recorded
+
+
 def stream_class(stream: str) -> type[LedgerStream]:
     if stream.startswith("case/"):
         return Case
@@ -239,3 +257,6 @@ def stream_class(stream: str) -> type[LedgerStream]:
     if stream.startswith("access/"):
         return AccessLog
     return LedgerRoot
+
+
+STREAM_KINDS: tuple[type[LedgerStream], ...] = (Case, Agency, AccessLog, LedgerRoot)

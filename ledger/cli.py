@@ -20,12 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .core import Ledger, Submission
-from .errors import LedgerError, UsageError, ValidationError
+from .errors import DamagedRecord, LedgerError, UsageError, ValidationError
 from .events import format_time, parse_time, validate_body
 from .importer import Importer, json_value
 from .keys import load_key_file, parse_public_key
 from .store import default_db_url
-from .verify import Checkpoint, NoteError, b64encode, split_note
+from .verify import Checkpoint, FormatError, NoteError, b64encode, split_note
 
 DEFAULT_ORIGIN = "response-ledger.local/log"
 
@@ -988,6 +988,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except LedgerError as e:
         print(f"ledger: {e}", file=sys.stderr)
+        return 1
+    except FormatError as e:  # read somewhere that does not say where: still one line
+        print(f"ledger: {DamagedRecord('in this ledger', e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ledger: interrupted", file=sys.stderr)

@@ -30,7 +30,7 @@ from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import PersistenceError
 
 from .canonical import canonical, envelope_bytes, format_recorded_at, sha256_hex
-from .case import Agency, LedgerRoot, LedgerStream, stream_class
+from .case import Agency, LedgerRoot, LedgerStream, read_stored, stream_class
 from .checkpoint import NoteVerifier
 from .errors import (
     Conflict,
@@ -66,7 +66,6 @@ from .verify import (
     b64decode,
     b64encode,
     key_id_of,
-    parse_envelope,
     stream_id,
     stream_of,
 )
@@ -862,7 +861,7 @@ class Ledger:
         rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
         if not rows:
             raise NotFound(f"no event at seq {seq} of stream {originator_id}")
-        return parse_envelope(bytes(rows[0].state))
+        return read_stored(rows[0].state, f"{seq} of stream {originator_id}")
 
     def _known(self, items: Sequence[_Item], own_ids: bool) -> dict[str, tuple[str, int]]:
         """Where the events the batch refers to, and with `own_ids` its own event ids,
@@ -1028,7 +1027,8 @@ class Ledger:
             if newest is None:
                 streams[name] = held[oid].__deepcopy__({})  # the cache's own cheap copy
             elif name.startswith(("case/", "access/")):
-                streams[name] = stream_class(name).at_head(oid, parse_envelope(newest))
+                env = read_stored(newest, f"{current[oid][0]} of {name}")
+                streams[name] = stream_class(name).at_head(oid, env)
             else:
                 streams[name] = cast(LedgerStream, self.app.repository.get(oid))
         return {oid: found[oid][0] for oid in wanted if oid in found}
@@ -1041,7 +1041,7 @@ class Ledger:
         while True:
             rows = self.app.recorder.select_events(originator, gt=after, limit=page)
             for row in rows:
-                yield parse_envelope(bytes(row.state))
+                yield read_stored(row.state, f"{row.originator_version} of {stream}")
             if len(rows) < page:
                 return
             after = rows[-1].originator_version
@@ -1065,7 +1065,9 @@ class Ledger:
             if len(envs) < head:
                 after = envs[-1].seq if envs else 0
                 rows = self.app.recorder.select_events(oid, gt=after)
-                envs = envs + [parse_envelope(bytes(r.state)) for r in rows]
+                envs = envs + [
+                    read_stored(r.state, f"{r.originator_version} of {stream}") for r in rows
+                ]
             self._parsed[stream] = envs
             while len(self._parsed) > PARSED_CACHE_STREAMS:
                 self._parsed.pop(next(iter(self._parsed)))

@@ -51,6 +51,16 @@ class IntegrityError(LedgerError):
     """Stored data no longer matches what was hashed or signed."""
 
 
+class DamagedRecord(IntegrityError):
+    """A stored event cannot be read at all: its row was altered or damaged."""
+
+    def __init__(self, where: str, why: object) -> None:
+        super().__init__(
+            f"stored event {where} cannot be read ({why}): the database has been altered "
+            "or damaged; run 'ledger verify' to find every such event"
+        )
+
+
 class StoreUnavailable(LedgerError):
     """The database cannot be reached; nothing was written, so retrying is safe."""
 

@@ -344,6 +344,29 @@ class PostgresCatalog:
             )[0][0]
         )
 
+    def streams_opened_as(self, topics: Sequence[str]) -> list[UUID]:
+        """As SQLiteCatalog.streams_opened_as (the uuid column holds stream ids only)."""
+        rows = self._query(
+            SQL(
+                "SELECT originator_id FROM {} WHERE originator_version = 1 AND topic = ANY(%s)"
+            ).format(self._events()),
+            [list(topics)],
+        )
+        return [r[0] if isinstance(r[0], UUID) else UUID(str(r[0])) for r in rows]
+
+    def odd_topics(
+        self, first: Sequence[str], later: Sequence[str], upto: int
+    ) -> list[tuple[Any, int, Any]]:
+        """As SQLiteCatalog.odd_topics."""
+        return self._query(
+            SQL(
+                "SELECT originator_id, originator_version, topic FROM {} WHERE "
+                "notification_id <= %s AND NOT ((originator_version = 1 AND topic = ANY(%s)) "
+                "OR (originator_version > 1 AND topic = ANY(%s)))"
+            ).format(self._events()),
+            [upto, list(first), list(later)],
+        )
+
 
 def conninfo(url: DatabaseURL) -> str:
     return psycopg.conninfo.make_conninfo(

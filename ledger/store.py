@@ -30,9 +30,11 @@ from eventsourcing.persistence import (
     Transcoder,
 )
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder, SQLiteCursor
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
 
-from .errors import NarrativeErased, NotFound, StoreUnavailable, UsageError
+from .case import event_class, read_stored
+from .errors import DamagedRecord, NarrativeErased, NotFound, StoreUnavailable, UsageError
+from .verify import stream_id
 
 DEFAULT_DB = "sqlite:///var/ledger.sqlite"
 INDEX_TABLE = "ledger_event_index"
@@ -188,11 +190,19 @@ class EnvelopeMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        cls = resolve_topic(stored_event.topic)
+        """The event as its envelope says, not as the row's topic does: the topic is
+        not part of the signed record, so an edit to it must not stop the ledger
+        reading the stream (`ledger verify` reports it)."""
         originator_id = stored_event.originator_id
         if not isinstance(originator_id, UUID):
             originator_id = UUID(str(originator_id))
-        return cls.from_stored(originator_id, stored_event.originator_version, stored_event.state)
+        version = stored_event.originator_version
+        where = f"{version} of stream {originator_id}"
+        env = read_stored(stored_event.state, where)
+        if stream_id(env.stream) != originator_id:
+            raise DamagedRecord(where, f"it is an event of {env.stream}")
+        cls = event_class(env.stream, version)
+        return cls.from_stored(originator_id, version, env.raw)
 
 
 class _NoTranscoder(Transcoder):
@@ -288,6 +298,10 @@ class Catalog(Protocol):
     def iter_index(self, upto: int) -> Iterator[tuple[Any, ...]]: ...
     def count_events(self) -> int: ...
     def last_position(self) -> int: ...
+    def odd_topics(
+        self, first: Sequence[str], later: Sequence[str], upto: int
+    ) -> list[tuple[Any, int, Any]]: ...
+    def streams_opened_as(self, topics: Sequence[str]) -> list[UUID]: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]: ...
@@ -391,6 +405,31 @@ class SQLiteCatalog:
     def last_position(self) -> int:
         """The newest event's position in commit order (0 for none)."""
         return int(self._query(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table}")[0][0])
+
+    def streams_opened_as(self, topics: Sequence[str]) -> list[UUID]:
+        """The streams whose first event has one of `topics`; rows under an originator id
+        that is no stream id as the ledger writes it are left out (`stream_counts`
+        reports them)."""
+        rows = self._query(
+            f"SELECT originator_id FROM {self.events_table} WHERE originator_version = 1 "
+            f"AND {STREAM_ID_FORM} AND topic IN ({', '.join('?' * len(topics))})",
+            tuple(topics),
+        )
+        return [UUID(hex=str(r[0])) for r in rows]
+
+    def odd_topics(
+        self, first: Sequence[str], later: Sequence[str], upto: int
+    ) -> list[tuple[Any, int, Any]]:
+        """(originator, version, topic) of the events up to `upto` whose topic is none of
+        `first` (for a stream's first event) or `later` (for the others): one scan."""
+        return self._query(
+            f"SELECT originator_id, originator_version, topic FROM {self.events_table} "
+            f"WHERE rowid <= ? AND NOT ((originator_version = 1 AND topic IN "
+            f"({', '.join('?' * len(first))})) OR (originator_version > 1 AND topic IN "
+            f"({', '.join('?' * len(later))})))",
+            (upto, *first, *later),
+            lenient=True,
+        )
 
     def notifications_after(self, last: int, limit: int) -> list[tuple[int, str, int, bytes]]:
         """The notification log's next rows (id, originator hex, version, state), read raw

@@ -22,6 +22,7 @@ from ledger.verify import stream_id
 class RawDB(Protocol):
     def state(self, stream: str, version: int) -> bytes: ...
     def set_state(self, stream: str, version: int, state: bytes) -> None: ...
+    def set_topic(self, stream: str, version: int, topic: str) -> None: ...
     def delete(self, stream: str, version: int) -> None: ...
     def insert(self, stream: str, version: int, topic: str, state: bytes) -> None: ...
     def topic(self, stream: str, version: int) -> str: ...
@@ -55,6 +56,12 @@ class SQLiteRaw:
         self.db.execute(
             f"UPDATE {self.table} SET state=? WHERE originator_id=? AND originator_version=?",
             (state, *self._key(stream, version)),
+        )
+
+    def set_topic(self, stream: str, version: int, topic: str) -> None:
+        self.db.execute(
+            f"UPDATE {self.table} SET topic=? WHERE originator_id=? AND originator_version=?",
+            (topic, *self._key(stream, version)),
         )
 
     def delete(self, stream: str, version: int) -> None:
@@ -113,6 +120,14 @@ class PostgresRaw:
                 self.table
             ),
             (state, *self._key(stream, version)),
+        )
+
+    def set_topic(self, stream: str, version: int, topic: str) -> None:
+        self.conn.execute(
+            SQL("UPDATE {} SET topic=%s WHERE originator_id=%s AND originator_version=%s").format(
+                self.table
+            ),
+            (topic, *self._key(stream, version)),
         )
 
     def delete(self, stream: str, version: int) -> None:

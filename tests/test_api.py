@@ -778,3 +778,25 @@ def test_under_a_root_path_appends_are_left_to_the_router(
         answered = _fast_path(monkeypatch)
         api.post(api.signed())
     assert answered == []
+
+
+def test_a_damaged_stored_event_is_a_problem_saying_so_not_a_bare_500(api: Api) -> None:
+    """A row altered behind the ledger's back until no envelope can be read from it:
+    the reads that meet it answer with a problem that names it and says to verify."""
+    from tests.rawdb import raw_db_for
+
+    ledger = api.client.app.state.server.ledger  # type: ignore[attr-defined]
+    assert api.post(api.signed(case_id="C-1")).status_code == 201
+    raw = raw_db_for(api.url, ledger.store.catalog.events_table)
+    try:
+        raw.set_state("case/C-1", 2, b'{"body": "not an envelope"}')
+    finally:
+        raw.close()
+    ledger._parsed.clear()  # as a process that had not read the case yet
+    for path in ("/v1/cases/C-1/events", "/v1/cases/C-1/replay"):
+        r = api.client.get(path, headers=api.auth("panel"))
+        assert r.status_code == 500, (path, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        detail = r.json()["detail"]
+        assert "stored event 2 of case/C-1 cannot be read" in detail, detail
+        assert "ledger verify" in detail and r.json()["type"].endswith("integrity")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from ledger.audit import Auditor, AuditReport, audit
 from ledger.canonical import canonical, envelope_bytes
+from ledger.errors import IntegrityError
 from ledger.keys import Signer
 from ledger.verify import parse_envelope, stream_id
 from tests.conftest import World
@@ -442,3 +443,99 @@ def test_worker_processes_find_the_same_problem(world: World) -> None:
     assert "signature does not verify" in report.problems[0].message
     assert report.problems[0].event_id == receipts[1].event_id
     assert report.signatures == 3 + 5  # case events in workers, registry in-process
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["ledger.case:Case.Rucorded", "ledger.case:Case.Opened", "os:system", ""],
+)
+def test_an_edited_topic_is_named_and_the_ledger_still_reads_the_case(
+    world: World, topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The topic column is eventsourcing's name for the event's class, outside the
+    signed record: the ledger reads each event as its envelope says, so an edit there
+    neither breaks reading the case nor goes unnamed by verify."""
+    from ledger.cli import main
+
+    receipts = three_events(world)
+    world.raw.set_topic(CASE, 2, topic)
+    agency_stream = "agency/police-a"
+    world.raw.set_topic(agency_stream, 2, "ledger.case:Agency.Recordxd")
+    fresh = world.ledger.__class__.open(world.url, world.keys, create=False)
+    try:  # a process that has cached nothing reads the rows
+        assert [e.seq for e in fresh.case_envelopes("C-1")] == [1, 2, 3]
+        assert fresh.agency("police-a").active_key(world.signers["police-a"].key_id)
+    finally:
+        fresh.close()
+    assert main(["--db", world.url, "--keys", str(world.keys), "replay", "C-1"]) == 0
+    assert main(["--db", world.url, "--keys", str(world.keys), "cases"]) == 0
+    capsys.readouterr()
+    report = verify(world)
+    named = {(p.stream, p.seq, p.event_id) for p in report.problems if "topic" in p.message}
+    assert (CASE, 2, receipts[1].event_id) in named
+    assert (agency_stream, 2) in {(s, n) for s, n, _ in named}
+    assert len(report.problems) == 2, report.problems
+
+
+def test_an_untouched_ledger_has_no_odd_topics(world: World) -> None:
+    three_events(world)
+    world.ledger.add_agency_key("police-a")
+    world.ledger.record_access("C-1", "panel-1", "panel", "test")
+    report = verify(world)
+    assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("where", ["case", "agency"])
+def test_a_stored_event_that_cannot_be_read_is_one_clear_line_not_a_traceback(
+    world: World, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replay, the case list and appends read stored rows too: one that no envelope
+    can be read from (or that is another stream's) is named where it is and sends the
+    reader to verify, as one line on stderr with exit 1."""
+    from ledger.cli import main
+    from ledger.core import Ledger
+
+    three_events(world)
+    stream, version = (CASE, 2) if where == "case" else ("agency/police-a", 1)
+    world.raw.set_state(stream, version, world.raw.state(CASE, 3) if where == "agency" else b"{")
+    fresh = Ledger.open(world.url, world.keys, create=False)
+    try:
+        read = (
+            (lambda: fresh.case_envelopes("C-1"))
+            if where == "case"
+            else (lambda: fresh.agency("police-a"))
+        )
+        with pytest.raises(IntegrityError, match="cannot be read") as caught:
+            read()
+        assert "ledger verify" in str(caught.value)
+        assert (f"{version} of" in str(caught.value)) and (
+            where == "case" or "it is an event of case/C-1" in str(caught.value)
+        )
+    finally:
+        fresh.close()
+    args = ["--db", world.url, "--keys", str(world.keys)]
+    for command in (["replay", "C-1"], ["cases"]):
+        code = main([*args, *command])
+        err = capsys.readouterr().err
+        assert code == 1, (command, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "cannot be read" in err and "ledger verify" in err
+    assert main([*args, "verify"]) == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_registry_row_moved_out_of_its_stream_is_reported_not_a_crash(world: World) -> None:
+    """Verify finds the registry streams by their first rows' topics: one whose
+    originator id an edit made no stream id at all must be reported, not crash it."""
+    three_events(world)
+    assert isinstance(world.raw, SQLiteRaw)
+    oid = stream_id("agency/police-a").hex
+    world.raw.db.execute(
+        f"UPDATE {world.raw.table} SET originator_id = ? "
+        "WHERE originator_id = ? AND originator_version = 1",
+        (oid[:-1] + "g", oid),
+    )
+    report = verify(world)
+    assert not report.ok
+    assert any(p.stream == f"originator text '{oid[:-1]}g'" for p in report.problems)
+    assert any(p.stream == "agency/police-a" for p in report.problems)
