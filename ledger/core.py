@@ -26,6 +26,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
 from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import PersistenceError
 
@@ -34,6 +35,7 @@ from .case import Agency, LedgerRoot, LedgerStream, read_stored, stream_class
 from .checkpoint import NoteVerifier
 from .errors import (
     Conflict,
+    DamagedRecord,
     LedgerError,
     NarrativeErased,
     NotFound,
@@ -379,7 +381,7 @@ class Ledger:
 
     def root(self) -> LedgerRoot | None:
         try:
-            root: LedgerStream = self.app.repository.get(stream_id(LEDGER_STREAM))
+            root = self._stream(LEDGER_STREAM)
         except AggregateNotFoundError:
             return None
         assert isinstance(root, LedgerRoot)
@@ -426,9 +428,20 @@ class Ledger:
         )
         return signer.public_bytes
 
+    def _stream(self, name: str) -> LedgerStream:
+        """A registry stream's aggregate, replayed from its events (or the cache)."""
+        try:
+            return cast(LedgerStream, self.app.repository.get(stream_id(name)))
+        except (OriginatorVersionError, OriginatorIDError, AssertionError) as e:
+            # eventsourcing's replay asserts the first event opens the stream and each
+            # next one follows it: a row deleted, moved or renumbered behind its back.
+            raise DamagedRecord(
+                f"in {name}", f"its events do not run on from its first ({type(e).__name__})"
+            ) from None
+
     def agency(self, agency_id: str) -> Agency:
         try:
-            agency: LedgerStream = self.app.repository.get(stream_id(f"agency/{agency_id}"))
+            agency = self._stream(f"agency/{agency_id}")
         except AggregateNotFoundError:
             raise NotFound(
                 f"unknown agency {agency_id!r}: register it with 'ledger agency add'"
@@ -1030,7 +1043,7 @@ class Ledger:
                 env = read_stored(newest, f"{current[oid][0]} of {name}")
                 streams[name] = stream_class(name).at_head(oid, env)
             else:
-                streams[name] = cast(LedgerStream, self.app.repository.get(oid))
+                streams[name] = self._stream(name)
         return {oid: found[oid][0] for oid in wanted if oid in found}
 
     # --- reading ----------------------------------------------------------------------

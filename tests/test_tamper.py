@@ -539,3 +539,30 @@ def test_a_registry_row_moved_out_of_its_stream_is_reported_not_a_crash(world: W
     assert not report.ok
     assert any(p.stream == f"originator text '{oid[:-1]}g'" for p in report.problems)
     assert any(p.stream == "agency/police-a" for p in report.problems)
+
+
+@pytest.mark.parametrize("edit", ["opening deleted", "renumbered"])
+def test_an_agency_stream_broken_behind_the_ledgers_back_is_one_clear_line(
+    world: World, edit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agency's keys are replayed from its stream: one whose opening event was
+    deleted, or whose later event was renumbered, cannot be, and every command that
+    needs the agency says so in one line (and verify names the rows)."""
+    from ledger.cli import main
+
+    three_events(world)
+    stream = "agency/police-a"
+    if edit == "opening deleted":
+        world.raw.delete(stream, 1)
+    else:
+        state, topic = world.raw.state(stream, 2), world.raw.topic(stream, 2)
+        world.raw.delete(stream, 2)
+        world.raw.insert(stream, 1002, topic, state)
+    args = ["--db", world.url, "--keys", str(world.keys)]
+    for command in (["cases"], ["replay", "C-1"], ["agency", "rotate-key", "police-a"]):
+        code = main([*args, *command])
+        err = capsys.readouterr().err
+        assert code == 1, (command, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert f"in {stream} cannot be read" in err and "ledger verify" in err, err
+    assert main([*args, "verify"]) == 1
