@@ -11,6 +11,7 @@ proofs cost O(log n) reads.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from .checkpoint import (
     sign_note,
     verify_cosignature,
 )
-from .errors import NotFound, UsageError
+from .errors import IntegrityError, NotFound, UsageError
 from .keys import Signer
 from .logdb import LogDB, _Adapted
 from .merkle import (
@@ -52,6 +53,17 @@ def _hash_bytes(event_hash: str) -> bytes:
     if len(raw) != 32:
         raise UsageError(f"event hash {event_hash!r} is not 64 hex digits")
     return raw
+
+
+def _is_duplicate_row(e: Exception) -> bool:
+    """Whether `e` is either store's refusal of a row whose key is taken."""
+    if isinstance(e, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the postgres extra is not installed
+        return False
+    return isinstance(e, psycopg.errors.UniqueViolation)
 
 
 def _tail(cur: _Adapted) -> tuple[int, int]:
@@ -155,8 +167,19 @@ class VerifiableLog:
                 leaf = leaf_hash(state)
                 leaves.append((size + n, nid, oid, version, hashlib.sha256(state).digest(), leaf))
                 nodes.extend(compact.append(leaf)[1:])  # level 0 is the leaf row itself
-            cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
-            cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)
+            try:
+                cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
+                cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)
+            except Exception as e:
+                if not _is_duplicate_row(e):
+                    raise
+                # The tables already hold a leaf or node past the newest stored leaf:
+                # leaves were deleted after integration. Nothing is written over them.
+                raise IntegrityError(
+                    f"the stored Merkle log is damaged: it already holds a leaf or tree node "
+                    f"beyond its newest leaf ({size - 1}), as if leaves were deleted after "
+                    "integration; nothing was integrated. Run 'ledger verify'"
+                ) from None
             return len(leaves)
 
     def integrate_all(self) -> int:

@@ -149,9 +149,33 @@ class LogAuditor:
         while pending_leaf is not None:
             self._deleted(pending_leaf)
             pending_leaf = next(stored_leaves, None)
+        extra = next(stored_nodes, None)
+        if extra is not None and not node_mismatch_reported and compact.size >= integrated:
+            # A node past the integrated leaves: the newest leaves were deleted after
+            # integration (which the stored tree still records), not merely not yet
+            # integrated.
+            self.report(
+                integrated,
+                "log",
+                integrated,
+                None,
+                f"stored tree node ({extra[0]}, {extra[1]}) lies beyond the {integrated} "
+                "integrated leaves: leaves were deleted after integration",
+            )
         for size, kept in sorted(signed.items()):
             for name, _ in kept if size > compact.size else ():
                 self._beyond(name, size, compact.size)
+            if integrated < size <= compact.size and any(name is None for name, _ in kept):
+                # Signed over leaves the stored log no longer has (the integrator signs
+                # only what it has integrated, and never removes a leaf).
+                self.report(
+                    size,
+                    "log",
+                    size,
+                    None,
+                    f"checkpoint at size {size}, but the stored log holds only {integrated} "
+                    "integrated leaves: leaves were deleted after integration",
+                )
         self.leaves = compact.size
 
     def _root_differs(self, name: str | None, size: int, root: bytes, given: bytes) -> None:

@@ -495,3 +495,35 @@ def test_one_witness_run_at_a_time_on_a_state_directory(world: World, tmp_path: 
         fcntl.flock(other.fileno(), fcntl.LOCK_UN)
     run.join(timeout=30)
     assert len(done) == 1 and (state / "checkpoint").read_text() == note
+
+
+@pytest.mark.parametrize("events", [6, 7])  # the newest leaf a right child, then a left one
+def test_a_leaf_deleted_after_integration_is_named_and_stops_the_integrator_cleanly(
+    world: World, events: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newest leaf's row deleted after a checkpoint covered it: the stored log then
+    looks like one the integrator has not caught up with, but a signed checkpoint and
+    the tree's nodes still record the leaf. Verify names it; integrating again either
+    rebuilds the same leaf or stops in one line, never over the nodes it holds."""
+    from ledger.cli import main
+
+    some_events(world, events - world.ledger.store.catalog.count_events())
+    note = world.ledger.checkpoint()
+    size = verify_checkpoint(note, world.ledger.log_verifier()).size
+    assert size == events
+    with world.ledger.log.db.write() as cur:
+        cur.execute("DELETE FROM merkle_leaves WHERE leaf_index = ?", (size - 1,))
+    report = verify(world)
+    assert not report.ok
+    assert any("leaves were deleted after integration" in p.message for p in report.problems)
+    code = main(["--db", world.url, "--keys", str(world.keys), "log", "checkpoint"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == (0 if size % 2 else 1)  # a node records a right child, none a left one
+    if code == 0:  # no node recorded the leaf: integrated again, the same leaf
+        assert (
+            world.ledger.log.root(size) == verify_checkpoint(note, world.ledger.log_verifier()).root
+        )
+    else:
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "Merkle log is damaged" in err and "ledger verify" in err
