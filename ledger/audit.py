@@ -313,7 +313,6 @@ class Auditor:
             if index_in_database and isinstance(catalog, SQLiteCatalog)
             else _EventIds()
         )
-        self.recorder = store.app.recorder
         self.registry = KeyRegistry(
             key_id_of(ledger_public_key), Ed25519PublicKey.from_public_bytes(ledger_public_key)
         )

@@ -39,13 +39,18 @@ def _parsed(raw: bytes) -> Envelope:
     return env
 
 
-def read_stored(state: bytes, where: str) -> Envelope:
-    """A stored envelope, parsed (and kept, as `_parsed` does); a row no envelope can be
-    read from is reported as damaged, where it is."""
+def read_stored(state: bytes, version: int, stream: str | UUID) -> Envelope:
+    """The envelope stored as event `version` of `stream` (a name, or an id), parsed and
+    kept as `_parsed` does; a row no envelope can be read from is reported as damaged,
+    where it is (which is put into words only then: replay reads every event here)."""
     try:
         return _parsed(state if type(state) is bytes else bytes(state))
     except FormatError as e:
-        raise DamagedRecord(where, e) from None
+        raise DamagedRecord(stored_at(version, stream), e) from None
+
+
+def stored_at(version: int, stream: str | UUID) -> str:
+    return f"{version} of {stream if isinstance(stream, str) else f'stream {stream}'}"
 
 
 def _remember(env: Envelope) -> None:

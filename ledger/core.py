@@ -404,10 +404,7 @@ class Ledger:
                 f"origin {origin!r} must be printable ASCII without spaces or '+', "
                 "like ledger.example.gov.uk/log"
             )
-        if self.ledger_key_path.exists():
-            signer = load_key_file(self.ledger_key_path)
-        else:
-            signer = load_or_generate_key_file(self.ledger_key_path)
+        signer = load_or_generate_key_file(self.ledger_key_path)
         pub_path = self.keys_dir / "ledger.pub"
         if not pub_path.exists():
             pub_path.write_text(signer.public_b64 + "\n")
@@ -486,11 +483,7 @@ class Ledger:
         validate_body(registration.body, self.clock())
         pending = None
         if public_key is None:
-            # Made beside its final name and given it once recorded, as in
-            # `add_agency_key`: a registration that fails can simply be run again.
-            key_path = self.agency_key_path(agency_id)
-            pending = key_path.with_name(key_path.name + ".new")
-            public_key = load_or_generate_key_file(pending).public_bytes
+            key_path, pending, public_key = self._new_local_key(agency_id)
         self.append_many(
             [
                 registration,
@@ -504,7 +497,7 @@ class Ledger:
             system=True,
         )
         if pending is not None and key_path is not None:
-            install_key_file(pending, key_path)
+            install_key_file(pending, key_path)  # a registration that failed ran again
         return key_id_of(public_key), key_path
 
     def add_agency_key(
@@ -521,12 +514,18 @@ class Ledger:
         if public_key is not None:
             self._add_key(agency, agency_id, public_key)
             return key_id_of(public_key), None
-        key_path = self.agency_key_path(agency_id)
-        pending = key_path.with_name(key_path.name + ".new")
-        public_key = load_or_generate_key_file(pending).public_bytes
+        key_path, pending, public_key = self._new_local_key(agency_id)
         self._add_key(agency, agency_id, public_key)
         install_key_file(pending, key_path)
         return key_id_of(public_key), key_path
+
+    def _new_local_key(self, agency_id: str) -> tuple[Path, Path, bytes]:
+        """(the agency's key file, the new key's file beside it, its public key): made
+        there until recorded, and made once, so that a failed attempt run again
+        records and installs the same key."""
+        key_path = self.agency_key_path(agency_id)
+        pending = key_path.with_name(key_path.name + ".new")
+        return key_path, pending, load_or_generate_key_file(pending).public_bytes
 
     def _add_key(self, agency: Agency, agency_id: str, public_key: bytes) -> None:
         if key_id_of(public_key) in agency.keys:
@@ -874,7 +873,7 @@ class Ledger:
         rows = self.app.recorder.select_events(originator_id, gt=seq - 1, lte=seq)
         if not rows:
             raise NotFound(f"no event at seq {seq} of stream {originator_id}")
-        return read_stored(rows[0].state, f"{seq} of stream {originator_id}")
+        return read_stored(rows[0].state, seq, f"stream {originator_id}")
 
     def _known(self, items: Sequence[_Item], own_ids: bool) -> dict[str, tuple[str, int]]:
         """Where the events the batch refers to, and with `own_ids` its own event ids,
@@ -1040,7 +1039,7 @@ class Ledger:
             if newest is None:
                 streams[name] = held[oid].__deepcopy__({})  # the cache's own cheap copy
             elif name.startswith(("case/", "access/")):
-                env = read_stored(newest, f"{current[oid][0]} of {name}")
+                env = read_stored(newest, current[oid][0], name)
                 streams[name] = stream_class(name).at_head(oid, env)
             else:
                 streams[name] = self._stream(name)
@@ -1054,7 +1053,7 @@ class Ledger:
         while True:
             rows = self.app.recorder.select_events(originator, gt=after, limit=page)
             for row in rows:
-                yield read_stored(row.state, f"{row.originator_version} of {stream}")
+                yield read_stored(row.state, row.originator_version, stream)
             if len(rows) < page:
                 return
             after = rows[-1].originator_version
@@ -1078,9 +1077,7 @@ class Ledger:
             if len(envs) < head:
                 after = envs[-1].seq if envs else 0
                 rows = self.app.recorder.select_events(oid, gt=after)
-                envs = envs + [
-                    read_stored(r.state, f"{r.originator_version} of {stream}") for r in rows
-                ]
+                envs = envs + [read_stored(r.state, r.originator_version, stream) for r in rows]
             self._parsed[stream] = envs
             while len(self._parsed) > PARSED_CACHE_STREAMS:
                 self._parsed.pop(next(iter(self._parsed)))

@@ -6,13 +6,11 @@ printed, logged or stored in the database; a file others can read is refused.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import hashlib
 import os
 import stat
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from . import files
 from .errors import KeyFileError
 from .verify import b64decode, b64encode, key_id_of, signing_message
 
@@ -70,7 +69,9 @@ def _private_pem(key: Ed25519PrivateKey) -> bytes:
 def load_or_generate_key_file(path: Path) -> Signer:
     """The key in `path`, created first if there is none. Processes starting together
     (a server's workers, say) all end up with the one key that was written first."""
-    return load_key_bytes(path, create_private(path, _private_pem(Ed25519PrivateKey.generate())))
+    return load_key_bytes(
+        path, create_private(path, lambda: _private_pem(Ed25519PrivateKey.generate()))
+    )
 
 
 def install_key_file(new: Path, path: Path) -> None:
@@ -81,12 +82,12 @@ def install_key_file(new: Path, path: Path) -> None:
         data = read_private(path)
         stem = path.name.removesuffix(".key")
         retired = path.with_name(f"{stem}.{load_key_bytes(path, data).key_id[:16]}.retired")
-        create_private(retired, data)  # there already if this very key was retired before
+        create_private(retired, lambda: data)  # there already if this key was retired before
     try:
         os.replace(new, path)
+        files.sync_directory(path.parent)
     except OSError as e:
         raise KeyFileError(f"cannot install key file {path}: {e.strerror}") from None
-    _sync_directory(path.parent)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -95,71 +96,22 @@ def write_private(path: Path, data: bytes) -> None:
         raise KeyFileError(f"key file {path} already exists; refusing to overwrite it")
 
 
-def create_private(path: Path, data: bytes) -> bytes:
-    """`data` written to `path` as `write_private` does, unless the file exists already
-    (written meanwhile by another process, say): then what it holds."""
+def create_private(path: Path, make: Callable[[], bytes]) -> bytes:
+    """What `path` holds; if there is no such file, `make()` written to it as
+    `write_private` does, unless another process creates it meanwhile."""
+    if path.exists():
+        return read_private(path)
+    data = make()
     return data if _create_once(path, data) else read_private(path)
 
 
 def _create_once(path: Path, data: bytes) -> bool:
-    """Write `data` to a new file at `path` whole or not at all: False if there is one.
-
-    The bytes go to a private file beside it and are synced to disk before a hard link
-    gives them the name, which fails if the name is taken. So a reader never finds a
-    key file half written, two writers never both think theirs is the key, and a key
-    that has sealed anything is on disk before it is used (the directory is synced
-    too, so the name survives a crash).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """`files.create_once` in a private directory, its failures a key file error."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return files.create_once(path, data)
     except OSError as e:
         raise KeyFileError(f"cannot write key file {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:  # mkstemp creates it 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno not in _NO_LINKS:
-                raise
-            return _create_in_place(path, data)  # a file system without hard links
-        _sync_directory(path.parent)
-        return True
-    except OSError as e:
-        raise KeyFileError(f"cannot write key file {path}: {e.strerror}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
-
-
-def _create_in_place(path: Path, data: bytes) -> bool:
-    """Where hard links cannot be made: exclusive creation under the name itself."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    _sync_directory(path.parent)
-    return True
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_private(path: Path) -> bytes:

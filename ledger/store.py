@@ -32,7 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
-from .case import event_class, read_stored
+from .case import event_class, read_stored, stored_at
 from .errors import DamagedRecord, NarrativeErased, NotFound, StoreUnavailable, UsageError
 from .verify import stream_id
 
@@ -197,10 +197,11 @@ class EnvelopeMapper(Mapper[UUID]):
         if not isinstance(originator_id, UUID):
             originator_id = UUID(str(originator_id))
         version = stored_event.originator_version
-        where = f"{version} of stream {originator_id}"
-        env = read_stored(stored_event.state, where)
+        env = read_stored(stored_event.state, version, originator_id)
         if stream_id(env.stream) != originator_id:
-            raise DamagedRecord(where, f"it is an event of {env.stream}")
+            raise DamagedRecord(
+                stored_at(version, originator_id), f"it is an event of {env.stream}"
+            )
         cls = event_class(env.stream, version)
         return cls.from_stored(originator_id, version, env.raw)
 

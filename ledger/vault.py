@@ -34,7 +34,7 @@ from .errors import (
     NotFound,
     UsageError,
 )
-from .keys import create_private, read_private
+from .keys import create_private
 from .narrative import NarrativeText, Term, erasure_terms, identifying_terms, mask, names_any
 from .refs import REF_RE, pseudonym
 from .store import NARRATIVE_TABLE
@@ -56,10 +56,8 @@ TEXT_CACHE_CASES = 64
 def _key_file(path: Path, env: str) -> bytes:
     """A 32-byte key from `$env` (base64) or from `path`, created 0600 if absent."""
     text = os.environ.get(env)
-    if not text:
-        fresh = base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n"
-        # Another process opening the same ledger may create it at the same moment.
-        stored = create_private(path, fresh) if not path.exists() else read_private(path)
+    if not text:  # the file, made by whichever process opening the ledger comes first
+        stored = create_private(path, lambda: base64.b64encode(AESGCM.generate_key(256)) + b"\n")
         text = stored.decode("ascii", "replace").strip()
     try:
         raw = b64decode(text)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import files
 from .checkpoint import (
     COSIGNATURE_V1,
     Checkpoint,
@@ -28,7 +27,7 @@ from .checkpoint import (
     verify_checkpoint,
 )
 from .errors import IntegrityError, LedgerError, StoreUnavailable
-from .keys import Signer, load_key_file, load_or_generate_key_file
+from .keys import Signer, load_or_generate_key_file
 from .log import ConsistencyProof
 from .merkle import InvalidProof, verify_consistency
 from .verify import b64decode
@@ -118,27 +117,6 @@ class WitnessResult:
     cosignature: str
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that, after a crash at any point, it holds the
-    old text or the new, and the new once this returns (synced, name and all)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @contextlib.contextmanager
 def _exclusive(state_dir: Path) -> Iterator[None]:
     """One witness run at a time on a state directory: two at once would both check
@@ -156,12 +134,10 @@ class Witness:
         self.dir = state_dir
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_path = self.dir / "witness.key"
-        self.signer: Signer = (
-            load_key_file(key_path) if key_path.exists() else load_or_generate_key_file(key_path)
-        )
+        self.signer: Signer = load_or_generate_key_file(key_path)
         name_path = self.dir / "name"
         if name:
-            _write_atomically(name_path, name + "\n")
+            files.replace(name_path, (name + "\n").encode())
         self.name = name_path.read_text().strip() if name_path.exists() else "witness.local/w1"
 
     @property
@@ -182,7 +158,7 @@ class Witness:
                 return pinned
             if offered is None:
                 raise LedgerError("no log key pinned yet: pass --log-key")
-            _write_atomically(path, offered.encode() + "\n")
+            files.replace(path, (offered.encode() + "\n").encode())
             return offered
 
     def witness(self, log: LogSource, latest_note: str, log_key: NoteVerifier) -> WitnessResult:
@@ -203,7 +179,7 @@ class Witness:
             # publishing it but before remembering would judge the next checkpoint
             # against the older one, and could then cosign a fork of what it signed.
             if previous is None or new.size > previous.size:
-                _write_atomically(state, latest_note)
+                files.replace(state, latest_note.encode())
         log.add_cosignature(new.size, self.verifier, line)
         return WitnessResult(new.size, previous.size if previous else None, line)
 

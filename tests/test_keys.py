@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger import files
 from ledger.audit import audit
 from ledger.errors import KeyFileError, StoreUnavailable
 from ledger.keys import (
@@ -50,8 +51,8 @@ def test_a_new_key_file_is_private_whole_and_leaves_nothing_beside_it(tmp_path: 
 
 def test_creating_a_key_file_that_appeared_meanwhile_gives_what_it_holds(tmp_path: Path) -> None:
     path = tmp_path / "master.key"
-    assert create_private(path, b"first\n") == b"first\n"
-    assert create_private(path, b"second\n") == b"first\n"
+    assert create_private(path, lambda: b"first\n") == b"first\n"
+    assert create_private(path, lambda: b"second\n") == b"first\n"
     assert path.read_bytes() == b"first\n"
     assert leftovers(tmp_path) == []
 
@@ -84,10 +85,11 @@ def test_without_hard_links_the_key_file_is_still_created_once(
     def no_links(src: str, dst: str) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr("ledger.keys.os.link", no_links)
+    monkeypatch.setattr("ledger.files.os.link", no_links)
     path = tmp_path / "k.key"
-    assert create_private(path, b"one\n") == b"one\n"
-    assert create_private(path, b"two\n") == b"one\n"
+    assert create_private(path, lambda: b"one\n") == b"one\n"
+    assert create_private(path, lambda: b"two\n") == b"one\n"
+    assert not files.create_once(path, b"two\n")  # the name taken: refused in place too
     assert mode_of(path) == 0o600
     assert leftovers(tmp_path) == []
     signer = load_or_generate_key_file(tmp_path / "ledger.key")
