@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from ledger.core import Ledger
 from ledger.groupcommit import GroupCommitter
@@ -25,6 +26,26 @@ from .fastpath import SingleAppend
 from .middleware import Limits, SecurityHeaders
 from .routes import admin, cases, events, health, log, subjects
 from .settings import Settings
+
+
+def telemetry(mode: str) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry, only as far as the operator chose.
+
+    FastAPI reports to whatever provider the process has, one an agent installs
+    included. Its spans carry each request's path and query, which name cases and
+    subjects; its logs carry exception and validation messages, which can quote what
+    was posted. None of that may leave the ledger; nor may it become a second, unsigned
+    record of who read which case. Request metrics name only the route template.
+    """
+    config: TelemetryConfig = {
+        "tracing": False,
+        "operation_spans": False,
+        "logs": False,
+        "metrics": mode == "metrics",
+    }
+    if mode == "off":
+        config["auto_configure"] = False  # no exporters from FASTAPI_OTEL_* either
+    return config
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Agencies append signed events; panels replay cases; auditors verify. "
         "Errors are RFC 9457 application/problem+json.",
         lifespan=lifespan,
+        telemetry=telemetry(settings.telemetry),
     )
     problems.install(app)
     for module in (events, cases, log, admin, health, subjects):

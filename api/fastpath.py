@@ -36,8 +36,12 @@ class SingleAppend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (
             PATH.fullmatch(scope["path"])
-            # Under a root_path the router matches another path: left to it.
-            if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path")
+            # Under a root_path the router matches another path; a metered request
+            # (LEDGER_TELEMETRY=metrics) needs the route to name its template: left to it.
+            if scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and "fastapi.telemetry" not in scope
             else None
         )
         if match is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     integrate_every_s: Annotated[float, Field(ge=0)] = 5.0  # background integrator; 0 disables
     sweep_every_s: Annotated[float, Field(ge=0)] = 300.0  # background watchdog; 0 disables
     cors_origins: list[str] = []
+    # FastAPI's OpenTelemetry: "off", or "metrics" (method, route template, status and
+    # duration; never a path, query or message). See docs/OPERATIONS.md.
+    telemetry: Literal["off", "metrics"] = "off"
     # Test-only: serve one corrupted proof byte on the case page, to show verification fail.
     test_tamper_proof: bool = False
 
