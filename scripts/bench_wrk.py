@@ -12,8 +12,11 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
+
+from bench_cpu import CpuMeter, CpuSpent
 
 THREADS = 2
 LUA = Path(__file__).with_name("bench_load.lua")
@@ -36,6 +39,7 @@ class WrkLoad:
         work: Path,
         connections: int = 32,
         wrap: bool = False,
+        server_pid: int | None = None,
     ) -> None:
         self.base, self.token, self.requests = base, token, requests
         self.seconds, self.work, self.connections = seconds, work, connections
@@ -47,6 +51,8 @@ class WrkLoad:
         self.completed = 0
         self.errors = 0
         self.elapsed = 0.0
+        self.server_pid = server_pid  # if given, CPU is measured while wrk runs
+        self.cpu: CpuSpent | None = None
 
     def p99(self) -> float:
         return self.p99_ms
@@ -65,6 +71,8 @@ class WrkLoad:
             "BENCH_THREADS": str(THREADS),
             **({"BENCH_WRAP": "1"} if self.wrap else {}),
         }
+        meter = None if self.server_pid is None else CpuMeter(self.server_pid)
+        started = time.perf_counter()
         subprocess.run(
             [
                 "wrk",
@@ -84,6 +92,8 @@ class WrkLoad:
             check=True,
             capture_output=True,
         )
+        if meter is not None:
+            self.cpu = meter.stop(time.perf_counter() - started)
         lines = out.read_text().splitlines()
         head = json.loads(lines[0])
         self.elapsed = head["duration_us"] / 1e6
