@@ -4,13 +4,18 @@ An import that stopped half way would leave an inquiry's record of a case cut
 at an arbitrary line. So the file is read twice: the first pass refuses it, naming
 the line, for anything the ledger would refuse (a malformed line or body, a bad
 signature or unknown key, a reference to no earlier event of the same case); only
-then does the second pass save it, in all-or-nothing batches. What can still stop
-the second pass is the database itself, or a key revoked in between; re-running
-the import then finishes it, as events already recorded are answered as duplicates.
+then does the second pass save it, in all-or-nothing batches. The first pass keeps
+a digest of each line, and the second writes only lines that match theirs: a file
+changed in between (rewritten, appended to, cut short) is refused at the first line
+that differs, and what is written is exactly what was checked. What can still stop
+the second pass is the database itself, a key revoked in between, or such a change;
+re-running the import then finishes it, as events already recorded are answered as
+duplicates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +29,7 @@ from .narrative import check as check_narrative
 from .verify import b64decode, stream_of
 
 CHECK_CHUNK = 500
+DIGEST_SIZE = 16  # per line: 16 MB of digests for a million-line file
 
 
 def json_value(text: str, what: str) -> Any:
@@ -39,17 +45,17 @@ def json_value(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not usable JSON: it nests too deeply") from None
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line."""
+def read_lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, line, record) for each non-blank line."""
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8", newline="") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 record = json_value(line, f"{path} line {n}")
                 if not isinstance(record, dict) or not isinstance(record.get("body"), dict):
                     raise UsageError(f"{path} line {n}: expected an object with a 'body' object")
-                yield n, record
+                yield n, line, record
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -80,6 +86,7 @@ class Importer:
         self.path = path
         self.sign = sign
         self.signers: dict[str, Signer] = {}
+        self._checked: bytearray | None = None  # each line's digest, once checked
 
     def _where(self, n: int) -> str:
         return f"{self.path} line {n}"
@@ -106,8 +113,28 @@ class Importer:
             self.signers[agency] = load_key_file(self.ledger.agency_key_path(agency))
         return Submission.signed(_draft(record), self.signers[agency])
 
+    def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The records, as the first pass read them: that pass notes each line's
+        digest, and a later one refuses a line whose digest is not the one noted."""
+        first = self._checked is None
+        digests = bytearray() if first else self._checked
+        assert digests is not None
+        at = 0
+        for n, line, record in read_lines(self.path):
+            digest = hashlib.blake2b(line.encode("utf-8"), digest_size=DIGEST_SIZE).digest()
+            if first:
+                digests += digest
+            elif digests[at : at + DIGEST_SIZE] != digest:
+                raise _changed(self.path, n)
+            at += DIGEST_SIZE
+            yield n, record
+        if first:
+            self._checked = digests
+        elif at != len(digests):
+            raise _changed(self.path, None)
+
     def _submissions(self) -> Iterator[tuple[int, Submission]]:
-        for n, record in read_lines(self.path):
+        for n, record in self._lines():
             try:
                 yield n, self.submission(n, record)
             except UsageError:
@@ -147,7 +174,9 @@ class Importer:
         chunk.clear()
 
     def run(self, batch: int, advance: Callable[[int], None]) -> tuple[int, int]:
-        """The second pass: (appended, duplicates)."""
+        """The second pass, after `check`: (appended, duplicates)."""
+        if self._checked is None:
+            raise RuntimeError("the file is written only once check() has passed it")
         appended = duplicates = 0
         pending: list[Submission] = []
 
@@ -176,6 +205,13 @@ class Importer:
                 ) from None
             raise
         return appended, duplicates
+
+
+def _changed(path: Path, n: int | None) -> UsageError:
+    where = "it was cut short" if n is None else f"line {n} is not the line checked"
+    return UsageError(
+        f"{path} changed after it was checked ({where}); nothing from there on was written"
+    )
 
 
 def _restated(e: LedgerError, message: str) -> LedgerError:

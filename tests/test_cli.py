@@ -256,9 +256,9 @@ def test_import_checks_each_signature_once(
 
 
 def test_import_checks_a_body_changed_after_vetting(world: World, tmp_path: Path) -> None:
-    """The file rewritten between vetting and writing: a signature remembered is one
-    over the bytes vetted, so a body changed since is checked, and refused."""
-    from ledger.errors import SignatureError
+    """The file rewritten between vetting and writing, a body back-dated under the same
+    signature: the line is not the one checked, and nothing is written."""
+    from ledger.errors import UsageError
     from ledger.importer import Importer
 
     lines = signed_lines(world, 3)
@@ -272,9 +272,57 @@ def test_import_checks_a_body_changed_after_vetting(world: World, tmp_path: Path
         assert isinstance(body, dict)
         body["occurred_at"] = "2024-03-02T14:05:00Z"  # back-dated, same signature
         path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-        with pytest.raises(SignatureError, match="imp-2"):
+        with pytest.raises(UsageError, match="line 3 is not the line checked"):
             importer.run(10, lambda n: None)
     assert count(world) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "batch", "written", "message"),
+    [
+        ("append", 10, 0, "line 4 is not the line checked"),
+        ("append", 2, 2, r"line 4 is not .* \(after 2 events were recorded"),
+        ("cut", 10, 0, "it was cut short"),
+        ("swap", 1, 0, "line 1 is not the line checked"),
+        ("same", 2, 3, None),
+    ],
+)
+def test_import_writes_only_the_lines_it_checked(
+    world: World, tmp_path: Path, change: str, batch: int, written: int, message: str | None
+) -> None:
+    """What was written is exactly what was checked: a line added, removed or moved
+    after vetting stops the import before the batch holding it."""
+    from ledger.errors import UsageError
+    from ledger.importer import Importer
+
+    lines = [json.dumps(r) + "\n" for r in signed_lines(world, 4)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(lines[:3]))
+    importer = Importer(world.ledger, path, sign=False)
+    before = count(world)
+    assert importer.check() == 3
+    changed = {
+        "append": lines,  # a fourth line, itself valid, that nobody checked
+        "cut": lines[:2],
+        "swap": [lines[1], lines[0], lines[2]],
+        "same": lines[:3],
+    }[change]
+    path.write_text("".join(changed))
+    if message is None:
+        assert importer.run(batch, lambda n: None) == (3, 0)
+    else:
+        with pytest.raises(UsageError, match=message):
+            importer.run(batch, lambda n: None)
+    assert count(world) == before + written
+
+
+def test_import_writes_nothing_unchecked(world: World, tmp_path: Path) -> None:
+    from ledger.importer import Importer
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in signed_lines(world, 1)))
+    with pytest.raises(RuntimeError, match="check"):
+        Importer(world.ledger, path, sign=False).run(10, lambda n: None)
 
 
 @pytest.mark.parametrize(
