@@ -86,7 +86,8 @@ class Importer:
         self.path = path
         self.sign = sign
         self.signers: dict[str, Signer] = {}
-        self._checked: bytearray | None = None  # each line's digest, once checked
+        self._read: bytearray | None = None  # each line's digest, once read whole
+        self._checked: bytearray | None = None  # the same, once check() has passed them
 
     def _where(self, n: int) -> str:
         return f"{self.path} line {n}"
@@ -116,9 +117,9 @@ class Importer:
     def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """The records, as the first pass read them: that pass notes each line's
         digest, and a later one refuses a line whose digest is not the one noted."""
-        first = self._checked is None
-        digests = bytearray() if first else self._checked
-        assert digests is not None
+        checked = self._checked
+        first = checked is None
+        digests = bytearray() if checked is None else checked
         at = 0
         for n, line, record in read_lines(self.path):
             digest = hashlib.blake2b(line.encode("utf-8"), digest_size=DIGEST_SIZE).digest()
@@ -129,7 +130,7 @@ class Importer:
             at += DIGEST_SIZE
             yield n, record
         if first:
-            self._checked = digests
+            self._read = digests
         elif at != len(digests):
             raise _changed(self.path, None)
 
@@ -153,6 +154,7 @@ class Importer:
             if len(chunk) >= CHECK_CHUNK:
                 self._check_chunk(chunk, stream_at)
         self._check_chunk(chunk, stream_at)
+        self._checked = self._read  # every line read and passed: now it may be written
         return total
 
     def _check_chunk(self, chunk: list[tuple[int, Submission]], stream_at: dict[str, str]) -> None:

@@ -316,13 +316,25 @@ def test_import_writes_only_the_lines_it_checked(
     assert count(world) == before + written
 
 
-def test_import_writes_nothing_unchecked(world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("checked", ["never", "refused"])
+def test_import_writes_nothing_unchecked(world: World, tmp_path: Path, checked: str) -> None:
+    """Not after a check that refused the file either: its last lines are checked
+    only once the whole file has been read."""
+    from ledger.errors import SignatureError
     from ledger.importer import Importer
 
+    lines = signed_lines(world, 3)
+    lines[2]["sig"] = lines[0]["sig"]  # the last line's signature is not its own
     path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in signed_lines(world, 1)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    importer = Importer(world.ledger, path, sign=False)
+    before = count(world)
+    if checked == "refused":
+        with pytest.raises(SignatureError, match="line 3"):
+            importer.check()
     with pytest.raises(RuntimeError, match="check"):
-        Importer(world.ledger, path, sign=False).run(10, lambda n: None)
+        importer.run(1, lambda n: None)
+    assert count(world) == before
 
 
 @pytest.mark.parametrize(
