@@ -33,9 +33,10 @@ def telemetry(mode: str) -> TelemetryConfig:
 
     FastAPI reports to whatever provider the process has, one an agent installs
     included. Its spans carry each request's path and query, which name cases and
-    subjects; its logs carry exception and validation messages, which can quote what
-    was posted. None of that may leave the ledger; nor may it become a second, unsigned
-    record of who read which case. Request metrics name only the route template.
+    subjects; its logs carry the message and stack of any unhandled exception, which
+    can quote what was posted. None of that may leave the ledger; nor may it become a
+    second, unsigned record of who read which case. Request metrics name only the
+    route template.
     """
     config: TelemetryConfig = {
         "tracing": False,

@@ -41,7 +41,7 @@ class SingleAppend:
             if scope["type"] == "http"
             and scope["method"] == "POST"
             and not scope.get("root_path")
-            and "fastapi.telemetry" not in scope
+            and scope.get("fastapi.telemetry") is None
             else None
         )
         if match is None:

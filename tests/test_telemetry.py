@@ -7,6 +7,7 @@ process, as an agent (opentelemetry-instrument, say) would set them before the a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ _, path = ledger.register_agency("police-a", "police", borough="Lambeth")
 signer = load_key_file(path)
 agency = ledger.tokens.issue("agency:police-a", "agency", "police-a")
 panel = ledger.tokens.issue("panel-1", "panel")
+auditor = ledger.tokens.issue("auditor-1", "auditor")
 ledger.close()
 body = {
     "v": 1, "case_id": case, "event_id": "tel-1", "type": "CHILD_SEEN",
@@ -73,6 +75,9 @@ with TestClient(api.app.create_app(settings), raise_server_exceptions=False) as 
     statuses.append(client.get(f"/v1/cases/{case}/events?limit=5", headers=p).status_code)
     bad = {"body": {**body, "event_id": "tel-2", "type": case + "-NOT-A-TYPE"}, "sig": "AA=="}
     statuses.append(client.post(f"/v1/cases/{case}/events", json=bad, headers=a).status_code)
+    # Refused by FastAPI's own validation, which its telemetry logs, message and all.
+    q = {"Authorization": "Bearer " + auditor}
+    statuses.append(client.get(f"/v1/log/proof/inclusion?index={case}", headers=q).status_code)
 tracer_provider.force_flush()
 metered = reader.get_metrics_data()  # None where nothing was metered
 points = [
@@ -86,22 +91,32 @@ print(json.dumps({
     "statuses": statuses,
     "spans": [{"name": s.name, **dict(s.attributes)} for s in spans.get_finished_spans()],
     "metrics": points,
-    "logs": [str(r.log_record.body) for r in logs.get_finished_logs()],
+    "logs": [
+        {"body": str(r.log_record.body), **{k: str(v) for k, v in (r.log_record.attributes or {}).items()}}
+        for r in logs.get_finished_logs()
+    ],
 }))
 """
 
 
-def recorded(tmp_path: Path, mode: str) -> dict[str, Any]:
+def recorded(tmp_path: Path, mode: str, **env: str) -> dict[str, Any]:
+    # Nothing of this environment's own telemetry or ledger settings: only `env`.
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "FASTAPI_OTEL_", "LEDGER_"))
+    }
     out = subprocess.run(
         [sys.executable, "-c", RUN, str(tmp_path), mode, SECRET_CASE],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=Path(__file__).parent.parent,
+        env={**clean, **env},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert data["statuses"] == [201, 200, 422], data["statuses"]
+    assert data["statuses"] == [201, 200, 422, 422], data["statuses"]
     return data
 
 
@@ -112,10 +127,15 @@ def test_fastapi_left_to_itself_reports_case_ids_to_the_process_provider(
     # each request's path, and with it the case id.
     data = recorded(tmp_path, "fastapi-default")
     assert any(SECRET_CASE in json.dumps(span) for span in data["spans"])
+    assert data["logs"], data  # what a validation failure was sent
 
 
-def test_telemetry_is_off_by_default(tmp_path: Path) -> None:
-    data = recorded(tmp_path, "off")
+@pytest.mark.parametrize("auto", [None, "true"])
+def test_telemetry_is_off_by_default(tmp_path: Path, auto: str | None) -> None:
+    # FASTAPI_OTEL_AUTO_CONFIGURE asks FastAPI to add exporters: off stays off.
+    data = recorded(
+        tmp_path, "off", **({} if auto is None else {"FASTAPI_OTEL_AUTO_CONFIGURE": auto})
+    )
     assert data["spans"] == []
     assert data["metrics"] == []
     assert data["logs"] == []
