@@ -3,23 +3,30 @@ the ledger's server, PostgreSQL and the load generator.
 
 Where a rate is bound by the machine rather than by waiting, the busy fraction says
 so: the rate divided by it is what the same work would reach with every core busy
-all the time, an upper bound no scheduling can pass.
+all the time, an upper bound no scheduling can pass. The phase's middle is measured
+(`Middle`), clear of the load generator's start-up and wind-down, which its own
+rate leaves out too. Time the hypervisor gave to other machines (steal) counts as
+neither busy nor idle: it was not this machine's to use.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import threading
+import time
 from dataclasses import dataclass
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _machine() -> tuple[int, int]:
-    """(all jiffies, idle jiffies) since boot, over every core."""
+    """(jiffies this machine had, idle jiffies) since boot, over every core."""
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values), values[3] + values[4]  # idle and iowait
+        user, nice, system, idle, iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    # Not steal, nor guest time (counted in user and nice already).
+    idle += iowait
+    return user + nice + system + irq + softirq + idle, idle
 
 
 def _processes() -> dict[int, tuple[str, int, float]]:
@@ -39,8 +46,8 @@ def _processes() -> dict[int, tuple[str, int, float]]:
     return out
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -54,16 +61,18 @@ class CpuSpent:
 
 
 class CpuMeter:
-    """Start before a phase, `stop()` after it; `server` is the supervisor's pid."""
+    """Start before a phase, `stop()` after it; `server` is the supervisor's pid. The
+    load is `load` if it is a process of its own (wrk), else this process's threads."""
 
-    def __init__(self, server: int) -> None:
+    def __init__(self, server: int, load: str | None = None) -> None:
         self.server = server
+        self.load = load
         self._machine = _machine()
         self._procs = _processes()
-        self._children = _children_cpu()
+        self._own = _own_cpu()
 
     def stop(self, seconds: float) -> CpuSpent:
-        procs, machine, children = _processes(), _machine(), _children_cpu()
+        procs, machine, own = _processes(), _machine(), _own_cpu()
         total, idle = machine[0] - self._machine[0], machine[1] - self._machine[1]
 
         def spent(pid: int) -> float:
@@ -79,5 +88,33 @@ class CpuMeter:
             machine_busy=1 - idle / total if total else 0.0,
             server=sum(spent(pid) for pid in tree if pid in procs),
             postgres=sum(spent(pid) for pid, p in procs.items() if p[0].startswith("postgres")),
-            load=children - self._children,
+            load=(
+                own - self._own
+                if self.load is None
+                else sum(spent(pid) for pid, p in procs.items() if p[0] == self.load)
+            ),
         )
+
+
+class Middle:
+    """Measures the middle of a phase that starts now and lasts `seconds`, leaving out
+    `margin` at each end, on a thread of its own; `result()` after the phase."""
+
+    def __init__(self, server: int, seconds: float, load: str | None = None) -> None:
+        self.margin = max(2.0, seconds / 10)
+        self._server, self._seconds, self._load = server, seconds, load
+        self._spent: CpuSpent | None = None
+        self._thread = threading.Thread(target=self._measure, daemon=True)
+        self._thread.start()
+
+    def _measure(self) -> None:
+        time.sleep(self.margin)
+        meter = CpuMeter(self._server, self._load)
+        window = max(self._seconds - 2 * self.margin, 0.5)
+        time.sleep(window)
+        self._spent = meter.stop(window)
+
+    def result(self) -> CpuSpent:
+        self._thread.join()
+        assert self._spent is not None
+        return self._spent

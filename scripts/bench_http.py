@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_cpu import CpuMeter
+from bench_cpu import Middle
 from bench_wrk import WrkLoad, have_wrk
 
 from ledger.canonical import canonical
@@ -225,10 +225,11 @@ def direct_rate_of(ledger: Ledger, events: list[dict[str, Any]], batch: int = 10
 
 
 def _committer_process(
-    url: str, keys: Path, events: list[dict[str, Any]], seconds: float, out: Any
+    url: str, keys: Path, events: list[dict[str, Any]], seconds: float, out: Any, start: Any
 ) -> None:
     """One server worker's share of the clients, without HTTP: CLIENTS // WORKERS
-    threads hand signed singles straight to a group committer and wait for each."""
+    threads hand signed singles straight to a group committer and wait for each. All
+    such processes set out together (`start`, a barrier), as the workers' clients do."""
     from ledger.core import Submission
     from ledger.groupcommit import GroupCommitter
 
@@ -236,7 +237,9 @@ def _committer_process(
     committer = GroupCommitter(ledger)  # as a worker's, with the default window
     pending = iter([Submission(e["body"], base64.b64decode(e["sig"])) for e in events])
     receipts: list[tuple[str, str, int, str]] = []
+    failures: list[str] = []
     lock = threading.Lock()
+    start.wait()
     deadline = time.monotonic() + seconds
 
     def client() -> None:
@@ -245,17 +248,22 @@ def _committer_process(
                 submission = next(pending, None)
             if submission is None:
                 return
-            r = committer.submit(submission).result()
+            try:
+                r = committer.submit(submission).result()
+            except Exception as e:  # reported, not lost: the figure would be wrong
+                with lock:
+                    failures.append(f"{type(e).__name__}: {e}")
+                return
             with lock:
                 receipts.append((r.event_id, r.stream.removeprefix("case/"), r.seq, r.event_hash))
 
     threads = [threading.Thread(target=client) for _ in range(CLIENTS // WORKERS)]
-    start = time.perf_counter()
+    began = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    out.put((time.perf_counter() - start, receipts))
+    out.put((time.perf_counter() - began, receipts, failures))
     committer.close()
     ledger.close()
 
@@ -271,10 +279,11 @@ def group_commit_without_http(
 
     spawn = multiprocessing.get_context("spawn")
     out = spawn.Queue()
+    start = spawn.Barrier(WORKERS)
     budget = int(seconds * 3000) + 2_000  # more than each can commit in the time
     shares = [[signed(n, signer, f"nohttp{w}") for n in range(budget)] for w in range(WORKERS)]
     procs = [
-        spawn.Process(target=_committer_process, args=(url, keys, share, seconds, out))
+        spawn.Process(target=_committer_process, args=(url, keys, share, seconds, out, start))
         for share in shares
     ]
     for p in procs:
@@ -282,8 +291,11 @@ def group_commit_without_http(
     results = [out.get(timeout=seconds + 300) for _ in procs]
     for p in procs:
         p.join()
-    receipts = {r[0]: (r[1], r[2], r[3]) for _, rs in results for r in rs}
-    return len(receipts) / max(elapsed for elapsed, _ in results), receipts
+    failed = [f for _, _, fs in results for f in fs]
+    if failed:
+        raise RuntimeError(f"{len(failed)} appends without HTTP failed, first: {failed[0]}")
+    receipts = {r[0]: (r[1], r[2], r[3]) for _, rs, _ in results for r in rs}
+    return len(receipts) / max(elapsed for elapsed, _, _ in results), receipts
 
 
 def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
@@ -299,14 +311,14 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     # Direct append_many rate on the same store, in the same run: before the HTTP
     # phases and again after them, as the machine's speed drifts over a run; the
     # targets compare with the mean.
-    direct = [signed(n, signer, "direct") for n in range(50_000)]
+    direct = [signed(n, signer, "direct") for n in range(60_000)]
     direct_rates = [direct_rate_of(ledger, direct[:20_000])]
     # The same, a transaction for as many events as one worker's group committer can
     # gather from its share of the clients, each waiting for its answer: every
     # transaction's own cost (the write lock, reading the heads, the commit) is
     # spread over that many events, not a hundred.
     per_worker = CLIENTS // WORKERS
-    direct_small = direct_rate_of(ledger, direct[40_000:], per_worker)
+    direct_small = [direct_rate_of(ledger, direct[40_000:50_000], per_worker)]
     # The server's integrator would otherwise spend the first phase on this backlog.
     ledger.log.integrate_all()
 
@@ -355,9 +367,9 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
             batch_time = batch.run()
         else:
             single = Load(base, token, singles, seconds)
-            meter = CpuMeter(proc.pid)
+            middle = Middle(proc.pid, seconds)
             single_time = single.run()
-            single_cpu = meter.stop(single_time)
+            single_cpu = middle.result()
             batch = Load(base, token, batches, seconds / 2, batch=100)
             batch_time = batch.run()
 
@@ -377,6 +389,7 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         stop(proc)
     no_http_rate, no_http = group_commit_without_http(url, keys, signer, seconds / 2)
     direct_rates.append(direct_rate_of(ledger, direct[20_000:40_000]))
+    direct_small.append(direct_rate_of(ledger, direct[50_000:], per_worker))
     direct_rate = statistics.mean(direct_rates)
 
     # What was acknowledged is what is stored: no loss, no duplicate, no fork.
@@ -459,14 +472,17 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         "http_seconds": seconds,
         "http_direct_append_events_per_s": round(direct_rate),
         "http_direct_append_events_per_s_samples": [round(r) for r in direct_rates],
-        f"http_direct_append_batches_of_{per_worker}_events_per_s": round(direct_small),
+        f"http_direct_append_batches_of_{per_worker}_events_per_s": round(
+            statistics.mean(direct_small)
+        ),
         "http_append_events_per_s": round(single_rate),
         # Where the singles' rate is bound: the machine's busy fraction and CPU per
         # event during that phase (ledger server, PostgreSQL, load generator, and
         # everything on the machine), and the rate scaled to every core busy.
         "http_append_machine_busy": round(single_cpu.machine_busy, 3),
         "http_append_cpu_ms_per_event": {
-            name: round(cpu / len(single.receipts) * 1000, 3)
+            # Over the phase's middle, at the phase's rate.
+            name: round(cpu / (single_rate * single_cpu.seconds) * 1000, 3)
             for name, cpu in (
                 ("server", single_cpu.server),
                 ("postgres", single_cpu.postgres),

@@ -12,11 +12,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from bench_cpu import CpuMeter, CpuSpent
+from bench_cpu import CpuSpent, Middle
 
 THREADS = 2
 LUA = Path(__file__).with_name("bench_load.lua")
@@ -71,8 +70,7 @@ class WrkLoad:
             "BENCH_THREADS": str(THREADS),
             **({"BENCH_WRAP": "1"} if self.wrap else {}),
         }
-        meter = None if self.server_pid is None else CpuMeter(self.server_pid)
-        started = time.perf_counter()
+        middle = None if self.server_pid is None else Middle(self.server_pid, self.seconds, "wrk")
         subprocess.run(
             [
                 "wrk",
@@ -92,8 +90,8 @@ class WrkLoad:
             check=True,
             capture_output=True,
         )
-        if meter is not None:
-            self.cpu = meter.stop(time.perf_counter() - started)
+        if middle is not None:
+            self.cpu = middle.result()
         lines = out.read_text().splitlines()
         head = json.loads(lines[0])
         self.elapsed = head["duration_us"] / 1e6
