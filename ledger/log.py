@@ -11,7 +11,6 @@ proofs cost O(log n) reads.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from .checkpoint import (
 )
 from .errors import IntegrityError, NotFound, UsageError
 from .keys import Signer
-from .logdb import LogDB, _Adapted
+from .logdb import DuplicateRow, LogDB, _Adapted
 from .merkle import (
     CompactRange,
     consistency_proof,
@@ -53,17 +52,6 @@ def _hash_bytes(event_hash: str) -> bytes:
     if len(raw) != 32:
         raise UsageError(f"event hash {event_hash!r} is not 64 hex digits")
     return raw
-
-
-def _is_duplicate_row(e: Exception) -> bool:
-    """Whether `e` is either store's refusal of a row whose key is taken."""
-    if isinstance(e, sqlite3.IntegrityError):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - the postgres extra is not installed
-        return False
-    return isinstance(e, psycopg.errors.UniqueViolation)
 
 
 def _tail(cur: _Adapted) -> tuple[int, int]:
@@ -170,9 +158,7 @@ class VerifiableLog:
             try:
                 cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
                 cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)
-            except Exception as e:
-                if not _is_duplicate_row(e):
-                    raise
+            except DuplicateRow:
                 # The tables already hold a leaf or node past the newest stored leaf:
                 # leaves were deleted after integration. Nothing is written over them.
                 raise IntegrityError(

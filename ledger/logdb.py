@@ -63,6 +63,18 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+class DuplicateRow(Exception):
+    """A row's key is taken already: either driver's unique-constraint refusal."""
+
+
+def _duplicate(e: Exception) -> bool:
+    if isinstance(e, sqlite3.IntegrityError):
+        return str(e).startswith("UNIQUE constraint failed")
+    import psycopg  # only a PostgreSQL log raises anything else here
+
+    return isinstance(e, psycopg.errors.UniqueViolation)
+
+
 class LogDB:
     """A connection to the log tables, with `?` statements adapted to the driver."""
 
@@ -160,19 +172,31 @@ class LogDB:
 
 
 class _Adapted:
-    """A cursor taking `?` placeholders whatever the driver."""
+    """A cursor taking `?` placeholders whatever the driver; a row whose key is taken
+    is refused as `DuplicateRow` whatever the driver."""
 
     def __init__(self, cur: Any, db: LogDB) -> None:
         self.cur = cur
         self.db = db
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Adapted:
-        self.cur.execute(self.db.sql(sql), params)
+        try:
+            self.cur.execute(self.db.sql(sql), params)
+        except Exception as e:
+            if _duplicate(e):
+                raise DuplicateRow(str(e)) from e
+            raise
         return self
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
+        if not rows:
+            return
+        try:
             self.cur.executemany(self.db.sql(sql), rows)
+        except Exception as e:
+            if _duplicate(e):
+                raise DuplicateRow(str(e)) from e
+            raise
 
     def fetchone(self) -> Any:
         return self.cur.fetchone()
