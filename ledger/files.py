@@ -58,10 +58,7 @@ def _synced_beside(path: Path, data: bytes) -> Iterator[str]:
     afterwards unless it was renamed."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(fd, data)
         yield tmp
     finally:
         with contextlib.suppress(OSError):
@@ -73,9 +70,14 @@ def _create_in_place(path: Path, data: bytes) -> bool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    _write_synced(fd, data)
+    sync_directory(path.parent)
+    return True
+
+
+def _write_synced(fd: int, data: bytes) -> None:
+    """Write `data` to the new file `fd` and close it, on disk when this returns."""
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    sync_directory(path.parent)
-    return True

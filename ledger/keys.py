@@ -90,15 +90,10 @@ def install_key_file(new: Path, path: Path) -> None:
         raise KeyFileError(f"cannot install key file {path}: {e.strerror}") from None
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Create a file only its owner may read (0600, directory 0700); never overwrite one."""
-    if not _create_once(path, data):
-        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it")
-
-
 def create_private(path: Path, make: Callable[[], bytes]) -> bytes:
-    """What `path` holds; if there is no such file, `make()` written to it as
-    `write_private` does, unless another process creates it meanwhile."""
+    """What `path` holds; if there is no such file, `make()` written to a new one only
+    its owner may read (0600, directory 0700), unless another process creates it
+    meanwhile. An existing file is never written over."""
     if path.exists():
         return read_private(path)
     data = make()

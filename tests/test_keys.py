@@ -22,7 +22,6 @@ from ledger.keys import (
     create_private,
     load_key_file,
     load_or_generate_key_file,
-    write_private,
 )
 from ledger.vault import _key_file
 from tests.conftest import CHILD, World
@@ -38,13 +37,12 @@ def leftovers(directory: Path) -> list[str]:
 
 def test_a_new_key_file_is_private_whole_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "a.key"
-    write_private(path, b"secret\n")
+    assert create_private(path, lambda: b"secret\n") == b"secret\n"
     assert path.read_bytes() == b"secret\n"
     assert mode_of(path) == 0o600
     assert mode_of(path.parent) == 0o700
     assert leftovers(path.parent) == []
-    with pytest.raises(KeyFileError, match="already exists; refusing to overwrite it"):
-        write_private(path, b"other\n")
+    assert create_private(path, lambda: b"other\n") == b"secret\n"  # never written over
     assert path.read_bytes() == b"secret\n"
     assert leftovers(path.parent) == []
 
@@ -64,7 +62,7 @@ def test_a_vault_key_written_by_another_process_after_the_check_is_used(
     This process must take that key, not fail and not make a second one."""
     path = tmp_path / "master.key"
     theirs = bytes(range(32))
-    write_private(path, base64.b64encode(theirs) + b"\n")
+    create_private(path, lambda: base64.b64encode(theirs) + b"\n")  # the other process
     monkeypatch.delenv("LEDGER_MASTER_KEY", raising=False)
     real_exists = Path.exists
     monkeypatch.setattr(Path, "exists", lambda p: False if p == path else real_exists(p))
