@@ -117,21 +117,18 @@ class Importer:
     def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """The records, as the first pass read them: that pass notes each line's
         digest, and a later one refuses a line whose digest is not the one noted."""
-        checked = self._checked
-        first = checked is None
-        digests = bytearray() if checked is None else checked
-        at = 0
+        checked, read, at = self._checked, bytearray(), 0
         for n, line, record in read_lines(self.path):
             digest = hashlib.blake2b(line.encode("utf-8"), digest_size=DIGEST_SIZE).digest()
-            if first:
-                digests += digest
-            elif digests[at : at + DIGEST_SIZE] != digest:
+            if checked is None:
+                read += digest
+            elif checked[at : at + DIGEST_SIZE] != digest:
                 raise _changed(self.path, n)
             at += DIGEST_SIZE
             yield n, record
-        if first:
-            self._read = digests
-        elif at != len(digests):
+        if checked is None:
+            self._read = read
+        elif at != len(checked):
             raise _changed(self.path, None)
 
     def _submissions(self) -> Iterator[tuple[int, Submission]]:
