@@ -75,6 +75,16 @@ def _duplicate(e: Exception) -> bool:
     return isinstance(e, psycopg.errors.UniqueViolation)
 
 
+@contextmanager
+def _duplicates_named() -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        if _duplicate(e):
+            raise DuplicateRow(str(e)) from e
+        raise
+
+
 class LogDB:
     """A connection to the log tables, with `?` statements adapted to the driver."""
 
@@ -180,23 +190,14 @@ class _Adapted:
         self.db = db
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Adapted:
-        try:
+        with _duplicates_named():
             self.cur.execute(self.db.sql(sql), params)
-        except Exception as e:
-            if _duplicate(e):
-                raise DuplicateRow(str(e)) from e
-            raise
         return self
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        try:
-            self.cur.executemany(self.db.sql(sql), rows)
-        except Exception as e:
-            if _duplicate(e):
-                raise DuplicateRow(str(e)) from e
-            raise
+        if rows:
+            with _duplicates_named():
+                self.cur.executemany(self.db.sql(sql), rows)
 
     def fetchone(self) -> Any:
         return self.cur.fetchone()
