@@ -660,14 +660,15 @@ class Ledger:
     def _save_exclusively(
         self, batch: Preparation, optimistic: bool, keys: Mapping[str, bytes] | None
     ) -> list[Receipt]:
-        """One writer at a time, in this process and across processes sharing the
-        database: they would only race each other for the same stream versions and
-        retry. Validation and signature checks still run concurrently.
+        """One writer at a time in this process, and across processes sharing the
+        database one at a time for each stream (on SQLite, one at a time): they would
+        only race each other for the same stream versions and retry. Validation and
+        signature checks still run concurrently.
 
-        A batch waiting its turn finishes its own signature checks first, so the lock
-        is never held waiting on checks queued behind other batches'. Alone, a batch
+        A batch waiting its turn finishes its own signature checks first, so the locks
+        are never held waiting on checks queued behind other batches'. Alone, a batch
         overlaps its checks with chaining and inserting its events, and commits only
-        once they all hold; not where the lock is shared with other processes, which
+        once they all hold; not where its locks are shared with other processes, which
         would wait on them too.
 
         An `optimistic` (first) attempt looks up only the events the batch refers to,
@@ -838,7 +839,7 @@ class Ledger:
 
     def _agency_as_seen(self, agency_id: str, fresh: bool) -> _Seen:
         """The agency as this process last saw it, unless `fresh`: no read per batch.
-        `_save` confirms under the write lock that it has not moved since."""
+        `_save` confirms under the batch's locks that it has not moved since."""
         cache = self.app.repository.cache
         if cache is not None and not fresh:
             with contextlib.suppress(KeyError):
@@ -853,7 +854,7 @@ class Ledger:
     def _confirm_signers(
         self, items: Sequence[_Item], signers: _Signers, versions: Mapping[UUID, int], now: str
     ) -> None:
-        """Under the write lock: where an agency's stream has moved since its keys were
+        """Under the batch's locks: where an agency's stream has moved since its keys were
         looked at (a key revoked, here or by another process), check its events'
         keys again, as the agency now stands."""
         moved = {
@@ -1029,6 +1030,10 @@ class Ledger:
         asked = {oid for oid, _ in unread}
         wanted = versions_of or {}
         unread += [(oid, seen) for oid, seen in wanted.items() if oid not in asked]
+        # Before the heads are read: a batch sharing a stream waits until this one has
+        # committed, and an agency's keys cannot change under it.
+        written = set(ids.values())
+        self.store.catalog.lock_streams(written, [oid for oid in wanted if oid not in written])
         found = self.store.catalog.current(unread) if unread else {}
         current.update({oid: row for oid, row in found.items() if oid in asked})
         for name, oid in ids.items():

@@ -12,7 +12,7 @@ answered at once and left out. A request is answered only after its transaction
 has committed.
 A batch request (`submit_batch`) is committed by the same thread, on its own: it
 stays all or nothing, and one thread writing per process keeps concurrent batches
-from contending for the interpreter while one of them holds the write lock.
+from contending for the interpreter while one of them holds its locks.
 If the gathered singles are refused as a whole (a bad signature, say), the events
 refused on their own are answered and the rest committed together again; only if
 that is refused too are they tried one by one. Each request gets its own answer

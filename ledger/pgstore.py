@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -37,7 +37,7 @@ from .store import (
 EVENTS_TABLE = LedgerApplication.name.lower() + "_events"
 
 CONNECT_TIMEOUT_S = 5
-# The switch interval while the write lock is held (see TransactionWriter).
+# The switch interval while a write transaction is held (see TransactionWriter).
 HANDOVER_S = 0.0005
 
 
@@ -179,6 +179,12 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         )
 
 
+def stream_lock_key(oid: UUID) -> int:
+    """A stream's advisory lock key: 32 bits of its id (two streams sharing one only
+    take turns)."""
+    return int.from_bytes(oid.bytes[:4], "big", signed=True)
+
+
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one array per column, for an INSERT ... SELECT FROM unnest(...)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -188,13 +194,14 @@ class PostgresCatalog:
     def __init__(self, recorder: IndexedPostgresRecorder) -> None:
         self.recorder = recorder
         self.schema = recorder.datastore.schema
+        self.lock_space = "ledger-streams:" + self.schema
         self.events_table: str = recorder.events_table_name
 
     def _query(self, sql: SQL | Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         held = self.recorder.writer.held
         if held is not None:
-            # Under the write lock: in its transaction, sent with whatever the pipeline
-            # holds (the lock itself, first), in one round trip.
+            # In the write transaction, sent with whatever the pipeline holds (the
+            # stream locks, first), in one round trip.
             return [tuple(row.values()) for row in held.conn.execute(sql, params).fetchall()]
         # One statement on an autocommit connection: one round trip, where an explicit
         # read transaction would add a BEGIN and a ROLLBACK to each query.
@@ -318,10 +325,35 @@ class PostgresCatalog:
         )
         return [(stored_int(r[0]), stored_bytes(r[1]), int(r[2])) for r in rows]
 
+    def lock_streams(self, written: Collection[UUID], read: Collection[UUID]) -> None:
+        """Take the write transaction's stream locks: exclusive on the streams it
+        writes, shared on those it only reads (the agencies whose keys signed it), so
+        that a batch never waits on another unless they share a case or one of them
+        changes an agency's keys the other relies on. Sent in the pipeline, answered
+        with the heads read that follows: one round trip for both.
+
+        Transaction-level advisory locks, keyed by the schema and the stream, which
+        PostgreSQL lets go of as the transaction commits or rolls back (or its
+        connection dies), once what it wrote is visible to the next. All of a
+        transaction's are taken by one statement, in key order, so two writers cannot
+        each hold one the other waits for."""
+        held = self.recorder.writer.held
+        if held is None:
+            raise RuntimeError("stream locks are taken in a write transaction")
+        keys = {stream_lock_key(oid): False for oid in read}
+        keys.update((stream_lock_key(oid), True) for oid in written)
+        order = sorted(keys)
+        held.conn.execute(
+            "SELECT CASE WHEN x THEN pg_advisory_xact_lock(hashtext(%s), k) "
+            "ELSE pg_advisory_xact_lock_shared(hashtext(%s), k) END "
+            "FROM unnest(%s::int[], %s::bool[]) AS t(k, x)",
+            [self.lock_space, self.lock_space, order, [keys[k] for k in order]],
+        )
+
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
         """Each stream's latest version, with its newest stored bytes unless that is
         the version already held: one query (an index lookup per stream), so one
-        round trip while the write lock is held."""
+        round trip while the batch's streams are locked."""
         rows = self._query(
             SQL(
                 "SELECT ids.id, e.originator_version, CASE WHEN e.originator_version = ids.v "
@@ -380,25 +412,26 @@ def conninfo(url: DatabaseURL) -> str:
 
 
 class TransactionWriter:
-    """The ledger's write lock as a transaction-level advisory lock, taken by the
-    transaction that then reads the batch's stream heads and writes the batch.
+    """A batch's write transaction: it locks the batch's streams
+    (`PostgresCatalog.lock_streams`), reads their heads and writes after them.
 
-    One connection and one transaction, in psycopg's pipeline: taking the lock and
+    One connection and one transaction, in psycopg's pipeline: taking the locks and
     reading the heads is one round trip, and nothing has to be sent to let go of the
-    lock, which PostgreSQL releases when the transaction commits or rolls back (or
+    locks, which PostgreSQL releases when the transaction commits or rolls back (or
     its session dies), only once the batch is visible to the next writer. While it
     is held, this thread's catalog reads and the recorder's insert use its
     connection (`IndexedPostgresRecorder.writer`); errors come out as eventsourcing's,
     as from any other write.
 
     Every answer from the database has to win the interpreter back before the batch
-    can go on, and other processes wait on the lock meanwhile: while it is held,
-    this process's other threads (an API worker's event loop) are asked to hand the
-    interpreter over within HANDOVER_S rather than the usual five milliseconds."""
+    can go on, and other writers may be waiting on its locks meanwhile (on its cases,
+    or on the events table, which eventsourcing locks from the insert to the commit):
+    while it is held, this process's other threads (an API worker's event loop) are
+    asked to hand the interpreter over within HANDOVER_S rather than the usual five
+    milliseconds."""
 
-    def __init__(self, recorder: IndexedPostgresRecorder, url: DatabaseURL) -> None:
+    def __init__(self, recorder: IndexedPostgresRecorder) -> None:
         self.recorder = recorder
-        self.key = "ledger-writer:" + url.schema
 
     def __enter__(self) -> object:
         with contextlib.ExitStack() as stack:
@@ -409,8 +442,6 @@ class TransactionWriter:
             stack.enter_context(conn.pipeline())
             stack.enter_context(conn.transaction())
             conn.execute("SET LOCAL lock_timeout = '30s'")
-            # Answered with the first read of the heads: one round trip for both.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self.key])
             self.recorder.writer.held = _Held(conn, stack.pop_all())
         return self
 
@@ -484,4 +515,4 @@ def open_postgres(url: DatabaseURL, create: bool = True) -> Store:
             )
     recorder = app.recorder
     assert isinstance(recorder, IndexedPostgresRecorder)
-    return Store(url, app, PostgresCatalog(recorder), TransactionWriter(recorder, url))
+    return Store(url, app, PostgresCatalog(recorder), TransactionWriter(recorder))

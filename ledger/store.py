@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +276,8 @@ class IndexedSQLiteRecorder(SQLiteApplicationRecorder):
         process, whose writer lock is its own, may append to the agency (revoke a key)
         in between; the inserts above now hold SQLite's lock, so what this reads stays
         true until commit. The retry re-reads and confirms again.
-        (PostgreSQL's writer lock spans both, so its recorder has no need of this.)"""
+        (A PostgreSQL batch holds the agencies' streams locked from before it reads
+        them until it commits, so its recorder has no need of this.)"""
         for oid, version in (versions or {}).items():
             c.execute(
                 f"SELECT MAX(originator_version) FROM {self.events_table_name} "
@@ -304,6 +305,7 @@ class Catalog(Protocol):
     ) -> list[tuple[Any, int, Any]]: ...
     def streams_opened_as(self, topics: Sequence[str]) -> list[UUID]: ...
     def heads(self, ids: Sequence[UUID]) -> dict[UUID, int]: ...
+    def lock_streams(self, written: Collection[UUID], read: Collection[UUID]) -> None: ...
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]: ...
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]: ...
     def streams_mentioning(self, text: str) -> list[str]: ...
@@ -509,6 +511,10 @@ class SQLiteCatalog:
             return rows  # as written; else as an edit left them, for verify to report
         return [(stored_int(r[0]), stored_bytes(r[1]), int(r[2])) for r in rows]
 
+    def lock_streams(self, written: Collection[UUID], read: Collection[UUID]) -> None:
+        """Nothing to take: SQLite admits one writing transaction at a time, and an
+        agency that moved meanwhile is caught before the commit (`_moved_agency`)."""
+
     def current(self, held: Sequence[tuple[UUID, int]]) -> dict[UUID, tuple[int, bytes | None]]:
         """Each stream's latest version, with its newest stored bytes unless that is
         the version already held: one query per 250 streams."""
@@ -547,8 +553,10 @@ class Store:
 
         Processes writing to the same database (the API's workers) would otherwise
         both read a case's head, both write after it, and one would redo its whole
-        batch on the unique-version conflict; with PostgreSQL they take turns instead.
-        SQLite already admits one writer at a time.
+        batch on the unique-version conflict; with PostgreSQL the write transaction
+        locks the batch's streams before it reads them (`Catalog.lock_streams`), so
+        batches sharing a case take turns and others go on side by side. SQLite
+        already admits one writer at a time.
         """
         return nullcontext() if self.writer_lock is None else self.writer_lock
 

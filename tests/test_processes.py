@@ -60,6 +60,49 @@ def test_two_processes_appending_to_one_case_leave_one_chain(world: World) -> No
     assert report.ok, report.problems
 
 
+BATCH_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from ledger.canonical import canonical
+    from ledger.core import Ledger, Submission
+    from ledger.keys import load_key_file
+    url, keys, agency, tag, step = sys.argv[1:6]
+    ledger = Ledger.open(url, Path(keys), create=False)
+    signer = load_key_file(ledger.agency_key_path(agency))
+    cases = [f"M-{n}" for n in range(6)][:: int(step)]
+    for b in range(40):
+        batch = []
+        for n, case_id in enumerate(cases):
+            body = {"v": 1, "case_id": case_id, "event_id": f"{tag}-{b}-{n}",
+                    "type": "CHILD_SEEN", "occurred_at": "2024-03-03T14:05:00Z",
+                    "agency": agency, "actor": {"role": "practitioner"}, "payload": {},
+                    "responds_to": [], "corrects": None, "key_id": signer.key_id}
+            batch.append(Submission(body, signer.sign_body(canonical(body))))
+        ledger.append_many(batch)
+    ledger.close()
+""")
+
+
+def test_two_processes_appending_batches_across_the_same_cases_leave_one_chain_each(
+    world: World,
+) -> None:
+    """Each batch touches every case, the two processes naming them in opposite
+    orders: every case keeps one unbroken chain, whoever wrote which event."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BATCH_WRITER, world.url, str(world.keys), agency, tag, step]
+        )
+        for agency, tag, step in (("police-a", "p", "1"), ("csc-b", "c", "-1"))
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    for n in range(6):
+        envs = world.ledger.case_envelopes(f"M-{n}", cached=False)
+        assert [e.seq for e in envs] == list(range(1, 81))
+        assert all(b.prev_hash == a.event_hash for a, b in itertools.pairwise(envs))
+    report = audit(world.ledger.store, world.ledger.ledger_signer().public_bytes)
+    assert report.ok, report.problems
+
+
 def test_sigkill_during_import_loses_nothing_acknowledged(world: World, tmp_path: Path) -> None:
     path = tmp_path / "historic.jsonl"
     with path.open("w") as f:
@@ -293,38 +336,144 @@ def test_served_workers_keep_startup_objects_out_of_the_cycle_collector() -> Non
         gc.set_threshold(*before)
 
 
-def test_postgres_writers_wait_their_turn_under_the_ledger_write_lock(world: World) -> None:
-    """Another process holding the write lock holds appends off until it lets go; the
-    events then chain after whatever it wrote. SQLite serialises writers itself."""
+def _lock_stream(conn: psycopg.Connection[Any], store: Any, stream: str, how: str) -> None:
+    """Take (`pg_advisory_lock`, `..._shared`) or let go of (`pg_advisory_unlock`,
+    `..._shared`) a stream's write lock in another session, as another writer would."""
+    from ledger.pgstore import stream_lock_key
+    from ledger.verify import stream_id
+
+    key = stream_lock_key(stream_id(stream))
+    conn.execute(f"SELECT {how}(hashtext(%s), %s)", [store.catalog.lock_space, key])
+
+
+def _wait_for(done: list[Any], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_postgres_writers_wait_their_turn_on_a_case_and_not_on_others(world: World) -> None:
+    """Another writer holding a case holds appends to it off until it lets go, and
+    the events then chain after whatever it wrote; an append to another case goes on
+    meanwhile. SQLite serialises writers itself."""
     store = world.ledger.store
     if store.url.is_sqlite:
         assert store.writer_lock is None
         return
+    first = world.append("police-a", "C-1")
+    other = Ledger.open(world.url, world.keys, create=False)  # another process's ledger
     holder = psycopg.connect(PG_URL, autocommit=True)
     try:
-        holder.execute(
-            "SELECT pg_advisory_lock(hashtext(%s))", ["ledger-writer:" + store.url.schema]
-        )
+        _lock_stream(holder, store, "case/C-1", "pg_advisory_lock")
         done: list[Any] = []
-        thread = threading.Thread(target=lambda: done.append(world.append("police-a")))
+        thread = threading.Thread(target=lambda: done.append(world.append("police-a", "C-1")))
+        thread.start()
+        beside: list[Any] = []
+        body = world.body("police-a", "C-2")
+        writer = threading.Thread(target=lambda: beside.append(other.append(world.signed(body))))
+        writer.start()
+        _wait_for(beside)
+        assert [r.seq for r in beside] == [1]  # another case: not held up
+        assert done == [] and thread.is_alive()  # waiting for the case, nothing written
+        assert [e.seq for e in world.ledger.case_envelopes("C-1", cached=False)] == [1]
+        other_append = world.signed(world.body("police-a", "C-1"))
+        other_thread = threading.Thread(target=lambda: done.append(other.append(other_append)))
+        other_thread.start()
+        time.sleep(0.5)
+        assert done == []  # nor from another process
+        _lock_stream(holder, store, "case/C-1", "pg_advisory_unlock")
+        thread.join(timeout=30)
+        other_thread.join(timeout=30)
+        writer.join(timeout=30)
+        assert sorted(r.seq for r in done) == [first.seq + 1, first.seq + 2]
+    finally:
+        holder.close()
+        other.close()
+    envs = world.ledger.case_envelopes("C-1", cached=False)
+    assert all(b.prev_hash == a.event_hash for a, b in itertools.pairwise(envs))
+    assert audit(store, world.ledger.ledger_signer().public_bytes).ok
+
+
+def test_postgres_appends_wait_while_their_agency_keys_are_being_changed(world: World) -> None:
+    """A batch reads its signing agency's stream (to confirm the key) under a shared
+    lock: a writer changing that agency (revoking a key takes it exclusively) holds
+    the batch off, and one only reading it does not; another agency's appends go on."""
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        return
+    holder = psycopg.connect(PG_URL, autocommit=True)
+    try:
+        _lock_stream(holder, store, "agency/police-a", "pg_advisory_lock_shared")
+        assert world.append("police-a", "C-1").seq == 1  # readers share it
+        _lock_stream(holder, store, "agency/police-a", "pg_advisory_unlock_shared")
+        _lock_stream(holder, store, "agency/police-a", "pg_advisory_lock")
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(world.append("police-a", "C-1")))
         thread.start()
         time.sleep(1.0)
-        assert done == [] and thread.is_alive()  # waiting for the lock, nothing written
-        assert "C-1" not in set(world.ledger.iter_case_ids())
-        holder.execute(
-            "SELECT pg_advisory_unlock(hashtext(%s))", ["ledger-writer:" + store.url.schema]
-        )
+        assert done == [] and thread.is_alive()
+        other = Ledger.open(world.url, world.keys, create=False)
+        try:
+            assert other.append(world.signed(world.body("csc-b", "C-3"))).seq == 1
+        finally:
+            other.close()
+        assert done == []
+        _lock_stream(holder, store, "agency/police-a", "pg_advisory_unlock")
         thread.join(timeout=30)
-        assert [r.seq for r in done] == [1]
+        assert [r.seq for r in done] == [2]
     finally:
         holder.close()
 
 
-def _write_lock_free(store: Any) -> bool:
-    """Whether another session could take the ledger's write lock right now."""
-    key = "ledger-writer:" + store.url.schema
+def test_postgres_batch_takes_its_case_locks_in_one_order(world: World) -> None:
+    """A batch locks its cases in key order, whatever order its events name them in:
+    waiting for a case another writer holds, it holds none of the cases after it, so
+    writers never each hold a lock the other waits for."""
+    store = world.ledger.store
+    if store.url.is_sqlite:
+        return
+    from ledger.pgstore import stream_lock_key
+    from ledger.verify import stream_id
+
+    names = sorted(
+        (f"K-{n}" for n in range(20)), key=lambda c: stream_lock_key(stream_id(f"case/{c}"))
+    )
+    low, high = names[0], names[-1]
+    holder = psycopg.connect(PG_URL, autocommit=True)
+    other = Ledger.open(world.url, world.keys, create=False)
+    try:
+        _lock_stream(holder, store, f"case/{low}", "pg_advisory_lock")
+        batch = [world.signed(world.body("police-a", c)) for c in (high, low)]
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(world.ledger.append_many(batch)))
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting for the low case
+        beside: list[Any] = []
+        body = world.body("csc-b", high)
+        writer = threading.Thread(target=lambda: beside.append(other.append(world.signed(body))))
+        writer.start()
+        _wait_for(beside, timeout=10)
+        assert [r.seq for r in beside] == [1], "the waiting batch held the high case"
+        _lock_stream(holder, store, f"case/{low}", "pg_advisory_unlock")
+        thread.join(timeout=30)
+        writer.join(timeout=30)
+        assert [[r.seq for r in receipts] for receipts in done] == [[2, 1]]
+    finally:
+        holder.close()
+        other.close()
+
+
+def _write_lock_free(store: Any, stream: str = "case/C-1") -> bool:
+    """Whether another session could take the stream's write lock right now."""
+    from ledger.pgstore import stream_lock_key
+    from ledger.verify import stream_id
+
+    key = stream_lock_key(stream_id(stream))
     with psycopg.connect(PG_URL, autocommit=True) as probe:
-        row = probe.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()
+        row = probe.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", [store.catalog.lock_space, key]
+        ).fetchone()
         assert row is not None
         return bool(row[0])  # the session's end lets go of it again
 
