@@ -508,13 +508,14 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         "http_verify_ok": report.ok,
         "http_targets_met": {
             "append": single_rate >= 0.5 * direct_rate,
-            # Whether the target is within reach at all here: with every core busy,
-            # and with no HTTP layer.
-            "append_at_full_cpu": single_rate / max(single_cpu.machine_busy, 1e-9)
-            >= 0.5 * direct_rate,
-            "append_without_http": no_http_rate >= 0.5 * direct_rate,
             "batch": batch_rate >= 0.8 * direct_rate,
             "p99": single.p99() < 100,
+        },
+        # Not targets: whether the append target would be within reach with every
+        # core busy, and through the ledger's own path with no HTTP layer.
+        "http_append_bounds_reach_target": {
+            "at_full_cpu": single_rate / max(single_cpu.machine_busy, 1e-9) >= 0.5 * direct_rate,
+            "without_http": no_http_rate >= 0.5 * direct_rate,
         },
     }
 
