@@ -9,7 +9,9 @@ the same bodies. Afterwards the stored events must equal the receipts, with no
 duplicate and no fork, and `ledger verify` must pass. A bare FastAPI echo route
 under the same load is measured too: the ceiling of the HTTP layer on this machine.
 The direct append_many rate the targets are set against is measured on the same
-store before the HTTP phases and again after them, and their mean counts.
+store, with the server stopped: before the HTTP phases, straight after the single
+appends and at the end. The single appends count against the two samples around
+them, the batches against all three.
 
 Where the single appends' rate is bound is measured in the same run: the CPU the
 machine, the server, PostgreSQL and wrk spent per event while they ran (and the
@@ -309,9 +311,11 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     signer = load_key_file(path)
     token = ledger.tokens.issue("bench-agency", "agency", "bench-police")
     # Direct append_many rate on the same store, in the same run: before the HTTP
-    # phases and again after them, as the machine's speed drifts over a run; the
-    # targets compare with the mean.
-    direct = [signed(n, signer, "direct") for n in range(60_000)]
+    # phases, straight after the single appends and again at the end, as the
+    # machine's speed drifts over a run (by two fifths, seen here). The single appends
+    # compare with the two samples around them, the batch target with all three.
+    # Each is taken with the server stopped, nothing else running.
+    direct = [signed(n, signer, "direct") for n in range(80_000)]
     direct_rates = [direct_rate_of(ledger, direct[:20_000])]
     # The same, a transaction for as many events as one worker's group committer can
     # gather from its share of the clients, each waiting for its answer: every
@@ -338,10 +342,9 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = serve(url, keys, port, {})
+    single: Load | WrkLoad
     try:
         wait_ready(base + "/v1/health")
-        single: Load | WrkLoad
-        batch: Load | WrkLoad
         if use_wrk:
             single = WrkLoad(
                 base,
@@ -354,6 +357,22 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
             single_time = single.run()
             assert single.cpu is not None
             single_cpu = single.cpu
+        else:
+            single = Load(base, token, singles, seconds)
+            middle = Middle(proc.pid, seconds)
+            single_time = single.run()
+            single_cpu = middle.result()
+    finally:
+        stop(proc)
+    direct_rates.append(direct_rate_of(ledger, direct[60_000:]))
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(url, keys, port, {})
+    batch: Load | WrkLoad
+    try:
+        wait_ready(base + "/v1/health")
+        if use_wrk:
             batch = WrkLoad(
                 base,
                 token,
@@ -366,10 +385,6 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
             )
             batch_time = batch.run()
         else:
-            single = Load(base, token, singles, seconds)
-            middle = Middle(proc.pid, seconds)
-            single_time = single.run()
-            single_cpu = middle.result()
             batch = Load(base, token, batches, seconds / 2, batch=100)
             batch_time = batch.run()
 
@@ -391,6 +406,8 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     direct_rates.append(direct_rate_of(ledger, direct[20_000:40_000]))
     direct_small.append(direct_rate_of(ledger, direct[50_000:], per_worker))
     direct_rate = statistics.mean(direct_rates)
+    around_singles = statistics.mean(direct_rates[:2])
+    around_no_http = statistics.mean(direct_rates[1:])
 
     # What was acknowledged is what is stored: no loss, no duplicate, no fork.
     stored: dict[str, tuple[str, int, str]] = {}
@@ -472,10 +489,12 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         "http_seconds": seconds,
         "http_direct_append_events_per_s": round(direct_rate),
         "http_direct_append_events_per_s_samples": [round(r) for r in direct_rates],
+        "http_direct_append_events_per_s_around_singles": round(around_singles),
         f"http_direct_append_batches_of_{per_worker}_events_per_s": round(
             statistics.mean(direct_small)
         ),
         "http_append_events_per_s": round(single_rate),
+        "http_append_share_of_direct": round(single_rate / around_singles, 3),
         # Where the singles' rate is bound: the machine's busy fraction and CPU per
         # event during that phase (ledger server, PostgreSQL, load generator, and
         # everything on the machine), and the rate scaled to every core busy.
@@ -507,15 +526,15 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         "http_duplicate_event_ids": duplicates,
         "http_verify_ok": report.ok,
         "http_targets_met": {
-            "append": single_rate >= 0.5 * direct_rate,
+            "append": single_rate >= 0.5 * around_singles,
             "batch": batch_rate >= 0.8 * direct_rate,
             "p99": single.p99() < 100,
         },
         # Not targets: whether the append target would be within reach with every
         # core busy, and through the ledger's own path with no HTTP layer.
         "http_append_bounds_reach_target": {
-            "at_full_cpu": single_rate / max(single_cpu.machine_busy, 1e-9) >= 0.5 * direct_rate,
-            "without_http": no_http_rate >= 0.5 * direct_rate,
+            "at_full_cpu": single_rate / max(single_cpu.machine_busy, 1e-9) >= 0.5 * around_singles,
+            "without_http": no_http_rate >= 0.5 * around_no_http,
         },
     }
 
