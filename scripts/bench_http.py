@@ -206,6 +206,19 @@ def serve(url: str, keys: Path, port: int, env_extra: dict[str, str]) -> subproc
     )
 
 
+def start_server(url: str, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`ledger serve` on a free port, once it answers, and its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(url, keys, port, {})
+    try:
+        wait_ready(base + "/v1/health")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -339,12 +352,9 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     batches = [signed(n, signer, "batch") for n in range(budget * 2)]
     killed = [signed(n, signer, "kill") for n in range(int(seconds * 2000) // 2 + 5_000)]
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = serve(url, keys, port, {})
+    proc, base = start_server(url, keys)
     single: Load | WrkLoad
     try:
-        wait_ready(base + "/v1/health")
         if use_wrk:
             single = WrkLoad(
                 base,
@@ -366,12 +376,9 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
         stop(proc)
     direct_rates.append(direct_rate_of(ledger, direct[60_000:]))
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = serve(url, keys, port, {})
+    proc, base = start_server(url, keys)
     batch: Load | WrkLoad
     try:
-        wait_ready(base + "/v1/health")
         if use_wrk:
             batch = WrkLoad(
                 base,
