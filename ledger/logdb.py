@@ -11,6 +11,7 @@ ledger knows which store it has.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -70,9 +71,10 @@ class DuplicateRow(Exception):
 def _duplicate(e: Exception) -> bool:
     if isinstance(e, sqlite3.IntegrityError):
         return str(e).startswith("UNIQUE constraint failed")
-    import psycopg  # only a PostgreSQL log raises anything else here
-
-    return isinstance(e, psycopg.errors.UniqueViolation)
+    # Only a PostgreSQL log, which has psycopg imported already, raises psycopg's
+    # errors; a SQLite-only install may not have it at all.
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(e, psycopg.errors.UniqueViolation)
 
 
 @contextmanager

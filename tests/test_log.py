@@ -527,3 +527,22 @@ def test_a_leaf_deleted_after_integration_is_named_and_stops_the_integrator_clea
     else:
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert "Merkle log is damaged" in err and "ledger verify" in err
+
+
+def test_a_sqlite_error_stays_itself_where_psycopg_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log's cursor names a taken row key for either driver, without importing
+    psycopg (the `postgres` extra) to look at a SQLite error that is something else."""
+    import sqlite3
+    import sys
+
+    from ledger.logdb import DuplicateRow, _duplicates_named
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(sqlite3.OperationalError), _duplicates_named():
+        raise sqlite3.OperationalError("database is locked")
+    with pytest.raises(DuplicateRow), _duplicates_named():
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: merkle_leaves.idx")
+    with pytest.raises(sqlite3.IntegrityError), _duplicates_named():
+        raise sqlite3.IntegrityError("NOT NULL constraint failed: merkle_leaves.hash")
