@@ -336,14 +336,18 @@ def test_served_workers_keep_startup_objects_out_of_the_cycle_collector() -> Non
         gc.set_threshold(*before)
 
 
-def _lock_stream(conn: psycopg.Connection[Any], store: Any, stream: str, how: str) -> None:
-    """Take (`pg_advisory_lock`, `..._shared`) or let go of (`pg_advisory_unlock`,
-    `..._shared`) a stream's write lock in another session, as another writer would."""
+def _stream_lock(store: Any, stream: str) -> list[Any]:
+    """The two keys of a stream's write lock, as arguments to pg_advisory_*."""
     from ledger.pgstore import stream_lock_key
     from ledger.verify import stream_id
 
-    key = stream_lock_key(stream_id(stream))
-    conn.execute(f"SELECT {how}(hashtext(%s), %s)", [store.catalog.lock_space, key])
+    return [store.catalog.lock_space, stream_lock_key(stream_id(stream))]
+
+
+def _lock_stream(conn: psycopg.Connection[Any], store: Any, stream: str, how: str) -> None:
+    """Take (`pg_advisory_lock`, `..._shared`) or let go of (`pg_advisory_unlock`,
+    `..._shared`) a stream's write lock in another session, as another writer would."""
+    conn.execute(f"SELECT {how}(hashtext(%s), %s)", _stream_lock(store, stream))
 
 
 def _wait_for(done: list[Any], timeout: float = 30) -> None:
@@ -466,13 +470,9 @@ def test_postgres_batch_takes_its_case_locks_in_one_order(world: World) -> None:
 
 def _write_lock_free(store: Any, stream: str = "case/C-1") -> bool:
     """Whether another session could take the stream's write lock right now."""
-    from ledger.pgstore import stream_lock_key
-    from ledger.verify import stream_id
-
-    key = stream_lock_key(stream_id(stream))
     with psycopg.connect(PG_URL, autocommit=True) as probe:
         row = probe.execute(
-            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", [store.catalog.lock_space, key]
+            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", _stream_lock(store, stream)
         ).fetchone()
         assert row is not None
         return bool(row[0])  # the session's end lets go of it again
@@ -578,8 +578,8 @@ def test_postgres_batch_whose_commit_fails_is_not_cached_as_written(
 def test_the_interpreter_is_handed_back_promptly_only_while_the_shared_lock_is_held(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a PostgreSQL batch holds the lock every writer waits on, other threads
-    are asked to hand the interpreter back within half a millisecond; the usual
+    """While a PostgreSQL batch's write transaction is held (other writers may wait
+    on its locks), other threads are asked to hand the interpreter back within half a millisecond; the usual
     interval is restored afterwards, also after a refused batch. A SQLite ledger,
     whose writers do not wait on this process, leaves it alone."""
     from ledger.errors import Conflict
