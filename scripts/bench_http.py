@@ -232,11 +232,16 @@ def direct_rate_of(ledger: Ledger, events: list[dict[str, Any]], batch: int = 10
     from ledger.core import Submission
 
     t = time.perf_counter()
+    repeats = 0
     for i in range(0, len(events), batch):
-        ledger.append_many(
+        receipts = ledger.append_many(
             [Submission(e["body"], base64.b64decode(e["sig"])) for e in events[i : i + batch]]
         )
-    return len(events) / (time.perf_counter() - t)
+        repeats += sum(r.duplicate for r in receipts)
+    elapsed = time.perf_counter() - t
+    if repeats:
+        raise RuntimeError(f"a direct sample repeated {repeats} recorded events: not a rate")
+    return len(events) / elapsed
 
 
 def _committer_process(
@@ -328,14 +333,18 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     # machine's speed drifts over a run (by two fifths, seen here). The single appends
     # compare with the two samples around them, the batch target with all three.
     # Each is taken with the server stopped, nothing else running.
+    # Each sample appends events of its own: one already recorded would be answered as
+    # a repeat, which is another path.
     direct = [signed(n, signer, "direct") for n in range(80_000)]
-    direct_rates = [direct_rate_of(ledger, direct[:20_000])]
+    before, after_singles, at_end = direct[:20_000], direct[20_000:40_000], direct[40_000:60_000]
+    small_before, small_at_end = direct[60_000:70_000], direct[70_000:]
+    direct_rates = [direct_rate_of(ledger, before)]
     # The same, a transaction for as many events as one worker's group committer can
     # gather from its share of the clients, each waiting for its answer: every
-    # transaction's own cost (the write lock, reading the heads, the commit) is
+    # transaction's own cost (its locks, reading the heads, the commit) is
     # spread over that many events, not a hundred.
     per_worker = CLIENTS // WORKERS
-    direct_small = [direct_rate_of(ledger, direct[40_000:50_000], per_worker)]
+    direct_small = [direct_rate_of(ledger, small_before, per_worker)]
     # The server's integrator would otherwise spend the first phase on this backlog.
     ledger.log.integrate_all()
 
@@ -374,7 +383,7 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
             single_cpu = middle.result()
     finally:
         stop(proc)
-    direct_rates.append(direct_rate_of(ledger, direct[60_000:]))
+    direct_rates.append(direct_rate_of(ledger, after_singles))
 
     proc, base = start_server(url, keys)
     batch: Load | WrkLoad
@@ -410,8 +419,8 @@ def bench_http(pg_url: str, tmp: Path, seconds: float) -> dict[str, Any]:
     finally:
         stop(proc)
     no_http_rate, no_http = group_commit_without_http(url, keys, signer, seconds / 2)
-    direct_rates.append(direct_rate_of(ledger, direct[20_000:40_000]))
-    direct_small.append(direct_rate_of(ledger, direct[50_000:], per_worker))
+    direct_rates.append(direct_rate_of(ledger, at_end))
+    direct_small.append(direct_rate_of(ledger, small_at_end, per_worker))
     direct_rate = statistics.mean(direct_rates)
     around_singles = statistics.mean(direct_rates[:2])
     around_no_http = statistics.mean(direct_rates[1:])
