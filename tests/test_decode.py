@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ledger.verify as verify
-from ledger.verify import FormatError, fast_decodable, parse_envelope
+from ledger.verify import FormatError, fast_decodable, parse_envelope, stream_id
 from tests.conftest import World
 
 
@@ -83,6 +83,10 @@ def test_orjson_is_what_decodes_a_typical_event(
     orjson = vars(verify)["_orjson"]
     assert orjson is not None
     raw = stored_event(world)
+    # About one event in a hundred has 19 digits in a row in a hash or key id (random
+    # hex), which the standard decoder reads instead: not the typical event meant here.
+    while not fast_decodable(raw):
+        raw = world.ledger.stored_envelope(stream_id("case/C-1"), world.append("police-a").seq).raw
     asked: list[Any] = []
     real = orjson.loads
 
