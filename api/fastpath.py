@@ -12,7 +12,6 @@ verdict, left in the request's state.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import Any
@@ -82,7 +81,7 @@ class SingleAppend:
         state = scope.setdefault("state", {})
         state[RATE_COUNTED] = True  # if the route answers after all, it counts it no more
         try:
-            receipt = await asyncio.wrap_future(srv.committer.submit(submission))
+            receipt = await srv.committer.submit_awaitable(submission)
         except Exception as e:  # refused, or the database failed: nothing was written
             state[SUBMITTED] = e  # the route answers it as its own, without submitting again
             return False

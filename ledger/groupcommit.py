@@ -20,21 +20,66 @@ and one bad event cannot fail another agency's, nor cost a transaction per event
 A request given up on before its turn (its client gone) is skipped: its future is
 marked running when taken from the queue, so it can no longer be cancelled under
 the committer.
+A request awaited on an event loop (`submit_awaitable`, the HTTP fast path) is
+answered through that loop, and a committed batch's answers are handed over to it
+all at once: one wake-up of the loop for the batch, not one per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from .core import Ledger, Preparation, Receipt, Submission
 from .errors import LedgerError, StoreUnavailable
 
-_Single = tuple[Submission, "Future[Receipt]"]
+
+@dataclass(slots=True)
+class _Awaited:
+    """A single's answer, for a requester awaiting it on `loop`: the committer's side
+    of an asyncio future, with the calls the committer makes on a `Future`."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Receipt]
+
+    def set_running_or_notify_cancel(self) -> bool:
+        # Cancelled only by its loop, which then no longer awaits it. One cancelled
+        # after this was read is committed all the same, as a running Future is.
+        return not self.future.cancelled()
+
+    def set_result(self, receipt: Receipt) -> None:
+        _hand_over(self.loop, [(self.future, receipt)])
+
+    def set_exception(self, error: BaseException) -> None:
+        _hand_over(self.loop, [(self.future, error)])
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[Receipt], Any]]
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits them now
+        loop.call_soon_threadsafe(_settle, answers)
+
+
+def _settle(answers: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
+    """On the requesters' loop: each answer to its future, unless given up on."""
+    for future, answer in answers:
+        if future.cancelled():
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
+_Single = tuple[Submission, "Future[Receipt] | _Awaited"]
 
 
 @dataclass
@@ -48,7 +93,9 @@ class GroupCommitter:
         self.ledger = ledger
         self.max_batch = max_batch
         self.window_s = window_s
-        self._queue: queue.Queue[_Single | _Batch | None] = queue.Queue()
+        # SimpleQueue: a put is one C call, with no condition to notify, for every
+        # request.
+        self._queue: queue.SimpleQueue[_Single | _Batch | None] = queue.SimpleQueue()
         self.batches = 0
         self.events = 0
         # How many singles the last gathering took: the next one stops waiting once it
@@ -60,6 +107,14 @@ class GroupCommitter:
     def submit(self, submission: Submission) -> Future[Receipt]:
         future: Future[Receipt] = Future()
         self._queue.put((submission, future))
+        return future
+
+    def submit_awaitable(self, submission: Submission) -> asyncio.Future[Receipt]:
+        """As `submit`, for a caller on a running event loop: awaiting the result
+        costs that loop no thread hand-over of its own."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._queue.put((submission, _Awaited(loop, future)))
         return future
 
     def submit_batch(self, submissions: Sequence[Submission]) -> Future[list[Receipt]]:
@@ -175,5 +230,11 @@ class GroupCommitter:
             for _, future in batch:
                 future.set_exception(e)
             return
+        awaited: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Any]]] = {}
         for (_, future), receipt in zip(batch, receipts, strict=True):
-            future.set_result(receipt)
+            if isinstance(future, _Awaited):
+                awaited.setdefault(future.loop, []).append((future.future, receipt))
+            else:
+                future.set_result(receipt)
+        for loop, answers in awaited.items():
+            _hand_over(loop, answers)

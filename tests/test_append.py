@@ -510,6 +510,72 @@ def test_group_committer_skips_a_request_given_up_on(
         committer.close()
 
 
+def test_group_committer_answers_a_loop_once_for_a_whole_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests awaited on an event loop get their receipts through it, a committed
+    batch's all in one hand-over; one refused on its own is answered as it comes,
+    and one given up on while queued is skipped, its event not written."""
+    import asyncio
+
+    from ledger.errors import ValidationError
+    from ledger.groupcommit import GroupCommitter
+
+    busy = threading.Event()
+    release = threading.Event()
+    real_append_many = world.ledger.append_many
+
+    def held(submissions: Any, **kwargs: Any) -> Any:
+        busy.set()
+        release.wait(10)
+        return real_append_many(submissions, **kwargs)
+
+    monkeypatch.setattr(world.ledger, "append_many", held)
+    committer = GroupCommitter(world.ledger, window_s=0.5)
+    skipped = world.signed(world.body("police-a"))
+
+    async def run() -> tuple[list[Any], list[Any], int]:
+        loop = asyncio.get_running_loop()
+        handovers = 0
+        real_call = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal handovers
+            handovers += 1
+            return real_call(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+        # A batch holds the committer while the singles queue up behind it.
+        first = asyncio.wrap_future(committer.submit_batch([world.signed(world.body("police-a"))]))
+        while not busy.is_set():
+            await asyncio.sleep(0.01)
+        gone = committer.submit_awaitable(skipped)
+        gone.cancel()
+        waiting = [
+            committer.submit_awaitable(world.signed(world.body("police-a"))) for _ in range(5)
+        ]
+        invalid = committer.submit_awaitable(
+            world.signed(world.body("police-a", event_type="NOT_A_TYPE"))
+        )
+        before = handovers
+        release.set()
+        await first
+        results = await asyncio.gather(*waiting, invalid, return_exceptions=True)
+        return results[:5], results[5:], handovers - before
+
+    try:
+        receipts, refused, handovers = asyncio.run(run())
+    finally:
+        release.set()
+        committer.close()
+    assert [r.seq for r in receipts] == [2, 3, 4, 5, 6]  # the one given up on was skipped
+    assert isinstance(refused[0], ValidationError)
+    # One for the refusal as it came, one for the five committed together; the batch
+    # before them is a thread's future, which the test's own wrap hands over (one more).
+    assert handovers == 3
+    assert world.ledger.store.catalog.lookup([skipped.body["event_id"]]) == {}
+
+
 def test_group_committer_commits_a_batch_alone_and_all_or_nothing(world: World) -> None:
     from ledger.core import Submission
     from ledger.errors import SignatureError
