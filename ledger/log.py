@@ -42,6 +42,9 @@ from .store import Store, stored_bytes, stored_int
 from .verify import b64encode
 
 PAGE = 10_000
+# The columns of the leaf and node tables, as PostgreSQL types (see logdb.TABLES).
+LEAF_COLUMNS = ("bigint", "bigint", "text", "bigint", "bytea", "bytea")
+NODE_COLUMNS = ("integer", "bigint", "bytea")
 
 
 def _hash_bytes(event_hash: str) -> bytes:
@@ -156,8 +159,8 @@ class VerifiableLog:
                 leaves.append((size + n, nid, oid, version, hashlib.sha256(state).digest(), leaf))
                 nodes.extend(compact.append(leaf)[1:])  # level 0 is the leaf row itself
             try:
-                cur.executemany("INSERT INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)", leaves)
-                cur.executemany("INSERT INTO merkle_nodes VALUES (?, ?, ?)", nodes)
+                cur.insert_rows("merkle_leaves", LEAF_COLUMNS, leaves)
+                cur.insert_rows("merkle_nodes", NODE_COLUMNS, nodes)
             except DuplicateRow:
                 # The tables already hold a leaf or node past the newest stored leaf:
                 # leaves were deleted after integration. Nothing is written over them.

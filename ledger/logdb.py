@@ -201,6 +201,22 @@ class _Adapted:
             with _duplicates_named():
                 self.cur.executemany(self.db.sql(sql), rows)
 
+    def insert_rows(self, table: str, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """`rows` into `table`, its columns of PostgreSQL `types`. On PostgreSQL one
+        statement takes them all as arrays, one a column: psycopg's executemany sends
+        and reads back a statement for each row, which cost the integrator more than
+        hashing the tree."""
+        if not rows:
+            return
+        if self.db.url.is_sqlite:
+            places = ", ".join("?" * len(types))
+            self.executemany(f"INSERT INTO {table} VALUES ({places})", rows)
+            return
+        arrays = ", ".join(f"%b::{t}[]" for t in types)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        with _duplicates_named():
+            self.cur.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays})", columns)
+
     def fetchone(self) -> Any:
         return self.cur.fetchone()
 

@@ -185,6 +185,11 @@ def stream_lock_key(oid: UUID) -> int:
     return int.from_bytes(oid.bytes[:4], "big", signed=True)
 
 
+def _uuid(value: Any) -> UUID:
+    """A uuid column's value (psycopg gives UUIDs) as a UUID, without parsing it again."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one array per column, for an INSERT ... SELECT FROM unnest(...)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -250,9 +255,7 @@ class PostgresCatalog:
             ).format(self._events()),
             [last, limit],
         )
-        return [
-            (int(r[0]), UUID(str(r[1])).hex, stored_int(r[2]), stored_bytes(r[3])) for r in rows
-        ]
+        return [(int(r[0]), _uuid(r[1]).hex, stored_int(r[2]), stored_bytes(r[3])) for r in rows]
 
     def streams_mentioning(self, text: str) -> list[str]:
         rows = self._query(
