@@ -738,7 +738,7 @@ def test_what_the_fast_path_submitted_is_not_submitted_again(
 
         return submit
 
-    # The fast path awaits on its loop, the route through a future: either counts.
+    # Submitted either way (awaited on the loop, or through a future), it counts.
     for name in ("submit", "submit_awaitable"):
         monkeypatch.setattr(committer, name, counting(getattr(committer, name)))
     event = api.signed()

@@ -191,7 +191,7 @@ async def append_event(
     receipt = (
         submitted
         if isinstance(submitted, Receipt)
-        else await asyncio.wrap_future(srv.committer.submit(submission))
+        else await srv.committer.submit_awaitable(submission)
     )
     if not receipt.duplicate:
         out, status = receipt_out(srv, receipt), 201
