@@ -478,13 +478,11 @@ def test_group_committer_stops_waiting_once_as_many_as_last_time_have_come(
         lone.close()
 
 
-def test_group_committer_skips_a_request_given_up_on(
+def hold_append_many(
     world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A request cancelled while queued (its client gone) is skipped; the committer
-    carries on answering the others."""
-    from ledger.groupcommit import GroupCommitter
-
+) -> tuple[threading.Event, threading.Event]:
+    """`append_many` made to wait, once called (`busy` set), until `release` is set: a
+    batch holds the committer while singles queue up behind it."""
     busy = threading.Event()
     release = threading.Event()
     real_append_many = world.ledger.append_many
@@ -495,6 +493,17 @@ def test_group_committer_skips_a_request_given_up_on(
         return real_append_many(submissions, **kwargs)
 
     monkeypatch.setattr(world.ledger, "append_many", held)
+    return busy, release
+
+
+def test_group_committer_skips_a_request_given_up_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled while queued (its client gone) is skipped; the committer
+    carries on answering the others."""
+    from ledger.groupcommit import GroupCommitter
+
+    busy, release = hold_append_many(world, monkeypatch)
     committer = GroupCommitter(world.ledger, window_s=0.01)
     try:
         first = committer.submit_batch([world.signed(world.body("police-a"))])
@@ -521,16 +530,7 @@ def test_group_committer_answers_a_loop_once_for_a_whole_batch(
     from ledger.errors import ValidationError
     from ledger.groupcommit import GroupCommitter
 
-    busy = threading.Event()
-    release = threading.Event()
-    real_append_many = world.ledger.append_many
-
-    def held(submissions: Any, **kwargs: Any) -> Any:
-        busy.set()
-        release.wait(10)
-        return real_append_many(submissions, **kwargs)
-
-    monkeypatch.setattr(world.ledger, "append_many", held)
+    busy, release = hold_append_many(world, monkeypatch)
     committer = GroupCommitter(world.ledger, window_s=0.5)
     skipped = world.signed(world.body("police-a"))
 
