@@ -212,10 +212,11 @@ class _Adapted:
             places = ", ".join("?" * len(types))
             self.executemany(f"INSERT INTO {table} VALUES ({places})", rows)
             return
+        from .pgstore import columns  # a PostgreSQL log: psycopg is installed
+
         arrays = ", ".join(f"%b::{t}[]" for t in types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
         with _duplicates_named():
-            self.cur.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays})", columns)
+            self.cur.execute(f"INSERT INTO {table} SELECT * FROM unnest({arrays})", columns(rows))
 
     def fetchone(self) -> Any:
         return self.cur.fetchone()

@@ -142,7 +142,7 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
         curs.connection.prepare_threshold = None
         rows = kwargs.get("index_rows")
         if rows:
-            curs.execute(self.insert_index_statement, _columns(rows))
+            curs.execute(self.insert_index_statement, columns(rows))
         sealed = before_commit(kwargs)
         if sealed:
             # FOR SHARE waits for an erasure in flight (it locks the row FOR UPDATE) and
@@ -151,7 +151,7 @@ class IndexedPostgresRecorder(PostgresApplicationRecorder):
             for row in curs.fetchall():
                 if row["erased_at"] is not None:
                     raise NarrativeErased(str(row["case_id"]), str(row["erased_at"]))
-            curs.execute(self.insert_narrative_statement, _columns(sealed))
+            curs.execute(self.insert_narrative_statement, columns(sealed))
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -190,7 +190,7 @@ def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+def columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one array per column, for an INSERT ... SELECT FROM unnest(...)."""
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -228,7 +228,7 @@ class PostgresCatalog:
                 "ORDER BY MIN(notification_id)"
             ).format(self._events())
         )
-        return [(UUID(str(r[0])), int(r[1])) for r in rows], []
+        return [(_uuid(r[0]), int(r[1])) for r in rows], []
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         rows = self._query(
@@ -314,7 +314,7 @@ class PostgresCatalog:
             ).format(self._events()),
             [list(ids)],
         )
-        return {UUID(str(r[0])): int(r[1]) for r in rows if r[1] is not None}
+        return {_uuid(r[0]): int(r[1]) for r in rows if r[1] is not None}
 
     def stream_page(self, oid: UUID, after: int, limit: int) -> list[tuple[int, bytes, int]]:
         """(version, stored bytes, notification id) of a stream's events after `after`."""
@@ -366,7 +366,7 @@ class PostgresCatalog:
             ).format(self._events()),
             [[oid for oid, _ in held], [version for _, version in held]],
         )
-        return {UUID(str(r[0])): (int(r[1]), None if r[2] is None else bytes(r[2])) for r in rows}
+        return {_uuid(r[0]): (int(r[1]), None if r[2] is None else bytes(r[2])) for r in rows}
 
     def count_events(self) -> int:
         return int(self._query(SQL("SELECT COUNT(*) FROM {}").format(self._events()))[0][0])
@@ -387,7 +387,7 @@ class PostgresCatalog:
             ).format(self._events()),
             [list(topics)],
         )
-        return [r[0] if isinstance(r[0], UUID) else UUID(str(r[0])) for r in rows]
+        return [_uuid(r[0]) for r in rows]
 
     def odd_topics(
         self, first: Sequence[str], later: Sequence[str], upto: int
